@@ -1,0 +1,33 @@
+//! `cargo run --release --bin migrate`: applies the schema over `DIRECT_URL` (idempotent).
+
+use std::process::ExitCode;
+
+use shared::config::{process_env, DbSettings};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    shared::telemetry::init();
+    let settings = match DbSettings::direct(&process_env(), "migrate") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("migrate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match shared::migrate::run(&settings).await {
+        Ok(report) if report.applied.is_empty() => {
+            println!("migrate: schema is up to date ({})", settings.dbname);
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            for m in &report.applied {
+                println!("migrate: applied {m}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

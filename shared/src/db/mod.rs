@@ -1,0 +1,12 @@
+//! Pooler-safe, bounded database access.
+
+mod cancel;
+mod error;
+mod pool;
+mod sql;
+
+pub use error::{DbError, DbErrorKind};
+pub use pool::{Conn, Db, PoolStatus};
+pub use sql::{Param, Sql, Tx};
+pub use tokio_postgres::types::Type;
+pub use tokio_postgres::Row;

@@ -1,0 +1,170 @@
+//! One warm, tiny pool per Lambda instance, built once in `main` and shared by every
+//! invocation. Size, wait, connect and statement bounds come from [`DbSettings`].
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+
+use super::cancel::CancelTarget;
+use super::sql::{Bounds, Sql, Tx};
+use super::DbError;
+use crate::config::{ConfigError, DbSettings};
+use crate::tls;
+
+/// The instance's database handle: cheap to clone, shares one pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    bounds: Arc<Bounds>,
+}
+
+/// A snapshot of the pool, for health reports and logs.
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+}
+
+impl Db {
+    /// Builds the pool. No connection is opened yet: call [`Db::warm`] in the init phase.
+    pub fn new(settings: &DbSettings) -> Result<Self, ConfigError> {
+        let tls = tls::connector(settings)?;
+        let manager = Manager::from_config(
+            settings.pg_config(),
+            tls.clone(),
+            ManagerConfig {
+                // `is_closed()` only: no extra round trip per checkout. A connection the server or
+                // pooler closed is noticed by its connection task and replaced.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_max_size)
+            .wait_timeout(Some(settings.pool_wait_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                name: "database pool".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            pool,
+            bounds: Arc::new(Bounds {
+                statement: settings.statement_timeout,
+                pool_wait: settings.pool_wait_timeout,
+                connect: settings.connect_timeout,
+                tls,
+                cancel_target: CancelTarget {
+                    host: settings.host.clone(),
+                    port: settings.port,
+                },
+            }),
+        })
+    }
+
+    /// Opens the first connection during the init phase so the first request does not pay for
+    /// it. A database that is down now is not fatal: requests will answer 503 until it returns.
+    pub async fn warm(&self) {
+        match self.conn().await {
+            Ok(_) => tracing::debug!("database pool warmed"),
+            Err(e) => tracing::warn!(error = %e, "could not open the first database connection"),
+        }
+    }
+
+    /// Checks out a connection, waiting at most the pool wait timeout.
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn conn(&self) -> Result<Conn, DbError> {
+        let started = Instant::now();
+        let object = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| DbError::from_pool(e, self.bounds.pool_wait, self.bounds.connect))?;
+        tracing::debug!(
+            wait_ms = started.elapsed().as_secs_f64() * 1e3,
+            "connection checked out"
+        );
+        Ok(Conn {
+            object: Some(object),
+            poisoned: AtomicBool::new(false),
+            bounds: self.bounds.clone(),
+        })
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            max_size: s.max_size,
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+        }
+    }
+
+    /// The per-statement bound.
+    pub fn statement_timeout(&self) -> Duration {
+        self.bounds.statement
+    }
+
+    /// Closes the pool: idle connections are closed now, checked-out ones when returned.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+}
+
+/// A checked-out connection. Returned to the pool on drop, or discarded when a statement on it
+/// timed out or broke (its state is then unknown).
+pub struct Conn {
+    object: Option<Object>,
+    poisoned: AtomicBool,
+    bounds: Arc<Bounds>,
+}
+
+impl Conn {
+    fn client(&self) -> &tokio_postgres::Client {
+        // `object` is only taken in `drop`.
+        self.object.as_deref().map(|w| &**w).unwrap_or_else(|| unreachable!())
+    }
+
+    /// Bounded, pooler-safe statements on this connection.
+    pub fn sql(&self) -> Sql<'_, tokio_postgres::Client> {
+        let client = self.client();
+        Sql::new(client, client.cancel_token(), &self.poisoned, &self.bounds)
+    }
+
+    /// Starts an explicit transaction (`BEGIN`, bounded). Rolled back when dropped uncommitted.
+    pub async fn transaction(&mut self) -> Result<Tx<'_>, DbError> {
+        let Conn {
+            object,
+            poisoned,
+            bounds,
+        } = self;
+        let client: &mut tokio_postgres::Client = object
+            .as_deref_mut()
+            .map(|w| &mut **w)
+            .unwrap_or_else(|| unreachable!());
+        Tx::begin(client, poisoned, bounds).await
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if *self.poisoned.get_mut() {
+            if let Some(object) = self.object.take() {
+                // Detach from the pool and close: the pool opens a fresh one when needed.
+                drop(Object::take(object));
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP API's one error enum, mapped to status codes in one place. Bodies are
+//! `{"error": {"code": "...", "message": "..."}}` and never carry SQL, stack traces or
+//! connection strings.
+
+use lambda_http::http::{header, StatusCode};
+use lambda_http::{Body, Response};
+use serde_json::json;
+
+use crate::db::DbError;
+
+/// Seconds a client should wait before retrying a saturated or unreachable database.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Status, machine-readable code and optional `Retry-After` seconds.
+    pub fn parts(&self) -> (StatusCode, &'static str, Option<u64>) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", None),
+            Self::TooManyRequests { retry_after_secs } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(*retry_after_secs))
+            }
+            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented", None),
+            Self::Database(DbError::PoolTimeout(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "saturated", Some(RETRY_AFTER_SECS))
+            }
+            Self::Database(DbError::Unreachable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                Some(RETRY_AFTER_SECS),
+            ),
+            Self::Database(DbError::StatementTimeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "database_timeout", None),
+            Self::Database(DbError::Constraint { .. }) => (StatusCode::CONFLICT, "conflict", None),
+            Self::Database(DbError::Other(_)) | Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+        }
+    }
+
+    /// The message a client sees: the error itself for client errors, a fixed sentence for
+    /// server-side ones (details go to the log, not the body).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Database(DbError::PoolTimeout(_)) => "the service is busy; retry shortly".into(),
+            Self::Database(DbError::Unreachable(_)) => "the database is unavailable; retry shortly".into(),
+            Self::Database(DbError::StatementTimeout(_)) => "the database did not answer in time".into(),
+            Self::Database(DbError::Constraint { .. }) => "the request conflicts with existing data".into(),
+            Self::Database(DbError::Other(_)) | Self::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let (status, code, retry_after) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(request_id, status = status.as_u16(), code, error = %self, "request failed");
+        } else {
+            tracing::info!(request_id, status = status.as_u16(), code, error = %self, "request rejected");
+        }
+        let body = json!({ "error": { "code": code, "message": self.public_message() } });
+        let mut response = json_response(status, &body, request_id);
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// A JSON response with the request id header.
+pub fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(id) = header::HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", id);
+    }
+    response
+}

@@ -7,6 +7,7 @@ pub mod db;
 pub mod health;
 pub mod http_error;
 pub mod migrate;
+pub mod model;
 pub mod scheduler;
 pub mod shutdown;
 pub mod startup;

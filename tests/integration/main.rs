@@ -1,8 +1,10 @@
 //! Integration tests: a real Postgres behind a real pgbouncer in transaction mode
 //! (`scripts/stack up`), a fresh database per test.
 
-mod helpers;
+use integration_tests::helpers;
 
 mod data_layer;
+mod lambda_watch;
 mod lifecycle;
 mod migrations;
+mod scheduler;

@@ -1,1 +1,3 @@
+//! Shared helpers of the integration tests and benchmarks.
 
+pub mod helpers;

@@ -1,13 +1,13 @@
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use shared::config::PoolDefaults;
+use lambda_runtime::{run, service_fn, Error};
+use shared::config::{process_env, PoolDefaults};
+use shared::scheduler::{Scheduler, SchedulerConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
+    let config = SchedulerConfig::from_env(&process_env())?;
+    let model = shared::model::from_env(&process_env())?;
     let db = shared::startup::database("scheduler", PoolDefaults { max_size: 2 }).await?;
-    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        let db = db.clone();
-        async move { shared::scheduler::handle(&db, event).await }
-    }))
-    .await
+    let scheduler = Scheduler { db, model, config };
+    run(service_fn(|event| shared::scheduler::handle(&scheduler, event))).await
 }

@@ -2,8 +2,6 @@
 //! private pgbouncers a test may stop, pause or restart, and a local Lambda Runtime API that
 //! drives the real function binaries.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

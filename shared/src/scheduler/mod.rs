@@ -1,0 +1,313 @@
+//! The scheduler function: claims due, approved agent tasks in batches, runs them with bounded
+//! concurrency, records each batch in one statement, schedules recurrences and rescues expired
+//! leases, while the invocation's deadline allows. With a pool of two, the finish of one batch
+//! and the claim of the next run at the same time on the two connections; no connection is held
+//! while tasks run.
+
+mod config;
+mod deadline;
+pub mod recurrence;
+pub mod tasks;
+mod trigger;
+
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use config::SchedulerConfig;
+pub use deadline::Deadline;
+pub use trigger::{BadPayload, Trigger};
+
+use crate::db::{Db, DbError};
+use crate::model::{ModelError, ModelRequest, SharedModel};
+use tasks::{ClaimedTask, Finished, Outcome};
+
+/// Longest result or error text stored per task.
+const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// Everything an invocation needs, built once per instance in `main`.
+#[derive(Clone)]
+pub struct Scheduler {
+    pub db: Db,
+    pub model: SharedModel,
+    pub config: SchedulerConfig,
+}
+
+/// The invocation's report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub claimed: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub rescued: u64,
+    pub remaining_due: u64,
+    pub duration_ms: u64,
+    /// Tasks claimed but given back unstarted because the deadline came first.
+    pub released: u64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    BadPayload(#[from] BadPayload),
+    #[error("scheduler stopped by a database failure: {0}")]
+    Database(#[from] DbError),
+}
+
+impl From<SchedulerError> for Diagnostic {
+    fn from(e: SchedulerError) -> Self {
+        let error_type = match &e {
+            SchedulerError::BadPayload(_) => "BadPayload",
+            SchedulerError::Database(DbError::PoolTimeout(_)) => "DatabaseSaturated",
+            SchedulerError::Database(DbError::Unreachable(_)) => "DatabaseUnavailable",
+            SchedulerError::Database(DbError::StatementTimeout(_)) => "DatabaseTimeout",
+            SchedulerError::Database(_) => "DatabaseError",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// The Lambda handler.
+pub async fn handle(s: &Scheduler, event: LambdaEvent<serde_json::Value>) -> Result<Summary, SchedulerError> {
+    let trigger = Trigger::parse(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected payload"))?;
+    let deadline = Deadline::from_context_ms(event.context.deadline, s.config.max_run);
+    let owner = if event.context.request_id.is_empty() {
+        Uuid::new_v4().to_string()
+    } else {
+        event.context.request_id.clone()
+    };
+    s.run(trigger, deadline, &owner).await
+}
+
+impl Scheduler {
+    /// One invocation: rescue, then claim/run/finish batches until drained, capped or out of time.
+    pub async fn run(&self, trigger: Trigger, deadline: Deadline, owner: &str) -> Result<Summary, SchedulerError> {
+        let started = Instant::now();
+        let mut summary = Summary {
+            dry_run: trigger.dry_run,
+            ..Summary::default()
+        };
+        let mut peak = 0usize;
+        let result = self.run_inner(trigger, &deadline, owner, &mut summary, &mut peak).await;
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        let pool = self.db.status();
+        match &result {
+            Ok(()) => tracing::info!(
+                claimed = summary.claimed,
+                completed = summary.completed,
+                failed = summary.failed,
+                retried = summary.retried,
+                rescued = summary.rescued,
+                released = summary.released,
+                remaining_due = summary.remaining_due,
+                duration_ms = summary.duration_ms,
+                dry_run = summary.dry_run,
+                connections = peak.max(pool.size),
+                pool_max = pool.max_size,
+                "scheduler run"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                claimed = summary.claimed,
+                completed = summary.completed,
+                duration_ms = summary.duration_ms,
+                connections = peak.max(pool.size),
+                "scheduler run failed"
+            ),
+        }
+        result.map(|()| summary)
+    }
+
+    async fn run_inner(
+        &self,
+        trigger: Trigger,
+        deadline: &Deadline,
+        owner: &str,
+        summary: &mut Summary,
+        peak: &mut usize,
+    ) -> Result<(), SchedulerError> {
+        if trigger.dry_run {
+            let conn = self.db.conn().await?;
+            let (due, _expired) = tasks::due_counts(&conn.sql()).await?;
+            summary.remaining_due = due.max(0) as u64;
+            return Ok(());
+        }
+        {
+            let conn = self.db.conn().await?;
+            let rescued = tasks::rescue(&conn.sql(), self.config.rescue_limit).await?;
+            summary.rescued = (rescued.pending + rescued.failed) as u64;
+            summary.failed += rescued.failed as u64;
+        }
+        let cap = trigger.max_tasks.or(self.config.max_tasks).unwrap_or(u64::MAX);
+        let parallel = self.db.status().max_size >= 2;
+
+        let mut batch = self.claim_next(deadline, owner, summary.claimed, cap).await?;
+        while let Some((claimed, requested)) = batch.take() {
+            summary.claimed += claimed.len() as u64;
+            let finished = self.run_batch(claimed, deadline).await;
+            tally(summary, &finished);
+            let more = claimed_full(&finished, requested);
+            let claimed_so_far = summary.claimed;
+            let next_claim = async {
+                if more {
+                    self.claim_next(deadline, owner, claimed_so_far, cap).await
+                } else {
+                    Ok(None)
+                }
+            };
+            let (finish_result, next) = if parallel {
+                tokio::join!(self.finish(owner, &finished), next_claim)
+            } else {
+                let f = self.finish(owner, &finished).await;
+                (f, next_claim.await)
+            };
+            *peak = (*peak).max(self.db.status().size);
+            match (finish_result, next) {
+                (Ok(()), Ok(next)) => batch = next,
+                (Err(e), Ok(Some((next, _)))) => {
+                    self.give_back(owner, &next).await;
+                    return Err(e.into());
+                }
+                (Err(e), _) | (Ok(()), Err(e)) => return Err(e.into()),
+            }
+        }
+
+        let conn = self.db.conn().await?;
+        let (due, _) = tasks::due_counts(&conn.sql()).await?;
+        summary.remaining_due = due.max(0) as u64;
+        Ok(())
+    }
+
+    /// Claims the next batch when time and the cap allow. `None` when nothing more is to be done.
+    async fn claim_next(
+        &self,
+        deadline: &Deadline,
+        owner: &str,
+        claimed: u64,
+        cap: u64,
+    ) -> Result<Option<(Vec<ClaimedTask>, usize)>, DbError> {
+        if deadline.remaining() <= self.config.safety_margin || claimed >= cap {
+            return Ok(None);
+        }
+        let limit = (self.config.batch_size as u64).min(cap - claimed) as i64;
+        // The lease covers everything this invocation could still do, plus a grace period.
+        let lease_secs = (deadline.remaining() + self.config.lease_grace).as_secs_f64();
+        let conn = self.db.conn().await?;
+        let claimed = tasks::claim(&conn.sql(), owner, lease_secs, limit).await?;
+        Ok((!claimed.is_empty()).then_some((claimed, limit as usize)))
+    }
+
+    async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<(), DbError> {
+        let conn = self.db.conn().await?;
+        let counts = tasks::finish(&conn.sql(), owner, finished).await?;
+        if counts.finished < finished.len() as i64 {
+            tracing::warn!(
+                expected = finished.len(),
+                recorded = counts.finished,
+                "some leases were lost before the batch was recorded (another instance took over)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Best effort: hands claimed tasks back after an invocation-level failure. If this fails
+    /// too, their leases expire and the next invocation rescues them.
+    async fn give_back(&self, owner: &str, claimed: &[ClaimedTask]) {
+        let ids: Vec<Uuid> = claimed.iter().map(|t| t.id).collect();
+        let released = async {
+            let conn = self.db.conn().await?;
+            tasks::release(&conn.sql(), owner, &ids).await
+        }
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, tasks = ids.len(), "could not release claimed tasks; their leases will expire");
+        }
+    }
+
+    /// Runs a claimed batch with bounded concurrency; never touches the database.
+    async fn run_batch(&self, batch: Vec<ClaimedTask>, deadline: &Deadline) -> Vec<Finished> {
+        let margin = self.config.safety_margin;
+        stream::iter(batch)
+            .map(|task| self.run_task(task, deadline, margin))
+            .buffer_unordered(self.config.concurrency)
+            .collect()
+            .await
+    }
+
+    async fn run_task(&self, task: ClaimedTask, deadline: &Deadline, margin: Duration) -> Finished {
+        let remaining = deadline.remaining();
+        if remaining <= margin {
+            return Finished {
+                id: task.id,
+                outcome: Outcome::Release,
+                next_at: None,
+            };
+        }
+        // A task may use the margin's first half; the second half is left for recording it.
+        let budget = self.config.task_timeout.min(remaining - margin / 2);
+        let request = ModelRequest::task(&task.instructions, &task.prompt);
+        let result = match tokio::time::timeout(budget, self.model.generate(&request)).await {
+            Ok(r) => r,
+            Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),
+        };
+        let outcome = match result {
+            Ok(text) => Outcome::Completed { result: truncate(text) },
+            Err(e) if task.attempts >= task.max_attempts => Outcome::Failed {
+                error: truncate(e.to_string()),
+            },
+            Err(e) => Outcome::Retry {
+                error: truncate(e.to_string()),
+                delay_secs: self.config.retry_delay(task.attempts).as_secs_f64(),
+            },
+        };
+        let next_at = match (&outcome, &task.cron) {
+            (Outcome::Completed { .. } | Outcome::Failed { .. }, Some(cron)) => {
+                recurrence::next_occurrence(cron, task.time_zone.as_deref(), task.scheduled_for, chrono::Utc::now())
+                    .inspect_err(|e| tracing::warn!(task = %task.id, error = %e, "recurrence not scheduled"))
+                    .ok()
+            }
+            _ => None,
+        };
+        Finished {
+            id: task.id,
+            outcome,
+            next_at,
+        }
+    }
+}
+
+/// A batch that came back full (and was not cut by the deadline) suggests more is due.
+fn claimed_full(finished: &[Finished], requested: usize) -> bool {
+    finished.len() >= requested && !finished.iter().any(|f| f.outcome == Outcome::Release)
+}
+
+fn tally(summary: &mut Summary, finished: &[Finished]) {
+    for f in finished {
+        match f.outcome {
+            Outcome::Completed { .. } => summary.completed += 1,
+            Outcome::Retry { .. } => summary.retried += 1,
+            Outcome::Failed { .. } => summary.failed += 1,
+            Outcome::Release => summary.released += 1,
+        }
+    }
+}
+
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_TEXT_BYTES {
+        let mut cut = MAX_TEXT_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}

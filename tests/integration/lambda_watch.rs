@@ -1,0 +1,129 @@
+//! The function binaries under the real local emulator: `cargo lambda watch` serving them and
+//! `cargo lambda invoke --data-file events/…` invoking them.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{eventually, free_port, TestDb};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// PATH with the project's `.venv/bin` first (scripts/test installs cargo-lambda there).
+fn path_with_venv() -> String {
+    let venv = workspace().join(".venv/bin");
+    format!("{}:{}", venv.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// `cargo lambda watch` on a free loopback port, serving every function of the workspace.
+struct Watch {
+    port: u16,
+    child: tokio::process::Child,
+}
+
+impl Watch {
+    async fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Watch {
+        let port = free_port();
+        let child = tokio::process::Command::new("cargo")
+            .args(["lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port"])
+            .arg(port.to_string())
+            .arg("--ignore-changes")
+            .current_dir(workspace())
+            .env("PATH", path_with_venv())
+            .env("DATABASE_URL", &db.pooled_url)
+            .envs(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cargo lambda watch starts (scripts/test installs cargo-lambda into .venv)");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let up = eventually(Duration::from_secs(60), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        assert!(up, "cargo lambda watch did not listen on {addr}");
+        Watch { port, child }
+    }
+
+    /// `cargo lambda invoke <function> --data-file <file>`: (success, stdout, stderr).
+    async fn invoke(&self, function: &str, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new("cargo")
+            .args([
+                "lambda",
+                "invoke",
+                function,
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+            ])
+            .arg(self.port.to_string())
+            .args(args)
+            .current_dir(workspace())
+            .env("PATH", path_with_venv())
+            .output()
+            .await
+            .expect("cargo lambda invoke runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_binary_runs_under_cargo_lambda_watch_and_invoke() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    client
+        .batch_execute(
+            "INSERT INTO agents (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'a');
+             INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
+             SELECT '00000000-0000-4000-8000-000000000001', 'job ' || i, 'approved', now()
+               FROM generate_series(1, 5) i;",
+        )
+        .await
+        .unwrap();
+    let watch = Watch::start(&db, &[]).await;
+
+    // The first invoke also waits for cargo to start the function.
+    let (ok, stdout, stderr) = watch
+        .invoke("scheduler", &["--data-file", "events/schedule.json"])
+        .await;
+    assert!(ok, "invoke failed: {stdout} {stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("the summary is JSON");
+    assert_eq!(summary["claimed"], 5, "{summary}");
+    assert_eq!(summary["completed"], 5, "{summary}");
+    assert_eq!(summary["remainingDue"], 0, "{summary}");
+    for field in ["failed", "retried", "rescued", "durationMs"] {
+        assert!(summary[field].is_u64(), "{field} in {summary}");
+    }
+
+    let (ok, stdout, stderr) = watch
+        .invoke("scheduler", &["--data-ascii", r#"{"maxTasks": "ten"}"#])
+        .await;
+    assert!(!ok, "a malformed payload is an error");
+    let shown = format!("{stdout}{stderr}");
+    assert!(
+        shown.contains("BadPayload") || shown.contains("invalid scheduler payload"),
+        "{shown}"
+    );
+
+    let completed: i64 = client
+        .query_one("SELECT count(*) FROM agent_tasks WHERE status = 'completed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, 5);
+}

@@ -1,0 +1,491 @@
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use serde_json::{json, Value};
+use shared::model::{AgentModel, ModelError, ModelRequest};
+use shared::scheduler::{Scheduler, SchedulerConfig, SchedulerError, Summary};
+use tokio_postgres::Client;
+
+use crate::helpers::{eventually, function_binary, PoolOptions, RuntimeApi, TestDb};
+
+/// What the test model does with a prompt.
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    Succeed,
+    Fail,
+    Hang,
+}
+
+/// A model that records every execution by prompt.
+struct RecordingModel {
+    runs: Mutex<HashMap<String, u32>>,
+    behaviour: Behaviour,
+    latency: Duration,
+}
+
+impl RecordingModel {
+    fn new(behaviour: Behaviour) -> Arc<Self> {
+        Arc::new(Self {
+            runs: Mutex::new(HashMap::new()),
+            behaviour,
+            latency: Duration::ZERO,
+        })
+    }
+
+    fn slow(latency: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            runs: Mutex::new(HashMap::new()),
+            behaviour: Behaviour::Succeed,
+            latency,
+        })
+    }
+
+    fn runs(&self) -> HashMap<String, u32> {
+        self.runs.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl AgentModel for RecordingModel {
+    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
+        let prompt = request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+        *self.runs.lock().unwrap().entry(prompt.clone()).or_default() += 1;
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        match self.behaviour {
+            Behaviour::Succeed => Ok(format!("done: {prompt}")),
+            Behaviour::Fail => Err(ModelError::Failed("upstream said no".into())),
+            Behaviour::Hang => std::future::pending().await,
+        }
+    }
+}
+
+fn test_config() -> SchedulerConfig {
+    SchedulerConfig {
+        safety_margin: Duration::from_millis(300),
+        lease_grace: Duration::from_millis(200),
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_secs(10),
+        ..SchedulerConfig::default()
+    }
+}
+
+fn scheduler(db: &TestDb, model: Arc<RecordingModel>, config: SchedulerConfig) -> Scheduler {
+    Scheduler {
+        db: db.pool(&PoolOptions {
+            app: "scheduler".into(),
+            max_size: 2,
+            ..PoolOptions::default()
+        }),
+        model,
+        config,
+    }
+}
+
+async fn invoke(s: &Scheduler, payload: Value, budget: Duration) -> Result<Summary, SchedulerError> {
+    let mut context = Context::default();
+    context.request_id = uuid::Uuid::new_v4().to_string();
+    context.deadline = crate::helpers::deadline_in(budget);
+    shared::scheduler::handle(s, LambdaEvent::new(payload, context)).await
+}
+
+fn schedule_event() -> Value {
+    serde_json::from_str(include_str!("../../events/schedule.json")).unwrap()
+}
+
+async fn seed_agent(client: &Client) -> uuid::Uuid {
+    client
+        .query_one(
+            "INSERT INTO agents (name, instructions) VALUES ('worker', 'do the task') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `n` tasks with prompts `<prefix>-1 … <prefix>-n`.
+async fn seed_tasks(client: &Client, agent: uuid::Uuid, n: i32, prefix: &str, extra_columns: &str, extra_values: &str) {
+    let sql = format!(
+        "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for{extra_columns})
+         SELECT $1, $2 || '-' || i, 'approved', now() - interval '1 minute'{extra_values}
+           FROM generate_series(1, $3::int) AS i"
+    );
+    client.execute(&sql, &[&agent, &prefix, &n]).await.unwrap();
+}
+
+async fn status_counts(client: &Client) -> HashMap<String, i64> {
+    client
+        .query("SELECT status, count(*) FROM agent_tasks GROUP BY status", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_instances_run_each_of_ten_thousand_tasks_exactly_once() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 10_000, "t", "", "").await;
+    let model = RecordingModel::new(Behaviour::Succeed);
+
+    let mut instances = Vec::new();
+    for _ in 0..4 {
+        let s = scheduler(&db, model.clone(), test_config());
+        instances.push(tokio::spawn(async move {
+            invoke(&s, schedule_event(), Duration::from_secs(120)).await
+        }));
+    }
+    let mut claimed = 0;
+    for i in instances {
+        let summary = i.await.unwrap().expect("invocation succeeds");
+        claimed += summary.claimed;
+        assert_eq!(summary.failed + summary.retried, 0);
+    }
+    assert_eq!(claimed, 10_000, "every task claimed once across the instances");
+
+    let runs = model.runs();
+    assert_eq!(runs.len(), 10_000, "every task ran");
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "tasks run more than once: {:?}",
+        &twice[..twice.len().min(5)]
+    );
+    assert_eq!(status_counts(&client).await.get("completed"), Some(&10_000));
+}
+
+#[tokio::test]
+async fn tasks_not_approved_or_not_due_or_cancelled_are_left_alone() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, prompt, approval_status, status, scheduled_for) VALUES
+               ($1, 'awaiting approval', 'pending', 'pending', now() - interval '1 hour'),
+               ($1, 'rejected', 'rejected', 'pending', now() - interval '1 hour'),
+               ($1, 'cancelled', 'approved', 'cancelled', now() - interval '1 hour'),
+               ($1, 'future', 'approved', 'pending', now() + interval '1 hour'),
+               ($1, 'due', 'approved', 'pending', now() - interval '1 hour')",
+            &[&agent],
+        )
+        .await
+        .unwrap();
+    let model = RecordingModel::new(Behaviour::Succeed);
+    let s = scheduler(&db, model.clone(), test_config());
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary.claimed, 1);
+    assert_eq!(summary.completed, 1);
+    assert_eq!(
+        model.runs().keys().cloned().collect::<Vec<_>>(),
+        vec!["due".to_string()]
+    );
+
+    let rows = client
+        .query("SELECT prompt, status FROM agent_tasks ORDER BY prompt", &[])
+        .await
+        .unwrap();
+    let states: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(states["awaiting approval"], "pending");
+    assert_eq!(states["rejected"], "pending");
+    assert_eq!(states["cancelled"], "cancelled");
+    assert_eq!(states["future"], "pending");
+    assert_eq!(states["due"], "completed");
+}
+
+#[tokio::test]
+async fn a_failing_model_is_retried_with_growing_delays_then_failed() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 1, "flaky", ", max_attempts", ", 3").await;
+    let model = RecordingModel::new(Behaviour::Fail);
+    let s = scheduler(&db, model.clone(), test_config());
+
+    let mut delays = Vec::new();
+    for attempt in 1..=3 {
+        // Wait until the retry is due, then invoke.
+        let due = eventually(Duration::from_secs(10), || async {
+            client
+                .query_one(
+                    "SELECT count(*) FROM agent_tasks WHERE status = 'pending' AND scheduled_for <= now()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        })
+        .await;
+        assert!(due, "attempt {attempt} never became due");
+        let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
+        assert_eq!(summary.claimed, 1, "attempt {attempt}");
+        let row = client
+            .query_one(
+                "SELECT status, attempts, last_error, extract(epoch FROM scheduled_for - updated_at)::float8
+                   FROM agent_tasks",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (status, attempts, last_error, delay): (String, i32, Option<String>, f64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(attempts, attempt);
+        assert!(last_error.unwrap_or_default().contains("upstream said no"));
+        if attempt < 3 {
+            assert_eq!(status, "pending");
+            assert_eq!(summary.retried, 1);
+            delays.push(delay);
+        } else {
+            assert_eq!(status, "failed", "failed after max_attempts");
+            assert_eq!(summary.failed, 1);
+        }
+    }
+    // Equal jitter: retry 1 waits 50-100 ms, retry 2 waits 100-200 ms.
+    assert!(delays[0] >= 0.05 && delays[0] <= 0.1, "{delays:?}");
+    assert!(delays[1] >= 0.1 && delays[1] <= 0.2, "{delays:?}");
+    assert!(delays[1] >= delays[0], "delays grow: {delays:?}");
+    assert_eq!(model.runs()["flaky-1"], 3);
+}
+
+#[tokio::test]
+async fn a_hanging_model_is_cut_by_the_task_timeout() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 3, "stuck", "", "").await;
+    let s = scheduler(
+        &db,
+        RecordingModel::new(Behaviour::Hang),
+        SchedulerConfig {
+            task_timeout: Duration::from_millis(300),
+            ..test_config()
+        },
+    );
+    let started = Instant::now();
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the run was not cut");
+    assert_eq!(summary.retried, 3);
+    let errors: Vec<String> = client
+        .query("SELECT last_error FROM agent_tasks WHERE status = 'pending'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(errors.len(), 3);
+    assert!(errors.iter().all(|e| e.contains("timed out")), "{errors:?}");
+}
+
+#[tokio::test]
+async fn a_short_deadline_stops_the_run_with_the_rest_still_pending() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 200, "slow", "", "").await;
+    let s = scheduler(
+        &db,
+        RecordingModel::slow(Duration::from_millis(50)),
+        SchedulerConfig {
+            concurrency: 2,
+            batch_size: 10,
+            safety_margin: Duration::from_millis(500),
+            ..test_config()
+        },
+    );
+    let budget = Duration::from_secs(2);
+    let started = Instant::now();
+    let summary = invoke(&s, schedule_event(), budget).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed < budget, "returned after the deadline ({elapsed:?})");
+    assert!(summary.completed > 0, "{summary:?}");
+    assert!(summary.remaining_due > 0, "{summary:?}");
+    let counts = status_counts(&client).await;
+    assert_eq!(counts.get("running"), None, "nothing left claimed: {counts:?}");
+    assert_eq!(counts.get("completed").copied().unwrap_or(0) as u64, summary.completed);
+    assert_eq!(
+        counts.get("pending").copied().unwrap_or(0) as u64,
+        summary.remaining_due
+    );
+    let over_counted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM agent_tasks WHERE status = 'pending' AND attempts > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(over_counted, 0, "tasks never started keep their attempts");
+}
+
+#[tokio::test]
+async fn a_recurring_task_gets_its_next_occurrence_once_even_when_two_instances_race() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    let series = uuid::Uuid::new_v4();
+    // A backlog: two missed occurrences of the same series, both due.
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for, cron, time_zone, series_id)
+             VALUES ($1, 'daily-a', 'approved', now() - interval '2 days', '0 9 * * *', 'Europe/Paris', $2),
+                    ($1, 'daily-b', 'approved', now() - interval '1 day', '0 9 * * *', 'Europe/Paris', $2)",
+            &[&agent, &series],
+        )
+        .await
+        .unwrap();
+    let model = RecordingModel::slow(Duration::from_millis(100));
+    let a = scheduler(&db, model.clone(), test_config());
+    let b = scheduler(&db, model.clone(), test_config());
+    let one = json!({"maxTasks": 1});
+    let (ra, rb) = tokio::join!(
+        invoke(&a, one.clone(), Duration::from_secs(30)),
+        invoke(&b, one.clone(), Duration::from_secs(30))
+    );
+    assert_eq!(ra.unwrap().completed + rb.unwrap().completed, 2);
+
+    let rows = client
+        .query(
+            "SELECT to_char(scheduled_for AT TIME ZONE 'Europe/Paris', 'HH24:MI'), scheduled_for > now(), series_id
+               FROM agent_tasks WHERE status = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "exactly one next occurrence, no burst for the backlog");
+    assert_eq!(
+        rows[0].get::<_, String>(0),
+        "09:00",
+        "09:00 Paris time, whatever the UTC offset"
+    );
+    assert!(rows[0].get::<_, bool>(1), "in the future");
+    assert_eq!(rows[0].get::<_, Option<uuid::Uuid>>(2), Some(series));
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_what_is_due_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 7, "due", "", "").await;
+    let model = RecordingModel::new(Behaviour::Succeed);
+    let s = scheduler(&db, model.clone(), test_config());
+    let summary = invoke(&s, json!({"dryRun": true}), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(summary.remaining_due, 7);
+    assert_eq!(summary.claimed, 0);
+    assert!(model.runs().is_empty());
+    assert_eq!(status_counts(&client).await.get("pending"), Some(&7));
+}
+
+#[tokio::test]
+async fn max_tasks_caps_one_invocation() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 30, "capped", "", "").await;
+    let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
+    let summary = invoke(&s, json!({"maxTasks": 12}), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(summary.claimed, 12);
+    assert_eq!(summary.remaining_due, 18);
+}
+
+#[tokio::test]
+async fn malformed_manual_payloads_get_a_clear_error_and_touch_nothing() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 3, "keep", "", "").await;
+    let model = RecordingModel::new(Behaviour::Succeed);
+    let s = scheduler(&db, model.clone(), test_config());
+    for payload in [
+        json!({"maxTasks": "ten"}),
+        json!({"maxTasks": -3}),
+        json!({"dryrun": true}),
+        json!({"maxTasks": 5, "extra": {"nested": [1, 2, 3]}}),
+        json!([{"maxTasks": 1}]),
+        json!("DROP TABLE agent_tasks"),
+        json!({"maxTasks": 1e300}),
+    ] {
+        let err = invoke(&s, payload.clone(), Duration::from_secs(30)).await.unwrap_err();
+        let diagnostic = Diagnostic::from(err);
+        assert_eq!(diagnostic.error_type, "BadPayload", "{payload}");
+        assert!(
+            diagnostic.error_message.contains("invalid scheduler payload"),
+            "{payload}: {}",
+            diagnostic.error_message
+        );
+    }
+    assert!(model.runs().is_empty());
+    assert_eq!(status_counts(&client).await.get("pending"), Some(&3));
+}
+
+#[tokio::test]
+async fn an_instance_killed_mid_batch_loses_no_task() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 120, "crash", "", "").await;
+
+    // A real scheduler process with slow local-model tasks, driven through the Runtime API.
+    let runtime = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(function_binary("scheduler"))
+        .envs(runtime.function_env("scheduler"))
+        .env("DATABASE_URL", &db.pooled_url)
+        .env("LOCAL_MODEL_LATENCY_MS", "100")
+        .env("SCHEDULER_CONCURRENCY", "4")
+        .env("SCHEDULER_BATCH_SIZE", "20")
+        .env("SCHEDULER_SAFETY_MARGIN_MS", "300")
+        .env("SCHEDULER_LEASE_GRACE_MS", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the scheduler binary");
+    let invocation = {
+        let event = schedule_event();
+        let deadline = crate::helpers::deadline_in(Duration::from_secs(3));
+        let runtime = &runtime;
+        async move { runtime.invoke(&event, deadline).await }
+    };
+    let killer = async {
+        let mid_batch = eventually(Duration::from_secs(10), || async {
+            let counts = status_counts(&client).await;
+            counts.get("completed").copied().unwrap_or(0) > 0 && counts.get("running").copied().unwrap_or(0) > 0
+        })
+        .await;
+        assert!(mid_batch, "the scheduler never got mid-batch");
+        child.start_kill().expect("SIGKILL");
+        child.wait().await.expect("reaped");
+    };
+    tokio::select! {
+        result = invocation => panic!("the invocation finished before the kill: {result:?}"),
+        () = killer => {}
+    }
+    let counts = status_counts(&client).await;
+    assert!(
+        counts.get("running").copied().unwrap_or(0) > 0,
+        "the kill left tasks running: {counts:?}"
+    );
+
+    // After the lease (3 s deadline + 0.2 s grace) expires, a later invocation rescues and completes all.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(60)).await.unwrap();
+    assert!(summary.rescued > 0, "{summary:?}");
+    let counts = status_counts(&client).await;
+    assert_eq!(counts.get("completed"), Some(&120), "{counts:?}");
+    assert_eq!(counts.len(), 1, "none lost, none running: {counts:?}");
+}

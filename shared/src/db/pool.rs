@@ -1,7 +1,7 @@
 //! One warm, tiny pool per Lambda instance, built once in `main` and shared by every
 //! invocation. Size, wait, connect and statement bounds come from [`DbSettings`].
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,7 @@ impl Db {
                     host: settings.host.clone(),
                     port: settings.port,
                 },
+                statements: AtomicU64::new(0),
             }),
         })
     }
@@ -106,6 +107,11 @@ impl Db {
             available: s.available,
             waiting: s.waiting,
         }
+    }
+
+    /// Statements sent through this pool since it was built (`BEGIN`/`COMMIT` included).
+    pub fn statements_sent(&self) -> u64 {
+        self.bounds.statements.load(Ordering::Relaxed)
     }
 
     /// The per-statement bound.

@@ -7,7 +7,7 @@
 //! connection is discarded instead of going back to the pool.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_postgres::types::{ToSql, Type};
@@ -26,6 +26,8 @@ pub(crate) struct Bounds {
     pub connect: Duration,
     pub tls: Tls,
     pub cancel_target: CancelTarget,
+    /// Statements sent through this pool (for metrics and benchmarks).
+    pub statements: AtomicU64,
 }
 
 /// Statement runner over a connection or a transaction.
@@ -87,6 +89,7 @@ async fn bounded<T>(
     poisoned: &AtomicBool,
     bounds: &Bounds,
 ) -> Result<T, DbError> {
+    bounds.statements.fetch_add(1, Ordering::Relaxed);
     match tokio::time::timeout(bound, fut).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {

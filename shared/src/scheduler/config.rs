@@ -6,8 +6,11 @@ use crate::config::{ConfigError, Env};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Tasks claimed per statement.
+    /// Most tasks claimed per statement. The batch starts at `concurrency` tasks and doubles
+    /// while batches run quickly (under `fast_batch`), up to this; it halves when they are slow.
     pub batch_size: i64,
+    /// A batch that runs in less than this is "quick".
+    pub fast_batch: Duration,
     /// Tasks run at once.
     pub concurrency: usize,
     /// Bound on one model call.
@@ -30,7 +33,8 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
-            batch_size: 250,
+            batch_size: 1000,
+            fast_batch: Duration::from_millis(500),
             concurrency: 16,
             task_timeout: Duration::from_secs(60),
             safety_margin: Duration::from_secs(10),
@@ -72,6 +76,7 @@ impl SchedulerConfig {
         };
         let config = Self {
             batch_size: number(env, "SCHEDULER_BATCH_SIZE", 1, 10_000)?.map_or(d.batch_size, |n| n as i64),
+            fast_batch: d.fast_batch,
             concurrency: number(env, "SCHEDULER_CONCURRENCY", 1, 1024)?.map_or(d.concurrency, |n| n as usize),
             task_timeout: ms("SCHEDULER_TASK_TIMEOUT_MS", d.task_timeout)?,
             safety_margin: ms("SCHEDULER_SAFETY_MARGIN_MS", d.safety_margin)?,
@@ -89,6 +94,22 @@ impl SchedulerConfig {
             });
         }
         Ok(config)
+    }
+
+    /// The first batch's size.
+    pub fn initial_batch(&self) -> i64 {
+        (self.concurrency as i64).clamp(1, self.batch_size)
+    }
+
+    /// The next batch's size after one of `size` tasks took `took`.
+    pub fn next_batch(&self, size: i64, took: Duration) -> i64 {
+        if took < self.fast_batch {
+            (size * 2).min(self.batch_size)
+        } else if took > self.fast_batch * 4 {
+            (size / 2).max(self.initial_batch())
+        } else {
+            size
+        }
     }
 
     /// Delay before retry number `attempt` (1-based): `base · 2^(attempt-1)`, capped, with equal
@@ -131,6 +152,26 @@ mod tests {
             assert!(d3 >= Duration::from_secs(20) && d3 <= Duration::from_secs(40));
             assert!(c.retry_delay(30) <= Duration::from_secs(60));
         }
+    }
+
+    #[test]
+    fn batches_grow_while_quick_and_shrink_when_slow() {
+        let c = SchedulerConfig {
+            concurrency: 16,
+            batch_size: 1000,
+            ..SchedulerConfig::default()
+        };
+        let mut size = c.initial_batch();
+        assert_eq!(size, 16);
+        for _ in 0..10 {
+            size = c.next_batch(size, Duration::from_millis(10));
+        }
+        assert_eq!(size, 1000);
+        for _ in 0..10 {
+            size = c.next_batch(size, Duration::from_secs(30));
+        }
+        assert_eq!(size, 16);
+        assert_eq!(c.next_batch(64, Duration::from_secs(1)), 64);
     }
 
     #[test]

@@ -150,16 +150,19 @@ impl Scheduler {
         let cap = trigger.max_tasks.or(self.config.max_tasks).unwrap_or(u64::MAX);
         let parallel = self.db.status().max_size >= 2;
 
-        let mut batch = self.claim_next(deadline, owner, summary.claimed, cap).await?;
+        let mut size = self.config.initial_batch();
+        let mut batch = self.claim_next(deadline, owner, summary.claimed, cap, size).await?;
         while let Some((claimed, requested)) = batch.take() {
             summary.claimed += claimed.len() as u64;
+            let ran = Instant::now();
             let finished = self.run_batch(claimed, deadline).await;
+            size = self.config.next_batch(size, ran.elapsed());
             tally(summary, &finished);
             let more = claimed_full(&finished, requested);
             let claimed_so_far = summary.claimed;
             let next_claim = async {
                 if more {
-                    self.claim_next(deadline, owner, claimed_so_far, cap).await
+                    self.claim_next(deadline, owner, claimed_so_far, cap, size).await
                 } else {
                     Ok(None)
                 }
@@ -194,11 +197,12 @@ impl Scheduler {
         owner: &str,
         claimed: u64,
         cap: u64,
+        size: i64,
     ) -> Result<Option<(Vec<ClaimedTask>, usize)>, DbError> {
         if deadline.remaining() <= self.config.safety_margin || claimed >= cap {
             return Ok(None);
         }
-        let limit = (self.config.batch_size as u64).min(cap - claimed) as i64;
+        let limit = (size.max(1) as u64).min(cap - claimed) as i64;
         // The lease covers everything this invocation could still do, plus a grace period.
         let lease_secs = (deadline.remaining() + self.config.lease_grace).as_secs_f64();
         let conn = self.db.conn().await?;

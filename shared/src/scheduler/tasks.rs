@@ -23,6 +23,10 @@ pub struct ClaimedTask {
 
 /// Claims up to `limit` due, approved, pending tasks, oldest first, skipping rows another
 /// instance holds; takes a lease of `lease_secs` and counts the attempt.
+///
+/// `id = ANY(ARRAY(subquery))` rather than `id IN (subquery)`: the locked ids are computed once
+/// and the rows reached through the primary key; with `IN`, Postgres plans a hash semi-join
+/// over a sequential scan of the whole table (measured: 59 ms against 17 ms per 1000 of 100k).
 #[tracing::instrument(skip_all, level = "debug")]
 pub async fn claim<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
@@ -38,12 +42,12 @@ pub async fn claim<C: GenericClient + Sync>(
                     attempts = t.attempts + 1, updated_at = now()
                FROM agents a
               WHERE a.id = t.agent_id
-                AND t.id IN (SELECT id FROM agent_tasks
-                              WHERE status = 'pending' AND approval_status = 'approved'
-                                AND scheduled_for <= now()
-                              ORDER BY scheduled_for, id
-                              LIMIT $3
-                              FOR UPDATE SKIP LOCKED)
+                AND t.id = ANY(ARRAY(SELECT id FROM agent_tasks
+                                      WHERE status = 'pending' AND approval_status = 'approved'
+                                        AND scheduled_for <= now()
+                                      ORDER BY scheduled_for, id
+                                      LIMIT $3
+                                      FOR UPDATE SKIP LOCKED))
           RETURNING t.id, t.prompt, a.instructions, t.attempts, t.max_attempts, t.cron, t.time_zone,
                     t.scheduled_for",
             &[(&owner, Type::TEXT), (&lease_secs, Type::FLOAT8), (&limit, Type::INT8)],
@@ -221,19 +225,17 @@ pub struct Rescued {
 pub async fn rescue<C: GenericClient + Sync>(sql: &Sql<'_, C>, limit: i64) -> Result<Rescued, DbError> {
     let row = sql
         .query_one(
-            "WITH expired AS (
-                 SELECT id FROM agent_tasks
-                  WHERE status = 'running' AND lease_expires_at < now()
-                  ORDER BY lease_expires_at
-                  LIMIT $1
-                  FOR UPDATE SKIP LOCKED
-             ), done AS (
+            "WITH done AS (
                  UPDATE agent_tasks t
                     SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
                         last_error = 'lease expired: the instance running it stopped before finishing',
                         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-                   FROM expired
-                  WHERE t.id = expired.id
+                  WHERE t.id = ANY(ARRAY(SELECT id FROM agent_tasks
+                                          WHERE status = 'running' AND lease_expires_at < now()
+                                          ORDER BY lease_expires_at
+                                          LIMIT $1
+                                          FOR UPDATE SKIP LOCKED))
+                    AND t.status = 'running'
               RETURNING t.status
              )
              SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed')

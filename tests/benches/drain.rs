@@ -1,0 +1,289 @@
+//! `drain`: N due no-op tasks (local model) drained through pgbouncer by the real scheduler
+//! handler with a pool of 2, against two references on the same data shape in the same run:
+//! the SQL floor (one set-based UPDATE per 1000 rows over one connection) and the original
+//! backend's algorithm (take 50, then one UPDATE per task, a transaction each).
+//!
+//! Run: `scripts/bench drain` (N from DRAIN_TASKS, default 100000; the original algorithm runs
+//! on the first ORIGINAL_TASKS, default 10000, of the same table: its rate is what is compared).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use integration_tests::helpers::{PoolOptions, TestDb};
+use lambda_runtime::{Context, LambdaEvent};
+use shared::db::Type;
+use shared::model::LocalModel;
+use shared::scheduler::{Scheduler, SchedulerConfig};
+use tokio_postgres::{Client, NoTls};
+
+fn env_number(name: &str, default: i64) -> i64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn admin_client(db: &TestDb) -> Client {
+    let url = format!("{}?application_name=bench-admin", db.direct_url);
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("direct connection");
+    tokio::spawn(conn);
+    client
+}
+
+/// Empties the table and seeds `n` due, approved tasks, then vacuums so every run starts alike.
+async fn reseed(client: &Client, agent: uuid::Uuid, n: i64) {
+    client.batch_execute("TRUNCATE agent_tasks").await.unwrap();
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
+             SELECT $1, 'no-op task ' || i, 'approved', now() - interval '1 hour' + i * interval '1 millisecond'
+               FROM generate_series(1, $2::int8) AS i",
+            &[&agent, &n],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("VACUUM ANALYZE agent_tasks").await.unwrap();
+    client.batch_execute("CHECKPOINT").await.unwrap();
+}
+
+/// Samples the server connections other than the bench's own every 20 ms; returns the peak.
+fn watch_connections(db: &TestDb) -> (Arc<AtomicBool>, tokio::task::JoinHandle<i64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicI64::new(0));
+    let (name, direct) = (db.name.clone(), db.direct_url.clone());
+    let stop2 = stop.clone();
+    let handle = tokio::spawn(async move {
+        let url = format!("{direct}?application_name=bench-admin");
+        let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("monitor connection");
+        tokio::spawn(conn);
+        while !stop2.load(Ordering::Relaxed) {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = $1 AND backend_type = 'client backend'
+                        AND application_name <> 'bench-admin'",
+                    &[&name],
+                )
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            peak.fetch_max(n, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak.load(Ordering::Relaxed)
+    });
+    (stop, handle)
+}
+
+struct Figure {
+    name: &'static str,
+    tasks: i64,
+    seconds: f64,
+    statements: Option<f64>,
+    peak: Option<i64>,
+}
+
+impl Figure {
+    fn rate(&self) -> f64 {
+        self.tasks as f64 / self.seconds
+    }
+}
+
+async fn ours(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, batch: i64) -> Figure {
+    reseed(admin, agent, n).await;
+    let pool = db.pool(&PoolOptions {
+        app: "scheduler".into(),
+        max_size: 2,
+        statement: Duration::from_secs(30),
+        ..PoolOptions::default()
+    });
+    let scheduler = Scheduler {
+        db: pool.clone(),
+        model: Arc::new(LocalModel::default()),
+        config: SchedulerConfig {
+            batch_size: batch,
+            ..SchedulerConfig::default()
+        },
+    };
+    let event: serde_json::Value = serde_json::from_str(include_str!("../../events/schedule.json")).unwrap();
+    let mut context = Context::default();
+    context.request_id = uuid::Uuid::new_v4().to_string();
+    context.deadline = integration_tests::helpers::deadline_in(Duration::from_secs(900));
+
+    let (stop, monitor) = watch_connections(db);
+    let before = pool.statements_sent();
+    let started = Instant::now();
+    let summary = shared::scheduler::handle(&scheduler, LambdaEvent::new(event, context))
+        .await
+        .expect("the drain invocation succeeds");
+    let seconds = started.elapsed().as_secs_f64();
+    let statements = pool.statements_sent() - before;
+    stop.store(true, Ordering::Relaxed);
+    let peak = monitor.await.unwrap();
+    let completed: i64 = admin
+        .query_one("SELECT count(*) FROM agent_tasks WHERE status = 'completed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, n, "every task completed ({summary:?})");
+    assert_eq!(summary.completed as i64, n);
+    Figure {
+        name: if batch == SchedulerConfig::default().batch_size {
+            "scheduler (defaults: batch 16..1000)"
+        } else {
+            "scheduler (SCHEDULER_BATCH_SIZE=250)"
+        },
+        tasks: n,
+        seconds,
+        statements: Some(statements as f64 / n as f64),
+        peak: Some(peak),
+    }
+}
+
+async fn pooled_client(db: &TestDb, app: &str) -> Client {
+    let url = format!("{}?application_name={app}", db.pooled_url);
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("pooled connection");
+    tokio::spawn(conn);
+    client
+}
+
+/// The floor as the issue states it (`id IN (subquery)`), and the same statement in the
+/// `id = ANY(ARRAY(subquery))` form the scheduler uses (no sequential scan per batch).
+async fn sql_floor(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, any_form: bool) -> Figure {
+    reseed(admin, agent, n).await;
+    let client = pooled_client(db, "floor").await;
+    let started = Instant::now();
+    let mut done = 0i64;
+    let mut statements = 0;
+    loop {
+        let sql = if any_form {
+            "UPDATE agent_tasks SET status = 'completed'
+              WHERE id = ANY(ARRAY(SELECT id FROM agent_tasks
+                                    WHERE status = 'pending' AND approval_status = 'approved'
+                                      AND scheduled_for <= now()
+                                    ORDER BY scheduled_for LIMIT 1000
+                                    FOR UPDATE SKIP LOCKED))"
+        } else {
+            "UPDATE agent_tasks SET status = 'completed'
+              WHERE id IN (SELECT id FROM agent_tasks
+                            WHERE status = 'pending' AND approval_status = 'approved'
+                              AND scheduled_for <= now()
+                            ORDER BY scheduled_for LIMIT 1000
+                            FOR UPDATE SKIP LOCKED)"
+        };
+        let updated = client.execute_typed(sql, &[]).await.unwrap();
+        statements += 1;
+        if updated == 0 {
+            break;
+        }
+        done += updated as i64;
+    }
+    Figure {
+        name: if any_form {
+            "SQL floor, ANY(ARRAY()) form"
+        } else {
+            "SQL floor (1 UPDATE / 1000)"
+        },
+        tasks: done,
+        seconds: started.elapsed().as_secs_f64(),
+        statements: Some(statements as f64 / done as f64),
+        peak: Some(1),
+    }
+}
+
+async fn original(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, limit: i64) -> Figure {
+    reseed(admin, agent, n).await;
+    let mut client = pooled_client(db, "original").await;
+    let started = Instant::now();
+    let mut done = 0i64;
+    let mut statements = 0i64;
+    while done < limit {
+        // findMany({ where: due, take: 50 })
+        let rows = client
+            .query_typed(
+                "SELECT id, prompt FROM agent_tasks
+                  WHERE status = 'pending' AND approval_status = 'approved' AND scheduled_for <= now()
+                  ORDER BY scheduled_for LIMIT 50",
+                &[],
+            )
+            .await
+            .unwrap();
+        statements += 1;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let id: uuid::Uuid = row.get(0);
+            // prisma.agentTask.update(...) in its own transaction
+            let tx = client.transaction().await.unwrap();
+            tx.execute_typed(
+                "UPDATE agent_tasks SET status = 'completed', result = 'ok', updated_at = now() WHERE id = $1",
+                &[(&id, Type::UUID)],
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            statements += 3;
+            done += 1;
+        }
+    }
+    Figure {
+        name: "original (50, then 1 UPDATE/task)",
+        tasks: done,
+        seconds: started.elapsed().as_secs_f64(),
+        statements: Some(statements as f64 / done as f64),
+        peak: Some(1),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n = env_number("DRAIN_TASKS", 100_000);
+    let original_n = env_number("ORIGINAL_TASKS", 10_000).min(n);
+    let db = TestDb::new().await;
+    let admin = admin_client(&db).await;
+    let agent: uuid::Uuid = admin
+        .query_one("INSERT INTO agents (name) VALUES ('bench') RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    println!(
+        "drain: {n} due no-op tasks through pgbouncer (transaction mode), database {}",
+        db.name
+    );
+    let floor = sql_floor(&db, &admin, agent, n, false).await;
+    let default_batch = ours(&db, &admin, agent, n, SchedulerConfig::default().batch_size).await;
+    let small_batch = ours(&db, &admin, agent, n, 250).await;
+    let floor2 = sql_floor(&db, &admin, agent, n, false).await;
+    let floor_any = sql_floor(&db, &admin, agent, n, true).await;
+    let orig = original(&db, &admin, agent, n, original_n).await;
+    // The reference is the floor as specified, averaged over a run before and after ours.
+    let floor_rate = (floor.rate() + floor2.rate()) / 2.0;
+
+    println!();
+    println!(
+        "| {:<34} | {:>8} | {:>8} | {:>10} | {:>14} | {:>10} | {:>9} |",
+        "run", "tasks", "seconds", "tasks/s", "statements/task", "peak conns", "x floor"
+    );
+    println!(
+        "|{:-<36}|{:->10}|{:->10}|{:->12}|{:->16}|{:->12}|{:->11}|",
+        "", "", "", "", "", "", ""
+    );
+    for f in [&floor, &floor2, &floor_any, &default_batch, &small_batch, &orig] {
+        println!(
+            "| {:<34} | {:>8} | {:>8.2} | {:>10.0} | {:>15.4} | {:>10} | {:>9.2} |",
+            f.name,
+            f.tasks,
+            f.seconds,
+            f.rate(),
+            f.statements.unwrap_or(f64::NAN),
+            f.peak.map(|p| p.to_string()).unwrap_or_default(),
+            f.rate() / floor_rate
+        );
+    }
+    println!();
+    println!(
+        "scheduler (defaults) vs original algorithm: {:.1}x; vs the ANY-form floor: {:.2}x",
+        default_batch.rate() / orig.rate(),
+        default_batch.rate() / floor_any.rate()
+    );
+}

@@ -489,3 +489,43 @@ async fn an_instance_killed_mid_batch_loses_no_task() {
     assert_eq!(counts.get("completed"), Some(&120), "{counts:?}");
     assert_eq!(counts.len(), 1, "none lost, none running: {counts:?}");
 }
+
+#[tokio::test]
+async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches_up() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 20, "outage", "", "").await;
+    let mut bouncer = crate::helpers::PrivateBouncer::start(2).await;
+    let settings = crate::helpers::settings_for(
+        &bouncer.url(&db),
+        &PoolOptions {
+            app: "scheduler".into(),
+            max_size: 2,
+            connect: Duration::from_millis(500),
+            ..PoolOptions::default()
+        },
+    );
+    let s = Scheduler {
+        db: shared::db::Db::new(&settings).unwrap(),
+        model: RecordingModel::new(Behaviour::Succeed),
+        config: test_config(),
+    };
+    bouncer.stop();
+    let started = Instant::now();
+    let err = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed fast, not at the deadline"
+    );
+    assert_eq!(Diagnostic::from(err).error_type, "DatabaseUnavailable");
+    assert_eq!(
+        status_counts(&client).await.get("pending"),
+        Some(&20),
+        "nothing claimed or lost"
+    );
+
+    bouncer.restart().await;
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary.completed, 20);
+}

@@ -78,11 +78,8 @@ impl ApiError {
     /// server-side ones (details go to the log, not the body).
     pub fn public_message(&self) -> String {
         match self {
-            Self::Database(DbError::PoolTimeout(_)) => "the service is busy; retry shortly".into(),
-            Self::Database(DbError::Unreachable(_)) => "the database is unavailable; retry shortly".into(),
-            Self::Database(DbError::StatementTimeout(_)) => "the database did not answer in time".into(),
-            Self::Database(DbError::Constraint { .. }) => "the request conflicts with existing data".into(),
-            Self::Database(DbError::Other(_)) | Self::Internal(_) => "internal error".into(),
+            Self::Database(e) => db_public_message(e).into(),
+            Self::Internal(_) => "internal error".into(),
             other => other.to_string(),
         }
     }
@@ -102,6 +99,17 @@ impl ApiError {
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         response
+    }
+}
+
+/// What a client is told about a database error (the details go to the log).
+pub fn db_public_message(e: &DbError) -> &'static str {
+    match e {
+        DbError::PoolTimeout(_) => "the service is busy; retry shortly",
+        DbError::Unreachable(_) => "the database is unavailable; retry shortly",
+        DbError::StatementTimeout(_) => "the database did not answer in time",
+        DbError::Constraint { .. } => "the request conflicts with existing data",
+        DbError::Other(_) => "internal error",
     }
 }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http_error;
+pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod scheduler;

@@ -102,6 +102,7 @@ async fn ours(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, batch: i64
             batch_size: batch,
             ..SchedulerConfig::default()
         },
+        metrics: quiet_metrics(),
     };
     let event: serde_json::Value = serde_json::from_str(include_str!("../../events/schedule.json")).unwrap();
     let mut context = Context::default();
@@ -286,4 +287,9 @@ async fn main() {
         default_batch.rate() / orig.rate(),
         default_batch.rate() / floor_any.rate()
     );
+}
+
+/// EMF lines kept in memory instead of cluttering the output.
+fn quiet_metrics() -> shared::metrics::Metrics {
+    shared::metrics::Metrics::new("scheduler").with_sink(shared::metrics::Sink::Buffer(Default::default()))
 }

@@ -127,3 +127,27 @@ async fn the_scheduler_binary_runs_under_cargo_lambda_watch_and_invoke() {
         .get(0);
     assert_eq!(completed, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_binary_serves_both_routes_under_cargo_lambda_watch() {
+    let db = TestDb::new().await;
+    // events/health-connections.json carries `x-api-key: local-admin-key`.
+    let watch = Watch::start(&db, &[("HEALTH_API_KEY", "local-admin-key")]).await;
+
+    let (ok, stdout, stderr) = watch.invoke("health", &["--data-file", "events/health.json"]).await;
+    assert!(ok, "invoke failed: {stdout} {stderr}");
+    let response: Value = serde_json::from_str(stdout.trim()).expect("an API Gateway response");
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let (ok, stdout, stderr) = watch
+        .invoke("health", &["--data-file", "events/health-connections.json"])
+        .await;
+    assert!(ok, "invoke failed: {stdout} {stderr}");
+    let response: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert!(body["active"].as_i64().unwrap() >= 1, "{body}");
+    assert!(["ok", "warning", "critical"].contains(&body["level"].as_str().unwrap()));
+}

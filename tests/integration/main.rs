@@ -4,6 +4,7 @@
 use integration_tests::helpers;
 
 mod data_layer;
+mod health;
 mod lambda_watch;
 mod lifecycle;
 mod migrations;

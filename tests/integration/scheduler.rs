@@ -84,6 +84,7 @@ fn scheduler(db: &TestDb, model: Arc<RecordingModel>, config: SchedulerConfig) -
         }),
         model,
         config,
+        metrics: quiet_metrics(),
     }
 }
 
@@ -510,6 +511,7 @@ async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches
         db: shared::db::Db::new(&settings).unwrap(),
         model: RecordingModel::new(Behaviour::Succeed),
         config: test_config(),
+        metrics: quiet_metrics(),
     };
     bouncer.stop();
     let started = Instant::now();
@@ -528,4 +530,9 @@ async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches
     bouncer.restart().await;
     let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
     assert_eq!(summary.completed, 20);
+}
+
+/// EMF lines kept in memory instead of cluttering the output.
+fn quiet_metrics() -> shared::metrics::Metrics {
+    shared::metrics::Metrics::new("scheduler").with_sink(shared::metrics::Sink::Buffer(Default::default()))
 }

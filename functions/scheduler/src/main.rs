@@ -8,6 +8,11 @@ async fn main() -> Result<(), Error> {
     let config = SchedulerConfig::from_env(&process_env())?;
     let model = shared::model::from_env(&process_env())?;
     let db = shared::startup::database("scheduler", PoolDefaults { max_size: 2 }).await?;
-    let scheduler = Scheduler { db, model, config };
+    let scheduler = Scheduler {
+        db,
+        model,
+        config,
+        metrics: shared::metrics::Metrics::new("scheduler"),
+    };
     run(service_fn(|event| shared::scheduler::handle(&scheduler, event))).await
 }

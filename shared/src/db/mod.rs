@@ -1,10 +1,12 @@
 //! Pooler-safe, bounded database access.
 
 mod cancel;
+mod counters;
 mod error;
 mod pool;
 mod sql;
 
+pub use counters::DbActivity;
 pub use error::{DbError, DbErrorKind};
 pub use pool::{Conn, Db, PoolStatus};
 pub use sql::{Param, Sql, Tx};

@@ -1,13 +1,14 @@
 //! One warm, tiny pool per Lambda instance, built once in `main` and shared by every
 //! invocation. Size, wait, connect and statement bounds come from [`DbSettings`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 
 use super::cancel::CancelTarget;
+use super::counters::{DbActivity, DbCounters};
 use super::sql::{Bounds, Sql, Tx};
 use super::DbError;
 use crate::config::{ConfigError, DbSettings};
@@ -65,7 +66,7 @@ impl Db {
                     host: settings.host.clone(),
                     port: settings.port,
                 },
-                statements: AtomicU64::new(0),
+                counters: DbCounters::default(),
             }),
         })
     }
@@ -87,7 +88,9 @@ impl Db {
             .pool
             .get()
             .await
-            .map_err(|e| DbError::from_pool(e, self.bounds.pool_wait, self.bounds.connect))?;
+            .map_err(|e| DbError::from_pool(e, self.bounds.pool_wait, self.bounds.connect))
+            .inspect_err(|e| self.bounds.counters.error(e))?;
+        self.bounds.counters.checkout(started.elapsed());
         tracing::debug!(
             wait_ms = started.elapsed().as_secs_f64() * 1e3,
             "connection checked out"
@@ -111,7 +114,12 @@ impl Db {
 
     /// Statements sent through this pool since it was built (`BEGIN`/`COMMIT` included).
     pub fn statements_sent(&self) -> u64 {
-        self.bounds.statements.load(Ordering::Relaxed)
+        self.bounds.counters.statements.load(Ordering::Relaxed)
+    }
+
+    /// Checkouts, waits, timeouts and errors since the previous call (metrics flushes call it).
+    pub fn take_activity(&self) -> DbActivity {
+        self.bounds.counters.take()
     }
 
     /// The per-statement bound.

@@ -7,13 +7,14 @@
 //! connection is discarded instead of going back to the pool.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{CancelToken, GenericClient, Row, SimpleQueryMessage};
 
 use super::cancel::{cancel as send_cancel, CancelTarget};
+use super::counters::DbCounters;
 use super::DbError;
 use crate::tls::Tls;
 
@@ -26,8 +27,7 @@ pub(crate) struct Bounds {
     pub connect: Duration,
     pub tls: Tls,
     pub cancel_target: CancelTarget,
-    /// Statements sent through this pool (for metrics and benchmarks).
-    pub statements: AtomicU64,
+    pub counters: DbCounters,
 }
 
 /// Statement runner over a connection or a transaction.
@@ -89,7 +89,21 @@ async fn bounded<T>(
     poisoned: &AtomicBool,
     bounds: &Bounds,
 ) -> Result<T, DbError> {
-    bounds.statements.fetch_add(1, Ordering::Relaxed);
+    bounds.counters.statements.fetch_add(1, Ordering::Relaxed);
+    let result = bounded_inner(fut, bound, cancel, poisoned, bounds).await;
+    if let Err(e) = &result {
+        bounds.counters.error(e);
+    }
+    result
+}
+
+async fn bounded_inner<T>(
+    fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    bound: Duration,
+    cancel: &CancelToken,
+    poisoned: &AtomicBool,
+    bounds: &Bounds,
+) -> Result<T, DbError> {
     match tokio::time::timeout(bound, fut).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {

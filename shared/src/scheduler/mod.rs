@@ -22,6 +22,8 @@ pub use deadline::Deadline;
 pub use trigger::{BadPayload, Trigger};
 
 use crate::db::{Db, DbError};
+use crate::health::connections::{self, Thresholds};
+use crate::metrics::{Metric, Metrics};
 use crate::model::{ModelError, ModelRequest, SharedModel};
 use tasks::{ClaimedTask, Finished, Outcome};
 
@@ -34,6 +36,7 @@ pub struct Scheduler {
     pub db: Db,
     pub model: SharedModel,
     pub config: SchedulerConfig,
+    pub metrics: Metrics,
 }
 
 /// The invocation's report.
@@ -85,7 +88,9 @@ pub async fn handle(s: &Scheduler, event: LambdaEvent<serde_json::Value>) -> Res
     } else {
         event.context.request_id.clone()
     };
-    s.run(trigger, deadline, &owner).await
+    let result = s.run(trigger, deadline, &owner).await;
+    s.emit_metrics(result.as_ref().ok()).await;
+    result
 }
 
 impl Scheduler {
@@ -188,6 +193,35 @@ impl Scheduler {
         let (due, _) = tasks::due_counts(&conn.sql()).await?;
         summary.remaining_due = due.max(0) as u64;
         Ok(())
+    }
+
+    /// One EMF line per run: task counts, pool activity and the database's connection usage.
+    async fn emit_metrics(&self, summary: Option<&Summary>) {
+        let mut extra = match summary {
+            Some(s) => vec![
+                Metric::count("TasksClaimed", s.claimed),
+                Metric::count("TasksCompleted", s.completed),
+                Metric::count("TasksFailed", s.failed),
+                Metric::count("TasksRetried", s.retried),
+                Metric::count("TasksRescued", s.rescued),
+                Metric::count("SchedulerRunFailed", 0),
+            ],
+            None => vec![Metric::count("SchedulerRunFailed", 1)],
+        };
+        let usage = async {
+            let conn = self.db.conn().await?;
+            let thresholds = Thresholds {
+                warning_percent: 80.0,
+                critical_percent: 95.0,
+            };
+            connections::report(&conn.sql(), self.db.status(), thresholds).await
+        }
+        .await;
+        if let Ok(report) = usage {
+            extra.push(Metric::count("ServerConnections", report.active.max(0) as u64));
+            extra.push(Metric::percent("ConnectionUsagePercent", report.usage_percent));
+        }
+        self.metrics.flush_db(&self.db, &extra);
     }
 
     /// Claims the next batch when time and the cap allow. `None` when nothing more is to be done.

@@ -1,0 +1,179 @@
+//! CloudWatch metrics as Embedded Metric Format (EMF) log lines: one JSON object per line on
+//! stdout, which CloudWatch Logs turns into metrics without any API call from the function.
+//!
+//! Every line has the namespace `METRICS_NAMESPACE` (default `AgentBackend`) and one dimension
+//! set, `[Function]`, the same for every function, so alarms and dashboards can slice by it.
+//!
+//! | metric | unit | from |
+//! |---|---|---|
+//! | `PoolCheckouts` | Count | every function |
+//! | `PoolWaitMs` | Milliseconds | every function (mean wait per checkout) |
+//! | `PoolWaitMaxMs` | Milliseconds | every function |
+//! | `PoolTimeouts` | Count | every function |
+//! | `StatementTimeouts` | Count | every function |
+//! | `DbErrors` | Count | every function |
+//! | `ServerConnections` | Count | health (connections route), scheduler |
+//! | `ConnectionUsagePercent` | Percent | health (connections route), scheduler |
+//! | `TasksClaimed`, `TasksCompleted`, `TasksFailed`, `TasksRetried`, `TasksRescued` | Count | scheduler |
+//! | `SchedulerRunFailed` | Count | scheduler |
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+use crate::db::Db;
+
+pub const DEFAULT_NAMESPACE: &str = "AgentBackend";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+    Percent,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+            Unit::Percent => "Percent",
+        }
+    }
+}
+
+/// One metric value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: Unit,
+}
+
+impl Metric {
+    pub fn count(name: &'static str, value: u64) -> Self {
+        Self {
+            name,
+            value: value as f64,
+            unit: Unit::Count,
+        }
+    }
+    pub fn ms(name: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            value,
+            unit: Unit::Milliseconds,
+        }
+    }
+    pub fn percent(name: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            value,
+            unit: Unit::Percent,
+        }
+    }
+}
+
+/// Where EMF lines go.
+#[derive(Debug, Clone, Default)]
+pub enum Sink {
+    /// Standard output: Lambda sends it to CloudWatch Logs.
+    #[default]
+    Stdout,
+    /// A shared buffer (tests read the lines back).
+    Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>),
+}
+
+/// Writes EMF lines for one function.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    namespace: String,
+    function: String,
+    sink: Sink,
+}
+
+impl Metrics {
+    pub fn new(function: &str) -> Self {
+        let namespace = std::env::var("METRICS_NAMESPACE")
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        Self {
+            namespace,
+            function: function.to_string(),
+            sink: Sink::Stdout,
+        }
+    }
+
+    /// The same writer, sending its lines to `sink`.
+    pub fn with_sink(mut self, sink: Sink) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// The EMF document for `metrics` (non-finite values are left out).
+    pub fn document(&self, metrics: &[Metric]) -> Value {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let metrics: Vec<&Metric> = metrics.iter().filter(|m| m.value.is_finite()).collect();
+        let mut root = Map::new();
+        root.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": [["Function"]],
+                    "Metrics": metrics.iter().map(|m| json!({"Name": m.name, "Unit": m.unit.as_str()})).collect::<Vec<_>>(),
+                }],
+            }),
+        );
+        root.insert("Function".into(), Value::String(self.function.clone()));
+        for m in metrics {
+            root.insert(m.name.into(), json!(m.value));
+        }
+        Value::Object(root)
+    }
+
+    /// Writes one EMF line to `out`.
+    pub fn write_to(&self, out: &mut impl Write, metrics: &[Metric]) {
+        let line = self.document(metrics).to_string();
+        // A metrics line that cannot be written is not worth failing a request for.
+        let _ = writeln!(out, "{line}");
+    }
+
+    /// Writes one EMF line to the sink.
+    pub fn emit(&self, metrics: &[Metric]) {
+        match &self.sink {
+            Sink::Stdout => self.write_to(&mut std::io::stdout().lock(), metrics),
+            Sink::Buffer(buffer) => {
+                if let Ok(mut b) = buffer.lock() {
+                    self.write_to(&mut *b, metrics);
+                }
+            }
+        }
+    }
+
+    /// The pool's activity since the previous flush, plus `extra`.
+    pub fn db_metrics(db: &Db, extra: &[Metric]) -> Vec<Metric> {
+        let a = db.take_activity();
+        let mut all = vec![
+            Metric::count("PoolCheckouts", a.checkouts),
+            Metric::ms("PoolWaitMs", a.mean_wait_ms),
+            Metric::ms("PoolWaitMaxMs", a.max_wait_ms),
+            Metric::count("PoolTimeouts", a.pool_timeouts),
+            Metric::count("StatementTimeouts", a.statement_timeouts),
+            Metric::count("DbErrors", a.errors),
+        ];
+        all.extend_from_slice(extra);
+        all
+    }
+
+    /// Emits the pool's activity since the previous flush, plus `extra`.
+    pub fn flush_db(&self, db: &Db, extra: &[Metric]) {
+        self.emit(&Self::db_metrics(db, extra));
+    }
+}

@@ -21,6 +21,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("not found")]
     NotFound,
+    #[error("{0}")]
+    NotFoundWith(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -35,6 +37,10 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     NotImplemented(String),
+    #[error("the model did not answer in time")]
+    ModelTimeout,
+    #[error("the model failed: {0}")]
+    ModelFailed(String),
     #[error(transparent)]
     Database(#[from] DbError),
     #[error("internal error")]
@@ -48,7 +54,9 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::NotFound | Self::NotFoundWith(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::ModelTimeout => (StatusCode::GATEWAY_TIMEOUT, "model_timeout", None),
+            Self::ModelFailed(_) => (StatusCode::BAD_GATEWAY, "model_error", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
@@ -80,6 +88,7 @@ impl ApiError {
         match self {
             Self::Database(e) => db_public_message(e).into(),
             Self::Internal(_) => "internal error".into(),
+            Self::ModelFailed(_) => "the model failed to answer".into(),
             other => other.to_string(),
         }
     }

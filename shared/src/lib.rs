@@ -1,6 +1,7 @@
 //! The shared library of the agent backend: configuration, the pooler-safe database layer,
 //! migrations, telemetry and the Lambda lifecycle helpers used by every function.
 
+pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod db;

@@ -151,3 +151,64 @@ async fn the_health_binary_serves_both_routes_under_cargo_lambda_watch() {
     assert!(body["active"].as_i64().unwrap() >= 1, "{body}");
     assert!(["ok", "warning", "critical"].contains(&body["level"].as_str().unwrap()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_binary_serves_the_contract_on_its_function_url_with_a_signed_token() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    client
+        .batch_execute("INSERT INTO agents (id, name, instructions) VALUES ('00000000-0000-4000-8000-000000000001', 'demo', 'Be brief.')")
+        .await
+        .unwrap();
+    let secret = "watch-test-jwt-secret-with-at-least-32-chars";
+    let supabase = "https://project-ref.supabase.co";
+    let watch = Watch::start(&db, &[("SUPABASE_URL", supabase), ("SUPABASE_JWT_SECRET", secret)]).await;
+    let token = integration_tests::fakes::hs256(
+        secret,
+        &integration_tests::fakes::claims(&format!("{supabase}/auth/v1"), "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13"),
+    );
+    let url = format!("http://127.0.0.1:{}/lambda-url/chat/api/agents/chat", watch.port);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let body = serde_json::json!({"agentId": "00000000-0000-4000-8000-000000000001", "message": "hello over the function URL"});
+
+    let response = http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .expect("the function URL answers");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers().contains_key("x-request-id"));
+    let reply: Value = response.json().await.unwrap();
+    let conversation = reply["conversationId"].as_str().expect("a conversationId").to_string();
+    assert_eq!(reply["message"]["role"], "assistant");
+
+    let mut follow_up = body.clone();
+    follow_up["conversationId"] = conversation.clone().into();
+    let reply: Value = http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&follow_up)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["conversationId"], conversation.as_str());
+
+    let unauthorized = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(unauthorized.status().as_u16(), 401);
+    let unknown_field = http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"agentId": "00000000-0000-4000-8000-000000000001", "message": "x", "context": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_field.status().as_u16(), 422);
+}

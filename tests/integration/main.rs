@@ -3,6 +3,7 @@
 
 use integration_tests::helpers;
 
+mod chat;
 mod data_layer;
 mod health;
 mod lambda_watch;

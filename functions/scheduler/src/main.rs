@@ -6,7 +6,7 @@ use shared::scheduler::{Scheduler, SchedulerConfig};
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config = SchedulerConfig::from_env(&process_env())?;
-    let model = shared::model::from_env(&process_env())?;
+    let model = shared::model::from_env(&process_env()).await?;
     let db = shared::startup::database("scheduler", PoolDefaults { max_size: 2 }).await?;
     let scheduler = Scheduler {
         db,

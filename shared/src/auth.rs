@@ -1,0 +1,310 @@
+//! Supabase access tokens, verified in the function.
+//!
+//! Both kinds Supabase issues: the legacy shared secret (HS256, `SUPABASE_JWT_SECRET`) and the
+//! asymmetric signing keys (ES256/RS256) published at
+//! `$SUPABASE_URL/auth/v1/.well-known/jwks.json`, cached per instance for a short TTL and fetched
+//! again when a token names an unknown `kid` (at most every `AUTH_JWKS_MIN_REFRESH_SECS`).
+//! Algorithms are pinned to those three; `exp`, `sub` (a uuid), `aud = authenticated` and
+//! `iss = $SUPABASE_URL/auth/v1` are required; the anon and service-role keys (role other than
+//! `authenticated`) are refused. When the deployment puts an API Gateway JWT authorizer in front
+//! (`AUTH_TRUST_API_GATEWAY=true`), the claims it verified are accepted instead.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lambda_http::http::HeaderMap;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::config::{ConfigError, Env};
+
+const ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::ES256, Algorithm::RS256];
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+/// Why a request is not authenticated. Every variant is a 401; the message says what is wrong
+/// with the credential, never what the server expected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token algorithm not accepted")]
+    Algorithm,
+    #[error("token signed with an unknown key")]
+    UnknownKey,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token is not a signed-in user's")]
+    NotAUser,
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+}
+
+/// The signed-in user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+}
+
+#[derive(Clone)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub jwks_url: String,
+    hs256_secret: Option<String>,
+    pub trust_api_gateway: bool,
+    pub jwks_ttl: Duration,
+    pub jwks_min_refresh: Duration,
+    pub leeway_secs: u64,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("issuer", &self.issuer)
+            .field("jwks_url", &self.jwks_url)
+            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "<redacted>"))
+            .field("trust_api_gateway", &self.trust_api_gateway)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    pub fn new(supabase_url: &str, hs256_secret: Option<String>) -> Self {
+        let base = supabase_url.trim_end_matches('/');
+        Self {
+            issuer: format!("{base}/auth/v1"),
+            jwks_url: format!("{base}/auth/v1/.well-known/jwks.json"),
+            hs256_secret: hs256_secret.filter(|s| !s.is_empty()),
+            trust_api_gateway: false,
+            jwks_ttl: Duration::from_secs(600),
+            jwks_min_refresh: Duration::from_secs(30),
+            leeway_secs: 30,
+        }
+    }
+
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let url = (env.0)("SUPABASE_URL")
+            .filter(|u| !u.trim().is_empty())
+            .ok_or(ConfigError::Missing("SUPABASE_URL"))?;
+        let parsed = url::Url::parse(url.trim()).map_err(|e| ConfigError::Invalid {
+            name: "SUPABASE_URL".into(),
+            reason: format!("not a valid URL ({e})"),
+        })?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            return Err(ConfigError::Invalid {
+                name: "SUPABASE_URL".into(),
+                reason: "expected an https:// URL".into(),
+            });
+        }
+        let mut config = Self::new(url.trim(), (env.0)("SUPABASE_JWT_SECRET"));
+        config.trust_api_gateway = match (env.0)("AUTH_TRUST_API_GATEWAY").as_deref().map(str::trim) {
+            None | Some("") | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "AUTH_TRUST_API_GATEWAY".into(),
+                    reason: "expected true or false".into(),
+                })
+            }
+        };
+        if let Some(v) = (env.0)("AUTH_JWKS_TTL_SECS").filter(|v| !v.trim().is_empty()) {
+            let secs: u64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| (1..=86_400).contains(s))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "AUTH_JWKS_TTL_SECS".into(),
+                    reason: "expected seconds between 1 and 86400".into(),
+                })?;
+            config.jwks_ttl = Duration::from_secs(secs);
+        }
+        Ok(config)
+    }
+
+    pub fn with_trusted_gateway(mut self, trust: bool) -> Self {
+        self.trust_api_gateway = trust;
+        self
+    }
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, (Algorithm, DecodingKey)>,
+    fetched_at: Option<Instant>,
+    attempted_at: Option<Instant>,
+}
+
+/// Verifies tokens; holds the instance's JWKS cache.
+pub struct Authenticator {
+    config: AuthConfig,
+    http: reqwest::Client,
+    cache: Mutex<KeyCache>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+fn user_from(sub: &str, role: Option<&str>) -> Result<User, AuthError> {
+    if role.is_some_and(|r| r != "authenticated") {
+        return Err(AuthError::NotAUser);
+    }
+    Uuid::parse_str(sub)
+        .map(|id| User { id })
+        .map_err(|_| AuthError::NotAUser)
+}
+
+impl Authenticator {
+    pub fn new(config: AuthConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        Self {
+            config,
+            http,
+            cache: Mutex::new(KeyCache::default()),
+        }
+    }
+
+    /// The user a request speaks for: from the API Gateway authorizer's claims when trusted,
+    /// else from the `Authorization: Bearer` token.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        gateway_claims: Option<&HashMap<String, String>>,
+    ) -> Result<User, AuthError> {
+        if self.config.trust_api_gateway {
+            if let Some(claims) = gateway_claims.filter(|c| !c.is_empty()) {
+                let sub = claims.get("sub").ok_or(AuthError::NotAUser)?;
+                return user_from(sub, claims.get("role").map(String::as_str));
+            }
+        }
+        let header = headers
+            .get(lambda_http::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(AuthError::Missing)?;
+        let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Missing)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::Missing);
+        }
+        self.verify(token.trim()).await
+    }
+
+    /// Verifies one token.
+    pub async fn verify(&self, token: &str) -> Result<User, AuthError> {
+        if token.len() > 16 * 1024 {
+            return Err(AuthError::Malformed);
+        }
+        // An unknown `alg` (including "none") fails here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if !ALGORITHMS.contains(&header.alg) {
+            return Err(AuthError::Algorithm);
+        }
+        let key = match header.alg {
+            Algorithm::HS256 => match &self.config.hs256_secret {
+                Some(secret) => DecodingKey::from_secret(secret.as_bytes()),
+                None => return Err(AuthError::Algorithm),
+            },
+            alg => {
+                self.public_key(header.kid.as_deref().ok_or(AuthError::UnknownKey)?, alg)
+                    .await?
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_audience(&["authenticated"]);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+        validation.leeway = self.config.leeway_secs;
+        validation.validate_nbf = true;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            AuthError::Invalid(
+                match e.kind() {
+                    K::ExpiredSignature => "expired",
+                    K::ImmatureSignature => "not yet valid",
+                    K::InvalidAudience => "wrong audience",
+                    K::InvalidIssuer => "wrong issuer",
+                    K::InvalidSignature => "bad signature",
+                    K::MissingRequiredClaim(_) => "missing a required claim",
+                    K::InvalidAlgorithm => "key and algorithm do not match",
+                    _ => "cannot be verified",
+                }
+                .to_string(),
+            )
+        })?;
+        user_from(&data.claims.sub, data.claims.role.as_deref())
+    }
+
+    async fn public_key(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, AuthError> {
+        let mut cache = self.cache.lock().await;
+        let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < self.config.jwks_ttl);
+        if !fresh || !cache.keys.contains_key(kid) {
+            let may_refetch = cache
+                .attempted_at
+                .is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh || !fresh);
+            if may_refetch {
+                cache.attempted_at = Some(Instant::now());
+                match self.fetch_keys().await {
+                    Ok(keys) => {
+                        cache.keys = keys;
+                        cache.fetched_at = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not fetch the JWKS");
+                        if cache.keys.is_empty() {
+                            return Err(AuthError::KeysUnavailable);
+                        }
+                    }
+                }
+            }
+        }
+        match cache.keys.get(kid) {
+            Some((key_alg, key)) if *key_alg == alg => Ok(key.clone()),
+            Some(_) => Err(AuthError::Algorithm),
+            None => Err(AuthError::UnknownKey),
+        }
+    }
+
+    async fn fetch_keys(&self) -> Result<HashMap<String, (Algorithm, DecodingKey)>, String> {
+        let mut response = self
+            .http
+            .get(&self.config.jwks_url)
+            .send()
+            .await
+            .map_err(|e| format!("JWKS request failed: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("JWKS answered HTTP {}", response.status().as_u16()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err("JWKS larger than 64 KiB".into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("JWKS is not a key set: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+                (jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_), _) => Algorithm::ES256,
+                (jsonwebtoken::jwk::AlgorithmParameters::RSA(_), _) => Algorithm::RS256,
+                _ => continue,
+            };
+            if let Ok(key) = DecodingKey::from_jwk(&jwk) {
+                keys.insert(kid, (alg, key));
+            }
+        }
+        Ok(keys)
+    }
+}

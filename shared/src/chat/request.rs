@@ -1,0 +1,211 @@
+//! Parsing and validating `POST /api/agents/chat` bodies. Every failure is a client error that
+//! names what is wrong; nothing here can panic on any input.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::http_error::ApiError;
+
+/// A validated chat request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatInput {
+    pub agent_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    /// Trimmed, 1..=max characters, no NUL.
+    pub message: String,
+}
+
+const FIELDS: [&str; 3] = ["agentId", "message", "conversationId"];
+
+/// Checks the content type: JSON only (`application/json`, parameters allowed).
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
+    let Some(ct) = content_type else {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json".into(),
+        ));
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json".into(),
+        ))
+    }
+}
+
+fn uuid_field(map: &Map<String, Value>, name: &str, required: bool) -> Result<Option<Uuid>, ApiError> {
+    match map.get(name) {
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(ApiError::Unprocessable(format!("{name} is required"))),
+        Some(Value::String(s)) => Uuid::parse_str(s.trim())
+            .map(Some)
+            .map_err(|_| ApiError::Unprocessable(format!("{name} must be a UUID"))),
+        Some(_) => Err(ApiError::Unprocessable(format!("{name} must be a string (a UUID)"))),
+    }
+}
+
+/// Parses a body already capped in size. `max_chars` bounds the trimmed message.
+pub fn parse(body: &[u8], max_chars: usize) -> Result<ChatInput, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(match e.classify() {
+            serde_json::error::Category::Eof => "the body is not complete JSON".into(),
+            _ => format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
+        })
+    })?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::Unprocessable("the body must be a JSON object".into()));
+    };
+    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        let shown: String = unknown.chars().take(64).collect();
+        return Err(ApiError::Unprocessable(format!(
+            "unknown field `{shown}`; expected agentId, message, conversationId"
+        )));
+    }
+    let agent_id =
+        uuid_field(&map, "agentId", true)?.ok_or_else(|| ApiError::Unprocessable("agentId is required".into()))?;
+    let conversation_id = uuid_field(&map, "conversationId", false)?;
+    let message = match map.get("message") {
+        None | Some(Value::Null) => return Err(ApiError::Unprocessable("message is required".into())),
+        Some(Value::String(s)) => s.trim(),
+        Some(_) => return Err(ApiError::Unprocessable("message must be a string".into())),
+    };
+    if message.is_empty() {
+        return Err(ApiError::Unprocessable("message must not be empty".into()));
+    }
+    if message.contains('\0') {
+        return Err(ApiError::Unprocessable(
+            "message must not contain NUL characters".into(),
+        ));
+    }
+    let chars = message.chars().count();
+    if chars > max_chars {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "message is {chars} characters; the limit is {max_chars}"
+        )));
+    }
+    Ok(ChatInput {
+        agent_id,
+        conversation_id,
+        message: message.to_string(),
+    })
+}
+
+/// An `Idempotency-Key` header: 1..=255 visible ASCII characters.
+pub fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(raw) if !raw.is_empty() && raw.len() <= 255 && raw.iter().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(String::from_utf8_lossy(raw).into_owned()))
+        }
+        Some(_) => Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const AGENT: &str = "00000000-0000-4000-8000-000000000001";
+
+    fn status(r: Result<ChatInput, ApiError>) -> u16 {
+        r.err().map(|e| e.parts().0.as_u16()).unwrap_or(200)
+    }
+
+    #[test]
+    fn a_valid_body_is_read_and_trimmed() {
+        let body = json!({"agentId": AGENT, "message": "  hello  "}).to_string();
+        let input = parse(body.as_bytes(), 4000).unwrap();
+        assert_eq!(input.message, "hello");
+        assert_eq!(input.conversation_id, None);
+    }
+
+    #[test]
+    fn each_kind_of_bad_body_gets_its_status() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            (b"{".to_vec(), 400),
+            (b"not json".to_vec(), 400),
+            (b"".to_vec(), 400),
+            (vec![0xff, 0xfe, 0x00], 400),
+            (b"[]".to_vec(), 422),
+            (b"\"text\"".to_vec(), 422),
+            (json!({"agentId": 5, "message": "x"}).to_string().into_bytes(), 422),
+            (json!({"agentId": "nope", "message": "x"}).to_string().into_bytes(), 422),
+            (json!({"agentId": AGENT, "message": 7}).to_string().into_bytes(), 422),
+            (
+                json!({"agentId": AGENT, "message": ["a"]}).to_string().into_bytes(),
+                422,
+            ),
+            (json!({"agentId": AGENT}).to_string().into_bytes(), 422),
+            (json!({"message": "x"}).to_string().into_bytes(), 422),
+            (
+                json!({"agentId": AGENT, "message": "   "}).to_string().into_bytes(),
+                422,
+            ),
+            (
+                json!({"agentId": AGENT, "message": "a\u{0}b"}).to_string().into_bytes(),
+                422,
+            ),
+            (
+                json!({"agentId": AGENT, "message": "x", "conversationId": 12})
+                    .to_string()
+                    .into_bytes(),
+                422,
+            ),
+            (
+                json!({"agentId": AGENT, "message": "x".repeat(4001)})
+                    .to_string()
+                    .into_bytes(),
+                413,
+            ),
+            ("[".repeat(10_000).into_bytes(), 400),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                status(parse(&body, 4000)),
+                expected,
+                "{}",
+                String::from_utf8_lossy(&body[..body.len().min(80)])
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let body = json!({"agentId": AGENT, "message": "x", "context": {}}).to_string();
+        let err = parse(body.as_bytes(), 4000).unwrap_err();
+        assert!(err.to_string().contains("`context`"), "{err}");
+    }
+
+    #[test]
+    fn the_limit_counts_characters_not_bytes() {
+        let body = json!({"agentId": AGENT, "message": "é".repeat(4000)}).to_string();
+        assert!(parse(body.as_bytes(), 4000).is_ok());
+    }
+
+    #[test]
+    fn content_types_other_than_json_are_refused() {
+        assert!(check_content_type(Some("application/json")).is_ok());
+        assert!(check_content_type(Some("Application/JSON; charset=utf-8")).is_ok());
+        for ct in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some(""),
+        ] {
+            assert_eq!(check_content_type(ct).unwrap_err().parts().0.as_u16(), 415);
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert_eq!(idempotency_key(None).unwrap(), None);
+        assert_eq!(idempotency_key(Some(b"abc-123")).unwrap().as_deref(), Some("abc-123"));
+        assert!(idempotency_key(Some(b"")).is_err());
+        assert!(idempotency_key(Some(b"has space")).is_err());
+        assert!(idempotency_key(Some(&[b'a'; 256])).is_err());
+    }
+}

@@ -1,0 +1,717 @@
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use integration_tests::fakes::{self, FakeServer, Mode};
+use lambda_http::Body;
+use serde_json::{json, Value};
+use shared::auth::{AuthConfig, Authenticator};
+use shared::chat::{Chat, ChatConfig};
+use shared::db::Db;
+use shared::metrics::{Metrics, Sink};
+use shared::model::{AgentModel, ModelError, ModelLimits, ModelRequest, Role};
+use uuid::Uuid;
+
+use crate::helpers::{admin_command, settings_for, PoolOptions, PrivateBouncer, TestDb};
+
+const SECRET: &str = "test-legacy-jwt-secret-with-at-least-32-characters";
+const USER: &str = "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13";
+const OTHER_USER: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
+
+/// A model that records what it is asked and answers after `delay`.
+struct ChatModel {
+    requests: Mutex<Vec<ModelRequest>>,
+    delay: Duration,
+    fail: bool,
+}
+
+impl ChatModel {
+    fn new(delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            requests: Mutex::new(Vec::new()),
+            delay,
+            fail: false,
+        })
+    }
+    fn failing() -> Arc<Self> {
+        Arc::new(Self {
+            requests: Mutex::new(Vec::new()),
+            delay: Duration::ZERO,
+            fail: true,
+        })
+    }
+    fn calls(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl AgentModel for ChatModel {
+    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
+        self.requests.lock().unwrap().push(request.clone());
+        tokio::time::sleep(self.delay).await;
+        if self.fail {
+            return Err(ModelError::Failed("upstream 500".into()));
+        }
+        let last = request.messages.last().map(|m| m.content.as_str()).unwrap_or("");
+        Ok(format!("reply to: {last}"))
+    }
+}
+
+struct Harness {
+    db: TestDb,
+    chat: Chat,
+    agent: Uuid,
+    issuer: String,
+    _auth: FakeServer,
+}
+
+/// `through`: a private pgbouncer to reach the database by, with short bounds.
+async fn harness_with(
+    model: Arc<dyn AgentModel>,
+    config: ChatConfig,
+    through: Option<&PrivateBouncer>,
+    trust_gateway: bool,
+) -> Harness {
+    let db = TestDb::new().await;
+    let auth = FakeServer::supabase_auth().await;
+    let agent: Uuid = db
+        .direct()
+        .await
+        .query_one(
+            "INSERT INTO agents (name, instructions) VALUES ('helper', 'You are terse.') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pool = match through {
+        Some(bouncer) => Db::new(&settings_for(
+            &bouncer.url(&db),
+            &PoolOptions {
+                app: "chat".into(),
+                statement: Duration::from_millis(800),
+                connect: Duration::from_millis(800),
+                wait: Duration::from_millis(500),
+                ..PoolOptions::default()
+            },
+        ))
+        .unwrap(),
+        None => db.pool(&PoolOptions {
+            app: "chat".into(),
+            ..PoolOptions::default()
+        }),
+    };
+    let auth_config = AuthConfig::new(&auth.url(), Some(SECRET.into())).with_trusted_gateway(trust_gateway);
+    Harness {
+        issuer: auth_config.issuer.clone(),
+        chat: Chat {
+            db: pool,
+            auth: Authenticator::new(auth_config),
+            model,
+            config,
+            metrics: Metrics::new("chat").with_sink(Sink::Buffer(Default::default())),
+        },
+        db,
+        agent,
+        _auth: auth,
+    }
+}
+
+async fn harness(model: Arc<dyn AgentModel>) -> Harness {
+    harness_with(model, ChatConfig::default(), None, false).await
+}
+
+impl Harness {
+    fn token(&self, user: &str) -> String {
+        fakes::hs256(SECRET, &fakes::claims(&self.issuer, user))
+    }
+
+    fn body(&self, message: &str, conversation: Option<&str>) -> String {
+        let mut b = json!({"agentId": self.agent, "message": message});
+        if let Some(c) = conversation {
+            b["conversationId"] = c.into();
+        }
+        b.to_string()
+    }
+
+    /// Sends a request built from `events/chat.json`.
+    async fn send_raw(
+        &self,
+        token: Option<&str>,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, lambda_http::Response<Body>) {
+        let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
+        match token {
+            Some(t) => event["headers"]["authorization"] = format!("Bearer {t}").into(),
+            None => {
+                event["headers"].as_object_mut().unwrap().remove("authorization");
+            }
+        }
+        event["body"] = body.into();
+        for (k, v) in headers {
+            event["headers"][*k] = (*v).into();
+        }
+        let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
+        let response = shared::chat::handle(&self.chat, request).await.unwrap();
+        let value = match response.body() {
+            Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        (response.status().as_u16(), value, response)
+    }
+
+    async fn send(&self, message: &str, conversation: Option<&str>) -> (u16, Value) {
+        let (s, v, _) = self
+            .send_raw(Some(&self.token(USER)), &self.body(message, conversation), &[])
+            .await;
+        (s, v)
+    }
+
+    async fn message_rows(&self) -> i64 {
+        self.db
+            .direct()
+            .await
+            .query_one("SELECT count(*) FROM messages", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+#[tokio::test]
+async fn two_messages_keep_the_conversation_and_the_model_sees_the_history_in_order() {
+    let model = ChatModel::new(Duration::ZERO);
+    let h = harness(model.clone()).await;
+    let (status, first) = h.send("first question", None).await;
+    assert_eq!(status, 200, "{first}");
+    let conversation = first["conversationId"].as_str().unwrap().to_string();
+    assert_eq!(first["message"]["role"], "assistant");
+    assert_eq!(first["message"]["content"], "reply to: first question");
+    assert!(chrono::DateTime::parse_from_rfc3339(first["message"]["createdAt"].as_str().unwrap()).is_ok());
+
+    let (status, second) = h.send("second question", Some(&conversation)).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["conversationId"], conversation.as_str());
+
+    let requests = model.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].instructions, "You are terse.");
+    let seen: Vec<(Role, &str)> = requests[1]
+        .messages
+        .iter()
+        .map(|m| (m.role, m.content.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Role::User, "first question"),
+            (Role::Assistant, "reply to: first question"),
+            (Role::User, "second question"),
+        ]
+    );
+    assert_eq!(h.message_rows().await, 4);
+}
+
+#[tokio::test]
+async fn every_bad_token_is_a_401() {
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    let good = fakes::claims(&h.issuer, USER);
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let now = chrono::Utc::now().timestamp();
+    let anon = json!({"iss": "supabase", "ref": "project", "role": "anon", "iat": now, "exp": now + 3600});
+    let service = json!({"iss": "supabase", "ref": "project", "role": "service_role", "iat": now, "exp": now + 3600});
+    let service_like_user = with("role", "service_role".into());
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing header", None),
+        ("expired", Some(fakes::hs256(SECRET, &with("exp", (now - 3600).into())))),
+        (
+            "wrong audience",
+            Some(fakes::hs256(SECRET, &with("aud", "anon".into()))),
+        ),
+        (
+            "wrong issuer",
+            Some(fakes::hs256(
+                SECRET,
+                &with("iss", "https://evil.example/auth/v1".into()),
+            )),
+        ),
+        (
+            "bad signature",
+            Some(fakes::hs256("another-secret-of-sufficient-length-000", &good)),
+        ),
+        ("alg none", Some(fakes::unsigned(&good))),
+        ("unknown kid", Some(fakes::es256(&good, "no-such-key"))),
+        ("anon key", Some(fakes::hs256(SECRET, &anon))),
+        ("service-role key", Some(fakes::hs256(SECRET, &service))),
+        ("service role claims", Some(fakes::hs256(SECRET, &service_like_user))),
+        (
+            "sub not a uuid",
+            Some(fakes::hs256(SECRET, &with("sub", "admin".into()))),
+        ),
+        (
+            "no exp",
+            Some(fakes::hs256(SECRET, &{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("exp");
+                c
+            })),
+        ),
+        ("garbage", Some("not.a.token".into())),
+        ("ES256 header on an RS256 key", Some(fakes::es256(&good, "rsa-key-1"))),
+    ];
+    for (name, token) in cases {
+        let (status, body, response) = h.send_raw(token.as_deref(), &h.body("hi", None), &[]).await;
+        assert_eq!(status, 401, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{name}");
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+    let (status, _, _) = h
+        .send_raw(None, &h.body("hi", None), &[("authorization", "Basic dXNlcjpwYXNz")])
+        .await;
+    assert_eq!(status, 401, "basic auth");
+    assert_eq!(
+        h.message_rows().await,
+        0,
+        "nothing written for unauthenticated requests"
+    );
+}
+
+#[tokio::test]
+async fn hs256_es256_and_rs256_tokens_are_accepted() {
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    let claims = fakes::claims(&h.issuer, USER);
+    for token in [
+        fakes::hs256(SECRET, &claims),
+        fakes::es256(&claims, "ec-key-1"),
+        fakes::rs256(&claims, "rsa-key-1"),
+    ] {
+        let (status, body, _) = h.send_raw(Some(&token), &h.body("hello", None), &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The JWKS was fetched once and cached for the second asymmetric token.
+    assert_eq!(h._auth.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn api_gateway_authorizer_claims_are_used_only_when_trusted() {
+    let event_with_claims = |h: &Harness| {
+        let mut event: Value = serde_json::from_str(include_str!("../../events/chat-jwt-authorizer.json")).unwrap();
+        event["body"] = h.body("via the authorizer", None).into();
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    };
+    let trusted = harness_with(ChatModel::new(Duration::ZERO), ChatConfig::default(), None, true).await;
+    let response = shared::chat::handle(&trusted.chat, event_with_claims(&trusted))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    let untrusted = harness(ChatModel::new(Duration::ZERO)).await;
+    let response = shared::chat::handle(&untrusted.chat, event_with_claims(&untrusted))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401, "off by default");
+}
+
+#[tokio::test]
+async fn chat_returns_404_for_another_users_conversation() {
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    let (_, first) = h.send("mine", None).await;
+    let conversation = first["conversationId"].as_str().unwrap().to_string();
+    let rows = h.message_rows().await;
+
+    let other = h.token(OTHER_USER);
+    let (status, theirs, _) = h
+        .send_raw(Some(&other), &h.body("let me in", Some(&conversation)), &[])
+        .await;
+    let (status_missing, missing, _) = h
+        .send_raw(
+            Some(&other),
+            &h.body("let me in", Some(&Uuid::new_v4().to_string())),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(status_missing, 404);
+    assert_eq!(
+        theirs["error"], missing["error"],
+        "indistinguishable from a missing conversation"
+    );
+    assert_eq!(h.message_rows().await, rows, "nothing written to it");
+}
+
+#[tokio::test]
+async fn an_unknown_agent_is_a_404() {
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    let body = json!({"agentId": Uuid::new_v4(), "message": "hi"}).to_string();
+    let (status, value, _) = h.send_raw(Some(&h.token(USER)), &body, &[]).await;
+    assert_eq!(status, 404, "{value}");
+    assert_eq!(h.message_rows().await, 0);
+}
+
+#[tokio::test]
+async fn hostile_and_malformed_requests_get_the_right_4xx_never_a_500() {
+    let h = harness_with(
+        ChatModel::new(Duration::ZERO),
+        ChatConfig {
+            max_body_bytes: 16 * 1024,
+            ..ChatConfig::default()
+        },
+        None,
+        false,
+    )
+    .await;
+    let agent = h.agent.to_string();
+    let token = h.token(USER);
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
+        ("malformed JSON", "{\"agentId\":".into(), vec![], 400),
+        ("not JSON", "agentId=1&message=hi".into(), vec![], 400),
+        ("array", "[1,2]".into(), vec![], 422),
+        (
+            "wrong type agentId",
+            json!({"agentId": 42, "message": "x"}).to_string(),
+            vec![],
+            422,
+        ),
+        (
+            "wrong type message",
+            json!({"agentId": agent, "message": {"text": "x"}}).to_string(),
+            vec![],
+            422,
+        ),
+        (
+            "bad uuid",
+            json!({"agentId": "x' OR 1=1 --", "message": "x"}).to_string(),
+            vec![],
+            422,
+        ),
+        (
+            "unknown field",
+            json!({"agentId": agent, "message": "x", "context": "y"}).to_string(),
+            vec![],
+            422,
+        ),
+        (
+            "empty message",
+            json!({"agentId": agent, "message": ""}).to_string(),
+            vec![],
+            422,
+        ),
+        (
+            "whitespace message",
+            json!({"agentId": agent, "message": " \n\t "}).to_string(),
+            vec![],
+            422,
+        ),
+        (
+            "NUL in message",
+            json!({"agentId": agent, "message": "a\u{0}b"}).to_string(),
+            vec![],
+            422,
+        ),
+        (
+            "oversized message",
+            json!({"agentId": agent, "message": "x".repeat(4001)}).to_string(),
+            vec![],
+            413,
+        ),
+        (
+            "huge body",
+            json!({"agentId": agent, "message": "x".repeat(100_000)}).to_string(),
+            vec![],
+            413,
+        ),
+        (
+            "deep nesting",
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000)),
+            vec![],
+            400,
+        ),
+        (
+            "wrong content type",
+            json!({"agentId": agent, "message": "x"}).to_string(),
+            vec![("content-type", "text/plain")],
+            415,
+        ),
+        (
+            "bad idempotency key",
+            json!({"agentId": agent, "message": "x"}).to_string(),
+            vec![("idempotency-key", "has spaces in it")],
+            400,
+        ),
+    ];
+    for (name, body, headers, expected) in cases {
+        let (status, value, response) = h.send_raw(Some(&token), &body, &headers).await;
+        assert_eq!(status, expected, "{name}: {value}");
+        let text = value.to_string();
+        assert!(value["error"]["code"].is_string(), "{name}: the error shape");
+        for leak in ["SELECT", "INSERT", "postgres://", "panicked", SECRET] {
+            assert!(!text.contains(leak), "{name}: body leaks {leak}: {text}");
+        }
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+    let (_, value, _) = h
+        .send_raw(
+            Some(&token),
+            &json!({"agentId": agent, "message": "x", "context": "y"}).to_string(),
+            &[],
+        )
+        .await;
+    assert!(value["error"]["message"].as_str().unwrap().contains("`context`"));
+    assert_eq!(h.message_rows().await, 0);
+}
+
+#[tokio::test]
+async fn no_connection_or_transaction_is_held_while_the_model_thinks() {
+    let h = harness(ChatModel::new(Duration::from_secs(2))).await;
+    let inspector = h.db.direct().await;
+    let request = h.send("take your time", None);
+    let observe = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let status = h.chat.db.status();
+        let sessions = h.db.server_sessions(&inspector).await;
+        (status, sessions)
+    };
+    let ((status, body), (pool, sessions)) = tokio::join!(request, observe);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        pool.available, pool.size,
+        "the chat instance's connection is back in its pool: {pool:?}"
+    );
+    assert!(
+        !sessions
+            .iter()
+            .any(|s| s.state.starts_with("idle in transaction") || s.state == "active"),
+        "no open transaction or running statement during the model call: {sessions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_pooler_gets_503_or_504_within_the_bound_not_a_hang() {
+    let bouncer = PrivateBouncer::start(2).await;
+    let h = harness_with(
+        ChatModel::new(Duration::ZERO),
+        ChatConfig::default(),
+        Some(&bouncer),
+        false,
+    )
+    .await;
+    assert_eq!(h.send("warm up", None).await.0, 200);
+    let admin = bouncer.admin().await;
+    admin_command(&admin, "PAUSE").await;
+    let started = Instant::now();
+    let (status, body, response) = h
+        .send_raw(Some(&h.token(USER)), &h.body("are you there?", None), &[])
+        .await;
+    let elapsed = started.elapsed();
+    admin_command(&admin, "RESUME").await;
+    assert!(status == 503 || status == 504, "{status} {body}");
+    if status == 503 {
+        assert!(response.headers().contains_key("retry-after"));
+    }
+    assert!(elapsed < Duration::from_secs(4), "answered after {elapsed:?}");
+    let back = crate::helpers::eventually(Duration::from_secs(5), || async {
+        h.send("back?", None).await.0 == 200
+    })
+    .await;
+    assert!(back, "serves again after RESUME");
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_twice_calls_the_model_once_and_answers_the_same() {
+    let model = ChatModel::new(Duration::ZERO);
+    let h = harness(model.clone()).await;
+    let token = h.token(USER);
+    let body = h.body("charge my card once", None);
+    let key = [("idempotency-key", "req-7f3a")];
+    let (s1, first, _) = h.send_raw(Some(&token), &body, &key).await;
+    let (s2, second, _) = h.send_raw(Some(&token), &body, &key).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(first, second, "the same response");
+    assert_eq!(model.calls(), 1, "one model call");
+    let replies: i64 =
+        h.db.direct()
+            .await
+            .query_one("SELECT count(*) FROM messages WHERE role = 'assistant'", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(replies, 1, "one reply row");
+    assert_eq!(h.message_rows().await, 2);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_model_failure_answers_the_stored_message() {
+    let h = harness(ChatModel::failing()).await;
+    let token = h.token(USER);
+    let body = h.body("please answer", None);
+    let key = [("idempotency-key", "retry-me")];
+    let (status, value, _) = h.send_raw(Some(&token), &body, &key).await;
+    assert_eq!(status, 502, "{value}");
+    assert_eq!(h.message_rows().await, 1, "the user's message is kept");
+
+    let h = Harness {
+        chat: Chat {
+            model: ChatModel::new(Duration::ZERO),
+            ..h.chat
+        },
+        ..h
+    };
+    let (status, value, _) = h.send_raw(Some(&token), &body, &key).await;
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(value["message"]["content"], "reply to: please answer");
+    assert_eq!(h.message_rows().await, 2, "no second copy of the user's message");
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let h = harness_with(
+        ChatModel::new(Duration::ZERO),
+        ChatConfig {
+            rate_limit: 3,
+            rate_window: Duration::from_secs(60),
+            ..ChatConfig::default()
+        },
+        None,
+        false,
+    )
+    .await;
+    for i in 0..3 {
+        assert_eq!(h.send(&format!("message {i}"), None).await.0, 200);
+    }
+    let (status, body, response) = h
+        .send_raw(Some(&h.token(USER)), &h.body("one too many", None), &[])
+        .await;
+    assert_eq!(status, 429, "{body}");
+    let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    // Another user is not limited by this one.
+    let (status, _, _) = h
+        .send_raw(Some(&h.token(OTHER_USER)), &h.body("hello", None), &[])
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn model_failures_map_to_502_and_timeouts_to_504() {
+    let h = harness(ChatModel::failing()).await;
+    let (status, body) = h.send("hi", None).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "model_error");
+
+    let slow = harness_with(
+        ChatModel::new(Duration::from_secs(5)),
+        ChatConfig {
+            model_timeout: Duration::from_millis(300),
+            ..ChatConfig::default()
+        },
+        None,
+        false,
+    )
+    .await;
+    let started = Instant::now();
+    let (status, body) = slow.send("hi", None).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+fn limits(timeout: Duration) -> ModelLimits {
+    ModelLimits {
+        timeout,
+        max_reply_bytes: 64 * 1024,
+        max_tokens: 256,
+    }
+}
+
+fn request() -> ModelRequest {
+    ModelRequest::task("Be brief.", "What is 2+2?")
+}
+
+#[tokio::test]
+async fn the_openai_compatible_client_speaks_the_wire_format() {
+    let server = FakeServer::openai().await;
+    let model = shared::model::openai::OpenAiModel::new(
+        &format!("{}/v1", server.url()),
+        Some("sk-test".into()),
+        "gpt-test",
+        limits(Duration::from_millis(1500)),
+    );
+    assert_eq!(model.generate(&request()).await.unwrap(), "openai says: What is 2+2?");
+    let seen = server.seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.body["model"], "gpt-test");
+    assert_eq!(
+        seen.body["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(
+        seen.body["messages"][1],
+        json!({"role": "user", "content": "What is 2+2?"})
+    );
+    assert!(seen
+        .headers
+        .iter()
+        .any(|(k, v)| k == "authorization" && v == "Bearer sk-test"));
+
+    server.set_mode(Mode::HttpError);
+    let err = model.generate(&request()).await.unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Failed(m) if m.contains("HTTP 500")),
+        "{err:?}"
+    );
+    server.set_mode(Mode::Slow);
+    let started = Instant::now();
+    assert!(matches!(model.generate(&request()).await, Err(ModelError::Timeout(_))));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    server.set_mode(Mode::Oversized);
+    assert!(matches!(model.generate(&request()).await, Err(ModelError::TooLarge(_))));
+}
+
+#[tokio::test]
+async fn the_bedrock_client_speaks_the_converse_wire_format() {
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+    let server = FakeServer::bedrock().await;
+    let config = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .endpoint_url(server.url())
+        .http_client(shared::model::bedrock::http_client())
+        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+        .build();
+    let model = shared::model::bedrock::BedrockModel::from_client(
+        aws_sdk_bedrockruntime::Client::from_conf(config),
+        "anthropic.claude-test",
+        limits(Duration::from_millis(1500)),
+    );
+    assert_eq!(model.generate(&request()).await.unwrap(), "bedrock says: What is 2+2?");
+    let seen = server.seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.path, "/model/anthropic.claude-test/converse");
+    assert_eq!(seen.body["system"][0]["text"], "Be brief.");
+    assert_eq!(seen.body["messages"][0]["role"], "user");
+    assert_eq!(seen.body["inferenceConfig"]["maxTokens"], 256);
+    assert!(
+        seen.headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v.starts_with("AWS4-HMAC-SHA256")),
+        "requests are SigV4-signed"
+    );
+
+    server.set_mode(Mode::HttpError);
+    let err = model.generate(&request()).await.unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Failed(m) if m.contains("ValidationException")),
+        "{err:?}"
+    );
+    server.set_mode(Mode::Slow);
+    let started = Instant::now();
+    assert!(matches!(model.generate(&request()).await, Err(ModelError::Timeout(_))));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    server.set_mode(Mode::Oversized);
+    assert!(matches!(model.generate(&request()).await, Err(ModelError::TooLarge(_))));
+}

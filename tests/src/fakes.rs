@@ -1,0 +1,241 @@
+//! Local stand-ins for the services the tests cannot reach, speaking their real wire formats:
+//! Supabase Auth's JWKS endpoint, an OpenAI-compatible chat-completions API, and Bedrock's
+//! Converse API. Each runs on 127.0.0.1 and records what it was sent.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+type Response = hyper::Response<Full<Bytes>>;
+/// Status, extra headers, body, delay before answering.
+type Reply = (u16, Vec<(&'static str, String)>, String, Duration);
+
+/// How a fake model server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ok,
+    HttpError,
+    Slow,
+    Oversized,
+}
+
+/// A captured request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub mode: Arc<Mutex<Mode>>,
+}
+
+impl FakeServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    async fn start(route: fn(Mode, &str, &Value) -> Reply) -> FakeServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mode = Arc::new(Mutex::new(Mode::Ok));
+        let (h, s, m) = (hits.clone(), seen.clone(), mode.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (h, s, m) = (h.clone(), s.clone(), m.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (h, s, m) = (h.clone(), s.clone(), m.clone());
+                        async move {
+                            h.fetch_add(1, Ordering::SeqCst);
+                            let path = req.uri().path().to_string();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                                .collect();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let mode = *m.lock().unwrap();
+                            let (status, extra, text, delay) = route(mode, &path, &body);
+                            s.lock().unwrap().push(Seen { path, headers, body });
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let mut b = hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json");
+                            for (k, v) in extra {
+                                b = b.header(k, v);
+                            }
+                            Ok::<Response, std::convert::Infallible>(b.body(Full::new(Bytes::from(text))).unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeServer { addr, hits, seen, mode }
+    }
+
+    /// Supabase Auth: `GET /auth/v1/.well-known/jwks.json` serves `tests/fixtures/jwks.json`.
+    pub async fn supabase_auth() -> FakeServer {
+        Self::start(|_, path, _| {
+            if path == "/auth/v1/.well-known/jwks.json" {
+                (
+                    200,
+                    vec![],
+                    include_str!("../fixtures/jwks.json").to_string(),
+                    Duration::ZERO,
+                )
+            } else {
+                (404, vec![], "{}".into(), Duration::ZERO)
+            }
+        })
+        .await
+    }
+
+    /// OpenAI-compatible `POST /v1/chat/completions`.
+    pub async fn openai() -> FakeServer {
+        Self::start(|mode, path, body| {
+            if path != "/v1/chat/completions" {
+                return (404, vec![], "{}".into(), Duration::ZERO);
+            }
+            let last = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let reply = |content: String| {
+                json!({
+                    "id": "chatcmpl-test", "object": "chat.completion", "created": 1_795_780_800,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+                })
+                .to_string()
+            };
+            match mode {
+                Mode::Ok => (200, vec![], reply(format!("openai says: {last}")), Duration::ZERO),
+                Mode::HttpError => (
+                    500,
+                    vec![],
+                    json!({"error": {"message": "The server had an error", "type": "server_error"}}).to_string(),
+                    Duration::ZERO,
+                ),
+                Mode::Slow => (200, vec![], reply("late".into()), Duration::from_secs(5)),
+                Mode::Oversized => (200, vec![], reply("x".repeat(200_000)), Duration::ZERO),
+            }
+        })
+        .await
+    }
+
+    /// Bedrock runtime `POST /model/{modelId}/converse`.
+    pub async fn bedrock() -> FakeServer {
+        Self::start(|mode, path, body| {
+            if !(path.starts_with("/model/") && path.ends_with("/converse")) {
+                return (404, vec![], "{}".into(), Duration::ZERO);
+            }
+            let last = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"][0]["text"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let reply = |text: String| {
+                json!({
+                    "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                    "stopReason": "end_turn",
+                    "usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10},
+                    "metrics": {"latencyMs": 12}
+                })
+                .to_string()
+            };
+            match mode {
+                Mode::Ok => (200, vec![], reply(format!("bedrock says: {last}")), Duration::ZERO),
+                Mode::HttpError => (
+                    400,
+                    vec![(
+                        "x-amzn-errortype",
+                        "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/".to_string(),
+                    )],
+                    json!({"message": "The provided model identifier is invalid."}).to_string(),
+                    Duration::ZERO,
+                ),
+                Mode::Slow => (200, vec![], reply("late".into()), Duration::from_secs(5)),
+                Mode::Oversized => (200, vec![], reply("x".repeat(200_000)), Duration::ZERO),
+            }
+        })
+        .await
+    }
+}
+
+/// Claims of a Supabase access token.
+pub fn claims(issuer: &str, sub: &str) -> Value {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    json!({
+        "iss": issuer, "sub": sub, "aud": "authenticated", "role": "authenticated",
+        "exp": now + 3600, "iat": now, "email": "user@example.com", "session_id": "s"
+    })
+}
+
+pub fn hs256(secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn es256(claims: &Value, kid: &str) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    let key = EncodingKey::from_ec_pem(include_bytes!("../fixtures/ec-private.pem")).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+pub fn rs256(claims: &Value, kid: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../fixtures/rsa-private.pem")).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// An unsigned token (`alg: none`), as an attacker would send it.
+pub fn unsigned(claims: &Value) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.",
+        e.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+        e.encode(claims.to_string())
+    )
+}

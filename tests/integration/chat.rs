@@ -15,18 +15,18 @@ use uuid::Uuid;
 use crate::helpers::{admin_command, settings_for, PoolOptions, PrivateBouncer, TestDb};
 
 const SECRET: &str = "test-legacy-jwt-secret-with-at-least-32-characters";
-const USER: &str = "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13";
+pub(crate) const USER: &str = "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13";
 const OTHER_USER: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
 
 /// A model that records what it is asked and answers after `delay`.
-struct ChatModel {
+pub(crate) struct ChatModel {
     requests: Mutex<Vec<ModelRequest>>,
     delay: Duration,
     fail: bool,
 }
 
 impl ChatModel {
-    fn new(delay: Duration) -> Arc<Self> {
+    pub(crate) fn new(delay: Duration) -> Arc<Self> {
         Arc::new(Self {
             requests: Mutex::new(Vec::new()),
             delay,
@@ -58,16 +58,16 @@ impl AgentModel for ChatModel {
     }
 }
 
-struct Harness {
-    db: TestDb,
-    chat: Chat,
+pub(crate) struct Harness {
+    pub(crate) db: TestDb,
+    pub(crate) chat: Chat,
     agent: Uuid,
     issuer: String,
     _auth: FakeServer,
 }
 
 /// `through`: a private pgbouncer to reach the database by, with short bounds.
-async fn harness_with(
+pub(crate) async fn harness_with(
     model: Arc<dyn AgentModel>,
     config: ChatConfig,
     through: Option<&PrivateBouncer>,
@@ -123,11 +123,11 @@ async fn harness(model: Arc<dyn AgentModel>) -> Harness {
 }
 
 impl Harness {
-    fn token(&self, user: &str) -> String {
+    pub(crate) fn token(&self, user: &str) -> String {
         fakes::hs256(SECRET, &fakes::claims(&self.issuer, user))
     }
 
-    fn body(&self, message: &str, conversation: Option<&str>) -> String {
+    pub(crate) fn body(&self, message: &str, conversation: Option<&str>) -> String {
         let mut b = json!({"agentId": self.agent, "message": message});
         if let Some(c) = conversation {
             b["conversationId"] = c.into();
@@ -136,7 +136,7 @@ impl Harness {
     }
 
     /// Sends a request built from `events/chat.json`.
-    async fn send_raw(
+    pub(crate) async fn send_raw(
         &self,
         token: Option<&str>,
         body: &str,
@@ -162,14 +162,14 @@ impl Harness {
         (response.status().as_u16(), value, response)
     }
 
-    async fn send(&self, message: &str, conversation: Option<&str>) -> (u16, Value) {
+    pub(crate) async fn send(&self, message: &str, conversation: Option<&str>) -> (u16, Value) {
         let (s, v, _) = self
             .send_raw(Some(&self.token(USER)), &self.body(message, conversation), &[])
             .await;
         (s, v)
     }
 
-    async fn message_rows(&self) -> i64 {
+    pub(crate) async fn message_rows(&self) -> i64 {
         self.db
             .direct()
             .await

@@ -162,7 +162,15 @@ async fn the_chat_binary_serves_the_contract_on_its_function_url_with_a_signed_t
         .unwrap();
     let secret = "watch-test-jwt-secret-with-at-least-32-chars";
     let supabase = "https://project-ref.supabase.co";
-    let watch = Watch::start(&db, &[("SUPABASE_URL", supabase), ("SUPABASE_JWT_SECRET", secret)]).await;
+    let watch = Watch::start(
+        &db,
+        &[
+            ("SUPABASE_URL", supabase),
+            ("SUPABASE_JWT_SECRET", secret),
+            ("AUTH_TRUST_API_GATEWAY", "true"),
+        ],
+    )
+    .await;
     let token = integration_tests::fakes::hs256(
         secret,
         &integration_tests::fakes::claims(&format!("{supabase}/auth/v1"), "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13"),
@@ -211,4 +219,31 @@ async fn the_chat_binary_serves_the_contract_on_its_function_url_with_a_signed_t
         .await
         .unwrap();
     assert_eq!(unknown_field.status().as_u16(), 422);
+
+    // The sample events through `cargo lambda invoke`: the JWT-authorizer one as it is, the
+    // bearer-token one with a real token in place of its placeholder.
+    let (ok, stdout, stderr) = watch
+        .invoke("chat", &["--data-file", "events/chat-jwt-authorizer.json"])
+        .await;
+    assert!(ok, "{stdout} {stderr}");
+    let response: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(response["statusCode"], 200, "{response}");
+
+    let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
+    event["headers"]["authorization"] = format!("Bearer {token}").into();
+    let file = std::env::temp_dir().join(format!("chat-event-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&file, event.to_string()).unwrap();
+    let (ok, stdout, stderr) = watch.invoke("chat", &["--data-file", file.to_str().unwrap()]).await;
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "{stdout} {stderr}");
+    let response: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["message"]["role"], "assistant");
+
+    // Unchanged, its placeholder token is refused.
+    let (ok, stdout, _) = watch.invoke("chat", &["--data-file", "events/chat.json"]).await;
+    assert!(ok);
+    let response: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(response["statusCode"], 401, "{response}");
 }

@@ -5,7 +5,10 @@ use integration_tests::helpers;
 
 mod chat;
 mod data_layer;
+mod deployment;
+mod faults;
 mod health;
+mod hostile_input;
 mod lambda_watch;
 mod lifecycle;
 mod migrations;

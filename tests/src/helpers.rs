@@ -267,7 +267,11 @@ pub struct PrivateBouncer {
 impl PrivateBouncer {
     pub async fn start(pool_size: usize) -> PrivateBouncer {
         let (_, direct) = urls();
-        let pg_port = port_of(&direct);
+        Self::in_front_of(port_of(&direct), pool_size).await
+    }
+
+    /// A bouncer in front of the Postgres on `pg_port` (e.g. a [`PrivateCluster`]).
+    pub async fn in_front_of(pg_port: u16, pool_size: usize) -> PrivateBouncer {
         let dir = std::env::temp_dir().join(format!("bouncer-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("bouncer dir");
         let port = free_port();
@@ -342,13 +346,18 @@ impl Drop for PrivateBouncer {
 
 /// The workspace's `target/debug/<name>` binary (`scripts/test` builds them first).
 pub fn function_binary(name: &str) -> PathBuf {
+    built_binary("debug", name)
+}
+
+/// `target/<profile>/<name>`.
+pub fn built_binary(profile: &str, name: &str) -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
+    let path = target.join(profile).join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the functions first (cargo build --workspace --bins)",
+        "{} is missing: build the functions first (cargo build [--release] --workspace --bins)",
         path.display()
     );
     path
@@ -604,6 +613,11 @@ impl PrivateCluster {
             .expect("private cluster connection");
         tokio::spawn(conn);
         client
+    }
+
+    /// Restarts the server abruptly (`-m immediate`: every session is cut, as in a crash).
+    pub fn restart(&self) {
+        self.pg_ctl(&["-m", "immediate", "-w", "restart"]);
     }
 
     fn pg_ctl(&self, args: &[&str]) {

@@ -100,6 +100,7 @@ pub struct Chat {
 
 /// The Lambda handler.
 pub async fn handle(chat: &Chat, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
+    let _in_flight = chat.db.begin_request();
     let request_id = request
         .lambda_context_ref()
         .map(|c| c.request_id.clone())

@@ -8,7 +8,7 @@ mod sql;
 
 pub use counters::DbActivity;
 pub use error::{DbError, DbErrorKind};
-pub use pool::{Conn, Db, PoolStatus};
+pub use pool::{Conn, Db, PoolStatus, RequestGuard};
 pub use sql::{Param, Sql, Tx};
 pub use tokio_postgres::types::Type;
 pub use tokio_postgres::Row;

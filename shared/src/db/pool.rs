@@ -19,6 +19,25 @@ use crate::tls;
 pub struct Db {
     pool: Pool,
     bounds: Arc<Bounds>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Requests being handled, so a shutdown can let them finish before closing the pool.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by a handler for the whole request (see [`Db::begin_request`]).
+pub struct RequestGuard(Arc<InFlight>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// A snapshot of the pool, for health reports and logs.
@@ -68,6 +87,7 @@ impl Db {
                 },
                 counters: DbCounters::default(),
             }),
+            in_flight: Arc::new(InFlight::default()),
         })
     }
 
@@ -125,6 +145,26 @@ impl Db {
     /// The per-statement bound.
     pub fn statement_timeout(&self) -> Duration {
         self.bounds.statement
+    }
+
+    /// Marks a request in progress until the guard drops.
+    pub fn begin_request(&self) -> RequestGuard {
+        self.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(self.in_flight.clone())
+    }
+
+    /// Waits until no request is in progress, at most `limit`. True when drained.
+    pub async fn wait_for_requests(&self, limit: Duration) -> bool {
+        let drained = async {
+            loop {
+                let notified = self.in_flight.idle.notified();
+                if self.in_flight.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, drained).await.is_ok()
     }
 
     /// Closes the pool: idle connections are closed now, checked-out ones when returned.

@@ -135,6 +135,7 @@ async fn connection_report(h: &Health) -> Result<ConnectionReport, DbError> {
 
 /// The Lambda handler.
 pub async fn handle(h: &Health, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
+    let _in_flight = h.db.begin_request();
     let request_id = request
         .lambda_context_ref()
         .map(|c| c.request_id.clone())

@@ -88,6 +88,7 @@ pub async fn handle(s: &Scheduler, event: LambdaEvent<serde_json::Value>) -> Res
     } else {
         event.context.request_id.clone()
     };
+    let _in_flight = s.db.begin_request();
     let result = s.run(trigger, deadline, &owner).await;
     s.emit_metrics(result.as_ref().ok()).await;
     result

@@ -1,0 +1,183 @@
+//! template.yaml: the connection budget and the timeouts, checked.
+
+use serde_norway::Value;
+
+const TEMPLATE: &str = include_str!("../../template.yaml");
+
+fn template() -> Value {
+    serde_norway::from_str(TEMPLATE).expect("template.yaml parses")
+}
+
+/// A number, a numeric string, or `!Ref Parameter` (its default).
+fn number(t: &Value, v: &Value) -> Result<i64, String> {
+    match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| format!("{n:?} is not an integer")),
+        Value::String(s) => s.parse().map_err(|_| format!("{s:?} is not a number")),
+        Value::Tagged(tagged) if tagged.tag == "!Ref" => {
+            let name = tagged.value.as_str().ok_or("!Ref of a non-string")?;
+            let default = &t["Parameters"][name]["Default"];
+            if default.is_null() {
+                return Err(format!("parameter {name} has no default"));
+            }
+            number(t, default)
+        }
+        other => Err(format!("{other:?} is not a number or a !Ref")),
+    }
+}
+
+/// One function's share of the budget.
+#[derive(Debug)]
+struct Share {
+    function: String,
+    reserved: i64,
+    pool: i64,
+    timeout_s: i64,
+}
+
+/// The budget check: every function has reserved concurrency and a pool size, and
+/// Σ reserved × pool stays within the pooler's client limit.
+fn budget(t: &Value) -> Result<(Vec<Share>, i64, i64), String> {
+    let limit = number(t, &t["Parameters"]["PoolerClientLimit"]["Default"])?;
+    let globals = &t["Globals"]["Function"];
+    let mut shares = Vec::new();
+    let resources = t["Resources"].as_mapping().ok_or("no Resources")?;
+    for (name, resource) in resources {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let name = name.as_str().unwrap_or("?").to_string();
+        let props = &resource["Properties"];
+        let reserved = props
+            .get("ReservedConcurrentExecutions")
+            .ok_or_else(|| format!("{name} has no ReservedConcurrentExecutions"))
+            .and_then(|v| number(t, v))?;
+        let pool_value = props["Environment"]["Variables"]
+            .get("DB_POOL_MAX_SIZE")
+            .or_else(|| globals["Environment"]["Variables"].get("DB_POOL_MAX_SIZE"))
+            .ok_or_else(|| format!("{name} sets no DB_POOL_MAX_SIZE"))?;
+        let pool = number(t, pool_value)?;
+        let timeout_s = number(t, props.get("Timeout").unwrap_or(&globals["Timeout"]))?;
+        shares.push(Share {
+            function: name,
+            reserved,
+            pool,
+            timeout_s,
+        });
+    }
+    let used: i64 = shares.iter().map(|s| s.reserved * s.pool).sum();
+    if used > limit {
+        return Err(format!(
+            "connection budget broken: {} = {used} > PoolerClientLimit {limit}",
+            shares
+                .iter()
+                .map(|s| format!("{} {}x{}", s.function, s.reserved, s.pool))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ));
+    }
+    Ok((shares, used, limit))
+}
+
+fn with(mut t: Value, path: &[&str], value: Option<Value>) -> Value {
+    let mut node = &mut t;
+    for key in &path[..path.len() - 1] {
+        node = node.get_mut(*key).expect("path exists");
+    }
+    let map = node.as_mapping_mut().expect("a mapping");
+    match value {
+        Some(v) => {
+            map.insert(Value::String(path[path.len() - 1].into()), v);
+        }
+        None => {
+            map.remove(path[path.len() - 1]);
+        }
+    }
+    t
+}
+
+#[test]
+fn the_templates_connection_budget_fits_under_the_pooler_limit() {
+    let (shares, used, limit) = budget(&template()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shares.len(), 3, "chat, health and scheduler: {shares:?}");
+    assert!(used <= limit, "{used} > {limit}");
+    let by_name = |n: &str| shares.iter().find(|s| s.function == n).unwrap();
+    assert_eq!(by_name("ChatFunction").pool, 1);
+    assert_eq!(by_name("HealthFunction").pool, 1);
+    assert_eq!(by_name("SchedulerFunction").pool, 2);
+}
+
+#[test]
+fn a_broken_budget_or_a_missing_share_is_caught() {
+    let too_many = with(
+        template(),
+        &["Parameters", "ChatReservedConcurrency", "Default"],
+        Some(Value::Number(500.into())),
+    );
+    assert!(budget(&too_many).unwrap_err().contains("budget broken"));
+
+    let no_reserved = with(
+        template(),
+        &[
+            "Resources",
+            "HealthFunction",
+            "Properties",
+            "ReservedConcurrentExecutions",
+        ],
+        None,
+    );
+    assert!(budget(&no_reserved)
+        .unwrap_err()
+        .contains("HealthFunction has no ReservedConcurrentExecutions"));
+
+    let no_pool = with(
+        template(),
+        &[
+            "Resources",
+            "SchedulerFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+            "DB_POOL_MAX_SIZE",
+        ],
+        None,
+    );
+    assert!(budget(&no_pool)
+        .unwrap_err()
+        .contains("SchedulerFunction sets no DB_POOL_MAX_SIZE"));
+}
+
+#[test]
+fn every_database_bound_stays_below_its_function_timeout() {
+    let t = template();
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    let (shares, _, _) = budget(&t).unwrap();
+    for share in shares {
+        let vars = &t["Resources"][share.function.as_str()]["Properties"]["Environment"]["Variables"];
+        let ms = |name: &str| -> i64 {
+            let v = vars
+                .get(name)
+                .or_else(|| globals.get(name))
+                .unwrap_or_else(|| panic!("{name} set"));
+            number(&t, v).unwrap()
+        };
+        // Worst case for one statement: wait for the pool, connect, run.
+        let worst = ms("DB_POOL_TIMEOUT_MS") + ms("DB_CONNECT_TIMEOUT_MS") + ms("DB_STATEMENT_TIMEOUT_MS");
+        assert!(
+            worst < share.timeout_s * 1000,
+            "{}: {worst} ms of database bounds >= {} s timeout",
+            share.function,
+            share.timeout_s
+        );
+    }
+    let chat = &t["Resources"]["ChatFunction"]["Properties"];
+    let timeout_ms = number(&t, &chat["Timeout"]).unwrap() * 1000;
+    assert!(timeout_ms < 30_000, "chat's timeout stays below API Gateway's 30 s");
+    let var = |name: &str| number(&t, &chat["Environment"]["Variables"][name]).unwrap();
+    // A message: two round trips (each may wait, connect and run) and one model call.
+    let per_trip = var("DB_POOL_TIMEOUT_MS") + var("DB_CONNECT_TIMEOUT_MS") + var("DB_STATEMENT_TIMEOUT_MS");
+    let worst = 2 * per_trip + var("CHAT_MODEL_TIMEOUT_MS");
+    assert!(
+        worst < timeout_ms,
+        "chat: {worst} ms worst case >= {timeout_ms} ms timeout"
+    );
+}

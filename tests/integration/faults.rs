@@ -1,0 +1,296 @@
+//! Faults on loopback, each bounded in time: the pooler restarted or stalled, Postgres
+//! restarted, a server connection killed, SIGTERM during a request.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shared::chat::ChatConfig;
+use shared::db::Db;
+use shared::metrics::{Metrics, Sink};
+use shared::model::LocalModel;
+use shared::scheduler::{Scheduler, SchedulerConfig};
+
+use crate::chat::{harness_with, ChatModel, USER};
+use crate::helpers::{
+    admin_command, admin_show, bouncer_admin, deadline_in, eventually, function_binary, settings_for, PoolOptions,
+    PrivateBouncer, PrivateCluster, RuntimeApi, TestDb,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooler_restart_during_traffic_fails_fast_with_503_and_traffic_resumes() {
+    let mut bouncer = PrivateBouncer::start(4).await;
+    let config = ChatConfig {
+        rate_limit: 1_000_000,
+        ..ChatConfig::default()
+    };
+    let h = harness_with(ChatModel::new(Duration::from_millis(20)), config, Some(&bouncer), false).await;
+    assert_eq!(h.send("before", None).await.0, 200);
+
+    let traffic = async {
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            let started = Instant::now();
+            let (status, _) = h.send("during", None).await;
+            seen.push((status, started.elapsed()));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    };
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        bouncer.stop();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        bouncer.restart().await;
+    };
+    let (seen, ()) = tokio::join!(traffic, fault);
+    let mut by_status = std::collections::BTreeMap::new();
+    for (s, _) in &seen {
+        *by_status.entry(*s).or_insert(0) += 1;
+    }
+    assert!(by_status.contains_key(&503), "the outage was seen: {by_status:?}");
+    assert_eq!(
+        by_status.keys().copied().collect::<Vec<_>>(),
+        vec![200, 503],
+        "failures are 503, never 500 or a validation error"
+    );
+    let slowest = seen.iter().map(|(_, d)| *d).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(3),
+        "every request ended fast ({slowest:?})"
+    );
+    assert_eq!(
+        seen.last().unwrap().0,
+        200,
+        "traffic resumed without restarting the function"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
+    let cluster = PrivateCluster::start(40, 3).await;
+    cluster
+        .connect()
+        .await
+        .batch_execute("CREATE DATABASE agents")
+        .await
+        .unwrap();
+    let direct = cluster.url("agents");
+    let mut direct_settings = settings_for(&direct, &PoolOptions::default());
+    direct_settings.application_name = "migrate".into();
+    shared::migrate::run(&direct_settings).await.unwrap();
+    let (inspector, conn) = tokio_postgres::connect(&direct, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    inspector
+        .batch_execute(
+            "INSERT INTO agents (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'a');
+             INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
+             SELECT '00000000-0000-4000-8000-000000000001', 'job ' || i, 'approved', now() - interval '1 minute'
+               FROM generate_series(1, 300) i;",
+        )
+        .await
+        .unwrap();
+    drop(inspector);
+
+    let bouncer = PrivateBouncer::in_front_of(cluster.port, 4).await;
+    let pooled = format!("postgres://postgres:postgres@127.0.0.1:{}/agents", bouncer.port);
+    let scheduler = |latency_ms: u64| Scheduler {
+        db: Db::new(&settings_for(
+            &pooled,
+            &PoolOptions {
+                app: "scheduler".into(),
+                max_size: 2,
+                connect: Duration::from_millis(500),
+                ..PoolOptions::default()
+            },
+        ))
+        .unwrap(),
+        model: Arc::new(LocalModel {
+            latency: Duration::from_millis(latency_ms),
+        }),
+        config: SchedulerConfig {
+            concurrency: 4,
+            batch_size: 20,
+            safety_margin: Duration::from_millis(300),
+            lease_grace: Duration::from_millis(200),
+            ..SchedulerConfig::default()
+        },
+        metrics: Metrics::new("scheduler").with_sink(Sink::Buffer(Default::default())),
+    };
+    let invoke = |s: &Scheduler, budget: Duration| {
+        let mut context = lambda_runtime::Context::default();
+        context.request_id = uuid::Uuid::new_v4().to_string();
+        context.deadline = deadline_in(budget);
+        let event = lambda_runtime::LambdaEvent::new(json!({}), context);
+        let s = s.clone();
+        async move { shared::scheduler::handle(&s, event).await }
+    };
+
+    let first = scheduler(50);
+    let run = invoke(&first, Duration::from_secs(3));
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        cluster.restart();
+    };
+    let (result, ()) = tokio::join!(run, crash);
+    // The interrupted run either failed cleanly or finished what it could.
+    if let Ok(summary) = &result {
+        assert!(summary.completed < 300, "{summary:?}");
+    }
+
+    // After the leases (3 s deadline + 0.2 s grace) expire, a later run rescues and completes all.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let second = scheduler(0);
+    let summary = loop {
+        match invoke(&second, Duration::from_secs(30)).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(summary.remaining_due, 0, "{summary:?}");
+    let (check, conn) = tokio_postgres::connect(&direct, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rows = check
+        .query("SELECT status, count(*) FROM agent_tasks GROUP BY status", &[])
+        .await
+        .unwrap();
+    let counts: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        counts,
+        vec![("completed".to_string(), 300)],
+        "none lost, none left running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pooler_ends_every_request_within_its_bound_and_leaves_no_open_transaction() {
+    let bouncer = PrivateBouncer::start(4).await;
+    let h = harness_with(
+        ChatModel::new(Duration::ZERO),
+        ChatConfig::default(),
+        Some(&bouncer),
+        false,
+    )
+    .await;
+    assert_eq!(h.send("warm", None).await.0, 200);
+    let admin = bouncer.admin().await;
+    admin_command(&admin, "PAUSE").await;
+    let mut outcomes = Vec::new();
+    for i in 0..3 {
+        let started = Instant::now();
+        let (status, _) = h.send(&format!("stalled {i}"), None).await;
+        outcomes.push((status, started.elapsed()));
+    }
+    admin_command(&admin, "RESUME").await;
+    for (status, elapsed) in &outcomes {
+        assert!(*status == 503 || *status == 504, "{outcomes:?}");
+        assert!(*elapsed < Duration::from_secs(3), "{outcomes:?}");
+    }
+    let inspector = h.db.direct().await;
+    let clean = eventually(Duration::from_secs(3), || async {
+        !h.db
+            .server_sessions(&inspector)
+            .await
+            .iter()
+            .any(|s| s.state.starts_with("idle in transaction"))
+    })
+    .await;
+    assert!(clean, "no session left idle in transaction");
+    assert_eq!(h.send("after", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_server_connection_killed_while_pooled_does_not_fail_the_next_request() {
+    let h = harness_with(ChatModel::new(Duration::ZERO), ChatConfig::default(), None, false).await;
+    assert_eq!(h.send("first", None).await.0, 200);
+    let inspector = h.db.direct().await;
+    let killed: i64 = inspector
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend') t",
+            &[&h.db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "a pooled server connection was killed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = h.send("second", None).await;
+    assert_eq!(status, 200, "the next request succeeds: {body}");
+}
+
+#[tokio::test]
+async fn sigterm_during_a_request_lets_it_finish_then_closes_the_pool() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    client
+        .batch_execute("INSERT INTO agents (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'a')")
+        .await
+        .unwrap();
+    let secret = "sigterm-test-jwt-secret-with-32-characters";
+    let supabase = "https://sigterm.supabase.co";
+    let runtime = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(function_binary("chat"))
+        .envs(runtime.function_env("chat"))
+        .env("DATABASE_URL", &db.pooled_url)
+        .env("SUPABASE_URL", supabase)
+        .env("SUPABASE_JWT_SECRET", secret)
+        .env("LOCAL_MODEL_LATENCY_MS", "800")
+        .env("SHUTDOWN_GRACE_MS", "5000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
+    let token = integration_tests::fakes::hs256(
+        secret,
+        &integration_tests::fakes::claims(&format!("{supabase}/auth/v1"), USER),
+    );
+    event["headers"]["authorization"] = format!("Bearer {token}").into();
+
+    let invocation = runtime.invoke(&event, deadline_in(Duration::from_secs(30)));
+    let terminate = async {
+        // Wait until the user's message is stored: the model is now thinking.
+        let mid_request = eventually(Duration::from_secs(10), || async {
+            client
+                .query_one("SELECT count(*) FROM messages", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        })
+        .await;
+        assert!(mid_request, "the request never started");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    };
+    let (result, ()) = tokio::join!(invocation, terminate);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the function exits")
+        .unwrap();
+    assert!(status.success());
+    match result {
+        crate::helpers::InvokeResult::Response(v) => assert_eq!(v["statusCode"], 200, "{v}"),
+        other => panic!("{other:?}"),
+    }
+    let roles: Vec<String> = client
+        .query("SELECT role FROM messages ORDER BY created_at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(roles, vec!["user", "assistant"], "nothing half-written");
+    let admin = bouncer_admin().await;
+    let still = admin_show(&admin, "CLIENTS")
+        .await
+        .iter()
+        .filter(|c| c.get("database").map(String::as_str) == Some(db.name.as_str()))
+        .filter(|c| c.get("application_name").map(String::as_str) == Some("chat"))
+        .count();
+    assert_eq!(still, 0, "the pool was closed");
+}

@@ -272,6 +272,11 @@ impl PrivateBouncer {
 
     /// A bouncer in front of the Postgres on `pg_port` (e.g. a [`PrivateCluster`]).
     pub async fn in_front_of(pg_port: u16, pool_size: usize) -> PrivateBouncer {
+        Self::configured(pg_port, pool_size, 500).await
+    }
+
+    /// With its own client limit (`max_client_conn`).
+    pub async fn configured(pg_port: u16, pool_size: usize, max_clients: usize) -> PrivateBouncer {
         let dir = std::env::temp_dir().join(format!("bouncer-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("bouncer dir");
         let port = free_port();
@@ -279,7 +284,7 @@ impl PrivateBouncer {
             "[databases]\n* = host=127.0.0.1 port={pg_port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
              listen_port = {port}\nunix_socket_dir =\nauth_type = scram-sha-256\nauth_file = {dir}/userlist.txt\n\
              admin_users = postgres\npool_mode = transaction\ndefault_pool_size = {pool_size}\n\
-             max_client_conn = 500\nserver_idle_timeout = 10\nignore_startup_parameters = extra_float_digits\n\
+             max_client_conn = {max_clients}\nserver_idle_timeout = 10\nignore_startup_parameters = extra_float_digits\n\
              logfile = {dir}/pgbouncer.log\n",
             dir = dir.display()
         );

@@ -54,3 +54,48 @@ async fn sigterm_closes_the_functions_pooled_connection() {
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     assert_eq!(clients_of(&db, "health").await, 0, "the pooled connection is closed");
 }
+
+#[tokio::test]
+async fn a_missing_or_malformed_setting_stops_the_function_at_start_up_naming_it() {
+    let runtime = RuntimeApi::start().await;
+    for (function, env, named) in [
+        ("health", vec![], "DATABASE_URL"),
+        (
+            "health",
+            vec![("DATABASE_URL", "postgres://u:hunter2@h/db?connection_limit=lots")],
+            "connection_limit",
+        ),
+        (
+            "chat",
+            vec![("DATABASE_URL", "postgres://u:hunter2@h/db")],
+            "SUPABASE_URL",
+        ),
+        (
+            "scheduler",
+            vec![
+                ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+                ("SCHEDULER_BATCH_SIZE", "0"),
+            ],
+            "SCHEDULER_BATCH_SIZE",
+        ),
+    ] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::process::Command::new(function_binary(function))
+                .envs(runtime.function_env(function))
+                .env_remove("DATABASE_URL")
+                .envs(env)
+                .output(),
+        )
+        .await
+        .expect("exits at once")
+        .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{function} started without a valid configuration"
+        );
+        assert!(stderr.contains(named), "{function}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{function} printed the password: {stderr}");
+    }
+}

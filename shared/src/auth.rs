@@ -87,9 +87,7 @@ impl AuthConfig {
     }
 
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let url = (env.0)("SUPABASE_URL")
-            .filter(|u| !u.trim().is_empty())
-            .ok_or(ConfigError::Missing("SUPABASE_URL"))?;
+        let url = env.text("SUPABASE_URL").ok_or(ConfigError::Missing("SUPABASE_URL"))?;
         let parsed = url::Url::parse(url.trim()).map_err(|e| ConfigError::Invalid {
             name: "SUPABASE_URL".into(),
             reason: format!("not a valid URL ({e})"),
@@ -100,9 +98,9 @@ impl AuthConfig {
                 reason: "expected an https:// URL".into(),
             });
         }
-        let mut config = Self::new(url.trim(), (env.0)("SUPABASE_JWT_SECRET"));
-        config.trust_api_gateway = match (env.0)("AUTH_TRUST_API_GATEWAY").as_deref().map(str::trim) {
-            None | Some("") | Some("false") | Some("0") => false,
+        let mut config = Self::new(url.trim(), env.text("SUPABASE_JWT_SECRET"));
+        config.trust_api_gateway = match env.text("AUTH_TRUST_API_GATEWAY").as_deref() {
+            None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
             Some(_) => {
                 return Err(ConfigError::Invalid {
@@ -111,16 +109,7 @@ impl AuthConfig {
                 })
             }
         };
-        if let Some(v) = (env.0)("AUTH_JWKS_TTL_SECS").filter(|v| !v.trim().is_empty()) {
-            let secs: u64 = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|s| (1..=86_400).contains(s))
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "AUTH_JWKS_TTL_SECS".into(),
-                    reason: "expected seconds between 1 and 86400".into(),
-                })?;
+        if let Some(secs) = env.number("AUTH_JWKS_TTL_SECS", 1, 86_400)? {
             config.jwks_ttl = Duration::from_secs(secs);
         }
         Ok(config)

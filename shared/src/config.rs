@@ -147,6 +147,25 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         (self.0)(name).filter(|v| !v.trim().is_empty())
     }
 
+    /// A setting, trimmed; unset and blank are the same.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| v.trim().to_string())
+    }
+
+    /// A whole number in `min..=max`; `None` when unset. Anything else is an error naming it.
+    pub fn number(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        match self.text(name) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(invalid(
+                    name,
+                    format!("expected a whole number between {min} and {max}"),
+                )),
+            },
+        }
+    }
+
     fn millis(&self, name: &str) -> Result<Option<Duration>, ConfigError> {
         self.get(name).map(|v| parse_millis(name, &v)).transpose()
     }

@@ -48,43 +48,24 @@ impl Default for ChatConfig {
     }
 }
 
-fn number<F: Fn(&str) -> Option<String>>(
-    env: &Env<F>,
-    name: &str,
-    min: u64,
-    max: u64,
-    default: u64,
-) -> Result<u64, ConfigError> {
-    match (env.0)(name).filter(|v| !v.trim().is_empty()) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| ConfigError::Invalid {
-                name: name.into(),
-                reason: format!("expected a whole number between {min} and {max}"),
-            }),
-    }
-}
-
 impl ChatConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let d = Self::default();
         Ok(Self {
-            max_message_chars: number(env, "CHAT_MAX_MESSAGE_CHARS", 1, 100_000, d.max_message_chars as u64)? as usize,
-            max_body_bytes: number(
-                env,
-                "CHAT_MAX_BODY_BYTES",
-                1024,
-                6 * 1024 * 1024,
-                d.max_body_bytes as u64,
-            )? as usize,
-            history: number(env, "CHAT_HISTORY_MESSAGES", 0, 1000, d.history as u64)? as i64,
-            rate_limit: number(env, "CHAT_RATE_LIMIT", 1, 1_000_000, d.rate_limit as u64)? as i64,
-            rate_window: Duration::from_secs(number(env, "CHAT_RATE_WINDOW_SECS", 1, 86_400, 60)?),
-            model_timeout: Duration::from_millis(number(env, "CHAT_MODEL_TIMEOUT_MS", 1, 300_000, 15_000)?),
+            max_message_chars: env
+                .number("CHAT_MAX_MESSAGE_CHARS", 1, 100_000)?
+                .unwrap_or(d.max_message_chars as u64) as usize,
+            max_body_bytes: env
+                .number("CHAT_MAX_BODY_BYTES", 1024, 6 * 1024 * 1024)?
+                .unwrap_or(d.max_body_bytes as u64) as usize,
+            history: env
+                .number("CHAT_HISTORY_MESSAGES", 0, 1000)?
+                .unwrap_or(d.history as u64) as i64,
+            rate_limit: env
+                .number("CHAT_RATE_LIMIT", 1, 1_000_000)?
+                .unwrap_or(d.rate_limit as u64) as i64,
+            rate_window: Duration::from_secs(env.number("CHAT_RATE_WINDOW_SECS", 1, 86_400)?.unwrap_or(60)),
+            model_timeout: Duration::from_millis(env.number("CHAT_MODEL_TIMEOUT_MS", 1, 300_000)?.unwrap_or(15_000)),
         })
     }
 }

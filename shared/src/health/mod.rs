@@ -37,9 +37,9 @@ impl std::fmt::Debug for HealthConfig {
 }
 
 fn percent<F: Fn(&str) -> Option<String>>(env: &Env<F>, name: &str, default: f64) -> Result<f64, ConfigError> {
-    match (env.0)(name).filter(|v| !v.trim().is_empty()) {
+    match env.text(name) {
         None => Ok(default),
-        Some(v) => match v.trim().parse::<f64>() {
+        Some(v) => match v.parse::<f64>() {
             Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
             _ => Err(ConfigError::Invalid {
                 name: name.into(),
@@ -67,21 +67,9 @@ impl HealthConfig {
                 reason: "must not be below HEALTH_WARNING_PERCENT".into(),
             });
         }
-        let db_bound = match (env.0)("HEALTH_DB_TIMEOUT_MS").filter(|v| !v.trim().is_empty()) {
-            None => Duration::from_millis(1500),
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| (1..=60_000).contains(ms))
-                .map(Duration::from_millis)
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "HEALTH_DB_TIMEOUT_MS".into(),
-                    reason: "expected milliseconds between 1 and 60000".into(),
-                })?,
-        };
+        let db_bound = Duration::from_millis(env.number("HEALTH_DB_TIMEOUT_MS", 1, 60_000)?.unwrap_or(1500));
         Ok(Self::new(
-            (env.0)("HEALTH_API_KEY"),
+            env.text("HEALTH_API_KEY"),
             Thresholds {
                 warning_percent: warning,
                 critical_percent: critical,

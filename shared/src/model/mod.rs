@@ -112,31 +112,8 @@ impl AgentModel for LocalModel {
     }
 }
 
-fn env_number<F: Fn(&str) -> Option<String>>(
-    env: &Env<F>,
-    name: &str,
-    max: u64,
-    default: u64,
-) -> Result<u64, ConfigError> {
-    match (env.0)(name).filter(|v| !v.trim().is_empty()) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ConfigError::Invalid {
-                name: name.into(),
-                reason: format!("expected a whole number between 1 and {max}"),
-            }),
-    }
-}
-
 fn required<F: Fn(&str) -> Option<String>>(env: &Env<F>, name: &'static str) -> Result<String, ConfigError> {
-    (env.0)(name)
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .ok_or(ConfigError::Missing(name))
+    env.text(name).ok_or(ConfigError::Missing(name))
 }
 
 /// The model chosen by `MODEL_PROVIDER`: `local` (the default), `openai` (`OPENAI_BASE_URL`,
@@ -144,32 +121,31 @@ fn required<F: Fn(&str) -> Option<String>>(env: &Env<F>, name: &'static str) -> 
 /// environment).
 pub async fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<SharedModel, ConfigError> {
     let limits = ModelLimits {
-        timeout: Duration::from_millis(env_number(env, "MODEL_TIMEOUT_MS", 600_000, 20_000)?),
-        max_reply_bytes: env_number(env, "MODEL_MAX_REPLY_BYTES", 10 * 1024 * 1024, 32 * 1024)? as usize,
-        max_tokens: env_number(env, "MODEL_MAX_TOKENS", 1_000_000, 1024)? as u32,
+        timeout: Duration::from_millis(env.number("MODEL_TIMEOUT_MS", 1, 600_000)?.unwrap_or(20_000)),
+        max_reply_bytes: env
+            .number("MODEL_MAX_REPLY_BYTES", 1, 10 * 1024 * 1024)?
+            .unwrap_or(32 * 1024) as usize,
+        max_tokens: env.number("MODEL_MAX_TOKENS", 1, 1_000_000)?.unwrap_or(1024) as u32,
     };
-    match (env.0)("MODEL_PROVIDER").as_deref().map(str::trim) {
-        None | Some("") | Some("local") => {
-            let latency = match (env.0)("LOCAL_MODEL_LATENCY_MS").filter(|v| !v.trim().is_empty()) {
-                None => 0,
-                Some(_) => env_number(env, "LOCAL_MODEL_LATENCY_MS", 600_000, 0)?,
-            };
+    match env.text("MODEL_PROVIDER").as_deref() {
+        None | Some("local") => {
+            let latency = env.number("LOCAL_MODEL_LATENCY_MS", 0, 600_000)?.unwrap_or(0);
             Ok(Arc::new(LocalModel {
                 latency: Duration::from_millis(latency),
             }))
         }
         Some("openai") => {
-            let base = (env.0)("OPENAI_BASE_URL")
-                .filter(|v| !v.trim().is_empty())
+            let base = env
+                .text("OPENAI_BASE_URL")
                 .unwrap_or_else(|| "https://api.openai.com/v1".into());
-            url::Url::parse(base.trim()).map_err(|e| ConfigError::Invalid {
+            url::Url::parse(&base).map_err(|e| ConfigError::Invalid {
                 name: "OPENAI_BASE_URL".into(),
                 reason: format!("not a valid URL ({e})"),
             })?;
             let model = required(env, "OPENAI_MODEL")?;
             Ok(Arc::new(openai::OpenAiModel::new(
-                base.trim(),
-                (env.0)("OPENAI_API_KEY"),
+                &base,
+                env.text("OPENAI_API_KEY"),
                 &model,
                 limits,
             )))

@@ -48,43 +48,30 @@ impl Default for SchedulerConfig {
     }
 }
 
-fn number<F: Fn(&str) -> Option<String>>(
-    env: &Env<F>,
-    name: &str,
-    min: u64,
-    max: u64,
-) -> Result<Option<u64>, ConfigError> {
-    let Some(raw) = (env.0)(name).filter(|v| !v.trim().is_empty()) else {
-        return Ok(None);
-    };
-    match raw.trim().parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-        _ => Err(ConfigError::Invalid {
-            name: name.to_string(),
-            reason: format!("expected a whole number between {min} and {max}"),
-        }),
-    }
-}
-
 impl SchedulerConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let d = Self::default();
         let ms = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
-            Ok(number(env, name, 1, 24 * 3600 * 1000)?
+            Ok(env
+                .number(name, 1, 24 * 3600 * 1000)?
                 .map(Duration::from_millis)
                 .unwrap_or(default))
         };
         let config = Self {
-            batch_size: number(env, "SCHEDULER_BATCH_SIZE", 1, 10_000)?.map_or(d.batch_size, |n| n as i64),
+            batch_size: env
+                .number("SCHEDULER_BATCH_SIZE", 1, 10_000)?
+                .map_or(d.batch_size, |n| n as i64),
             fast_batch: d.fast_batch,
-            concurrency: number(env, "SCHEDULER_CONCURRENCY", 1, 1024)?.map_or(d.concurrency, |n| n as usize),
+            concurrency: env
+                .number("SCHEDULER_CONCURRENCY", 1, 1024)?
+                .map_or(d.concurrency, |n| n as usize),
             task_timeout: ms("SCHEDULER_TASK_TIMEOUT_MS", d.task_timeout)?,
             safety_margin: ms("SCHEDULER_SAFETY_MARGIN_MS", d.safety_margin)?,
             lease_grace: ms("SCHEDULER_LEASE_GRACE_MS", d.lease_grace)?,
             retry_base: ms("SCHEDULER_RETRY_BASE_MS", d.retry_base)?,
             retry_max: ms("SCHEDULER_RETRY_MAX_MS", d.retry_max)?,
             max_run: ms("SCHEDULER_MAX_RUN_MS", d.max_run)?,
-            max_tasks: number(env, "SCHEDULER_MAX_TASKS", 1, 10_000_000)?,
+            max_tasks: env.number("SCHEDULER_MAX_TASKS", 1, 10_000_000)?,
             rescue_limit: d.rescue_limit,
         };
         if config.retry_max < config.retry_base {

@@ -329,3 +329,72 @@ async fn cancelling_through_pgbouncer_leaves_the_pooler_running() {
     assert!(!crate::helpers::admin_show(&admin, "VERSION").await.is_empty());
     pool.conn().await.unwrap().sql().simple("SELECT 1").await.unwrap();
 }
+
+/// Settings for `db` through a TLS-only pgbouncer with this `sslmode` (and root certificate).
+fn tls_settings(
+    bouncer: &PrivateBouncer,
+    db: &TestDb,
+    sslmode: &str,
+    root: Option<&str>,
+) -> shared::config::DbSettings {
+    let mut url = url::Url::parse(&bouncer.url(db)).unwrap();
+    url.query_pairs_mut().append_pair("sslmode", sslmode);
+    if let Some(root) = root {
+        url.query_pairs_mut().append_pair("sslrootcert", root);
+    }
+    crate::helpers::settings_for(
+        url.as_str(),
+        &PoolOptions {
+            connect: Duration::from_secs(2),
+            ..PoolOptions::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn tls_follows_sslmode_through_a_tls_only_pooler() {
+    let db = TestDb::new().await;
+    let bouncer = PrivateBouncer::with_tls(2).await;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls-server-cert.pem");
+    let works = |settings: shared::config::DbSettings| async move {
+        let pool = Db::new(&settings).map_err(|e| e.to_string())?;
+        let conn = pool.conn().await.map_err(|e| e.to_string())?;
+        conn.sql().simple("SELECT 1").await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(())
+    };
+    // Encrypted without verification (libpq's prefer/require), and verified against the root.
+    for (mode, root) in [
+        ("prefer", None),
+        ("require", None),
+        ("verify-full", Some(root)),
+        ("verify-ca", Some(root)),
+    ] {
+        works(tls_settings(&bouncer, &db, mode, root))
+            .await
+            .unwrap_or_else(|e| panic!("sslmode={mode}: {e}"));
+    }
+    // Plain TCP is refused by this pooler; an unknown issuer is refused by us.
+    let plain = works(tls_settings(&bouncer, &db, "disable", None)).await;
+    assert!(plain.is_err(), "sslmode=disable reached a TLS-only pooler");
+    let unverified = works(tls_settings(&bouncer, &db, "verify-full", None)).await;
+    assert!(
+        unverified.is_err(),
+        "a self-signed certificate passed verify-full without its root"
+    );
+
+    // The pooler's own view (its console, over TLS too): our connection is encrypted.
+    let console = Db::new(&tls_settings(&bouncer, &db, "require", None).with_dbname("pgbouncer")).unwrap();
+    let conn = console.conn().await.unwrap();
+    let rows = conn.sql().simple("SHOW CLIENTS").await.unwrap();
+    let tls: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.try_get("tls").ok().flatten().map(String::from),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        tls.iter().any(|t| t.starts_with("TLSv1.")),
+        "our connection is encrypted: {tls:?}"
+    );
+}

@@ -277,6 +277,17 @@ impl PrivateBouncer {
 
     /// With its own client limit (`max_client_conn`).
     pub async fn configured(pg_port: u16, pool_size: usize, max_clients: usize) -> PrivateBouncer {
+        Self::build(pg_port, pool_size, max_clients, false).await
+    }
+
+    /// Clients must use TLS (`client_tls_sslmode = require`), with the self-signed certificate
+    /// of `tests/fixtures/tls-server-cert.pem` (localhost, 127.0.0.1).
+    pub async fn with_tls(pool_size: usize) -> PrivateBouncer {
+        let (_, direct) = urls();
+        Self::build(port_of(&direct), pool_size, 500, true).await
+    }
+
+    async fn build(pg_port: u16, pool_size: usize, max_clients: usize, tls: bool) -> PrivateBouncer {
         let dir = std::env::temp_dir().join(format!("bouncer-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("bouncer dir");
         let port = free_port();
@@ -288,11 +299,23 @@ impl PrivateBouncer {
              logfile = {dir}/pgbouncer.log\n",
             dir = dir.display()
         );
+        let config = if tls {
+            std::fs::write(dir.join("key.pem"), include_str!("../fixtures/tls-server-key.pem")).expect("key");
+            std::fs::write(dir.join("cert.pem"), include_str!("../fixtures/tls-server-cert.pem")).expect("cert");
+            format!(
+                "{config}client_tls_sslmode = require\nclient_tls_key_file = {dir}/key.pem\nclient_tls_cert_file = {dir}/cert.pem\n",
+                dir = dir.display()
+            )
+        } else {
+            config
+        };
         std::fs::write(dir.join("pgbouncer.ini"), config).expect("write ini");
         std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"postgres\"\n").expect("write userlist");
         if let Some((uid, gid)) = service_user() {
-            for f in ["", "pgbouncer.ini", "userlist.txt"] {
-                std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).expect("chown");
+            for f in ["", "pgbouncer.ini", "userlist.txt", "key.pem", "cert.pem"] {
+                if dir.join(f).exists() {
+                    std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).expect("chown");
+                }
             }
         }
         let mut b = PrivateBouncer { port, dir, child: None };

@@ -167,24 +167,13 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     fn millis(&self, name: &str) -> Result<Option<Duration>, ConfigError> {
-        self.get(name).map(|v| parse_millis(name, &v)).transpose()
+        Ok(self.number(name, 1, MAX_TIMEOUT_MS)?.map(Duration::from_millis))
     }
 }
 
 /// The process environment.
 pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env(|name: &str| std::env::var(name).ok())
-}
-
-fn parse_millis(name: &str, value: &str) -> Result<Duration, ConfigError> {
-    let ms: u64 = value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(name, "expected a whole number of milliseconds"))?;
-    if ms == 0 || ms > MAX_TIMEOUT_MS {
-        return Err(invalid(name, format!("must be between 1 and {MAX_TIMEOUT_MS} ms")));
-    }
-    Ok(Duration::from_millis(ms))
 }
 
 fn parse_seconds(name: &str, value: &str) -> Result<Duration, ConfigError> {

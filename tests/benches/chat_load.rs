@@ -139,7 +139,7 @@ async fn main() {
             }
             let user = uuid::Uuid::new_v4().to_string();
             let token = fakes::hs256(SECRET, &fakes::claims(&format!("{SUPABASE}/auth/v1"), &user));
-            let template: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
+            let template = fakes::chat_event(&token);
             let mut conversation: Option<String> = None;
             let mut results = Vec::with_capacity(per_instance);
             for n in 0..per_instance {
@@ -148,7 +148,6 @@ async fn main() {
                     body["conversationId"] = c.clone().into();
                 }
                 let mut event = template.clone();
-                event["headers"]["authorization"] = format!("Bearer {token}").into();
                 event["body"] = body.to_string().into();
                 let request = lambda_http::request::from_str(&event.to_string()).unwrap();
                 *model.last.lock().unwrap() = Duration::ZERO;

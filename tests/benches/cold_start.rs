@@ -68,12 +68,11 @@ async fn main() {
         .batch_execute("INSERT INTO agents (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'demo')")
         .await
         .unwrap();
-    let mut chat: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
     let token = fakes::hs256(
         SECRET,
         &fakes::claims(&format!("{SUPABASE}/auth/v1"), "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13"),
     );
-    chat["headers"]["authorization"] = format!("Bearer {token}").into();
+    let chat = fakes::chat_event(&token);
     let events = [
         ("chat", chat),
         (

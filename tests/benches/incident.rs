@@ -142,11 +142,10 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
                 SECRET,
                 &fakes::claims(&format!("{SUPABASE}/auth/v1"), &uuid::Uuid::new_v4().to_string()),
             );
-            let template: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
+            let template = fakes::chat_event(&token);
             let mut n = 0;
             while Instant::now() < until {
                 let mut event = template.clone();
-                event["headers"]["authorization"] = format!("Bearer {token}").into();
                 event["body"] = json!({"agentId": AGENT, "message": format!("instance {i} message {n}")})
                     .to_string()
                     .into();
@@ -273,8 +272,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
             SECRET,
             &fakes::claims(&format!("{SUPABASE}/auth/v1"), &uuid::Uuid::new_v4().to_string()),
         );
-        let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
-        event["headers"]["authorization"] = format!("Bearer {token}").into();
+        let event = fakes::chat_event(&token);
         let response = shared::chat::handle(&chat, lambda_http::request::from_str(&event.to_string()).unwrap())
             .await
             .unwrap();

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use shared::chat::ChatConfig;
 use shared::db::Db;
 use shared::metrics::{Metrics, Sink};
@@ -244,12 +244,11 @@ async fn sigterm_during_a_request_lets_it_finish_then_closes_the_pool() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
     let token = integration_tests::fakes::hs256(
         secret,
         &integration_tests::fakes::claims(&format!("{supabase}/auth/v1"), USER),
     );
-    event["headers"]["authorization"] = format!("Bearer {token}").into();
+    let event = integration_tests::fakes::chat_event(&token);
 
     let invocation = runtime.invoke(&event, deadline_in(Duration::from_secs(30)));
     let terminate = async {

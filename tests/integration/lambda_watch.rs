@@ -229,8 +229,7 @@ async fn the_chat_binary_serves_the_contract_on_its_function_url_with_a_signed_t
     let response: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(response["statusCode"], 200, "{response}");
 
-    let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
-    event["headers"]["authorization"] = format!("Bearer {token}").into();
+    let event = integration_tests::fakes::chat_event(&token);
     let file = std::env::temp_dir().join(format!("chat-event-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&file, event.to_string()).unwrap();
     let (ok, stdout, stderr) = watch.invoke("chat", &["--data-file", file.to_str().unwrap()]).await;

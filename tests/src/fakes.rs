@@ -12,7 +12,8 @@ use hyper::body::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-type Response = hyper::Response<Full<Bytes>>;
+use crate::helpers::serve_http;
+
 /// Status, extra headers, body, delay before answering.
 type Reply = (u16, Vec<(&'static str, String)>, String, Duration);
 
@@ -50,57 +51,43 @@ impl FakeServer {
     }
 
     async fn start(route: fn(Mode, &str, &Value) -> Reply) -> FakeServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mode = Arc::new(Mutex::new(Mode::Ok));
         let (h, s, m) = (hits.clone(), seen.clone(), mode.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (h, s, m) = (h.clone(), s.clone(), m.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (h, s, m) = (h.clone(), s.clone(), m.clone());
-                        async move {
-                            h.fetch_add(1, Ordering::SeqCst);
-                            let path = req.uri().path().to_string();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                                .collect();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            let mode = *m.lock().unwrap();
-                            let (status, extra, text, delay) = route(mode, &path, &body);
-                            s.lock().unwrap().push(Seen { path, headers, body });
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            let mut b = hyper::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json");
-                            for (k, v) in extra {
-                                b = b.header(k, v);
-                            }
-                            Ok::<Response, std::convert::Infallible>(b.body(Full::new(Bytes::from(text))).unwrap())
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
+        let addr = serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (h, s, m) = (h.clone(), s.clone(), m.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let path = req.uri().path().to_string();
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let mode = *m.lock().unwrap();
+                let (status, extra, text, delay) = route(mode, &path, &body);
+                s.lock().unwrap().push(Seen { path, headers, body });
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let mut b = hyper::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json");
+                for (k, v) in extra {
+                    b = b.header(k, v);
+                }
+                b.body(Full::new(Bytes::from(text))).unwrap()
             }
-        });
+        })
+        .await;
         FakeServer { addr, hits, seen, mode }
     }
 
@@ -227,6 +214,13 @@ pub fn rs256(claims: &Value, kid: &str) -> String {
     header.kid = Some(kid.into());
     let key = EncodingKey::from_rsa_pem(include_bytes!("../fixtures/rsa-private.pem")).unwrap();
     jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// `events/chat.json` with a real bearer token in place of its placeholder.
+pub fn chat_event(token: &str) -> Value {
+    let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).expect("events/chat.json");
+    event["headers"]["authorization"] = format!("Bearer {token}").into();
+    event
 }
 
 /// An unsigned token (`alg: none`), as an attacker would send it.

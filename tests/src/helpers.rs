@@ -413,31 +413,39 @@ pub enum InvokeResult {
     Error(serde_json::Value),
 }
 
+/// An HTTP/1 server on a free loopback port answering every request with `handler`.
+pub async fn serve_http<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = HyperResponse> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let response = handler(req);
+                    async move { Ok::<_, std::convert::Infallible>(response.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 impl RuntimeApi {
     pub async fn start() -> RuntimeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind runtime api");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(RuntimeState::default());
         let server_state = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = server_state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(runtime_route(state, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr = serve_http(move |req| runtime_route(server_state.clone(), req)).await;
         RuntimeApi { addr, state }
     }
 
@@ -476,7 +484,7 @@ impl RuntimeApi {
     }
 }
 
-type HyperResponse = hyper::Response<http_body_util::Full<hyper::body::Bytes>>;
+pub type HyperResponse = hyper::Response<http_body_util::Full<hyper::body::Bytes>>;
 
 fn reply(status: u16, headers: &[(&str, String)], body: String) -> HyperResponse {
     let mut builder = hyper::Response::builder().status(status);

@@ -28,10 +28,6 @@ impl Deadline {
         }
     }
 
-    pub fn after(d: Duration) -> Deadline {
-        Deadline { at: Instant::now() + d }
-    }
-
     pub fn remaining(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())
     }

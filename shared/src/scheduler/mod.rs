@@ -24,7 +24,7 @@ pub use trigger::{BadPayload, Trigger};
 use crate::db::{Db, DbError};
 use crate::health::connections::{self, Thresholds};
 use crate::metrics::{Metric, Metrics};
-use crate::model::{ModelError, ModelRequest, SharedModel};
+use crate::model::{ChatMessage, ModelError, ModelRequest, Role, SharedModel};
 use tasks::{ClaimedTask, Finished, Outcome};
 
 /// Longest result or error text stored per task.
@@ -209,6 +209,11 @@ impl Scheduler {
             ],
             None => vec![Metric::count("SchedulerRunFailed", 1)],
         };
+        // After a failed run the database is likely unreachable: do not wait on it again.
+        if summary.is_none() {
+            self.metrics.flush_db(&self.db, &extra);
+            return;
+        }
         let usage = async {
             let conn = self.db.conn().await?;
             let thresholds = Thresholds {
@@ -293,7 +298,13 @@ impl Scheduler {
         }
         // A task may use the margin's first half; the second half is left for recording it.
         let budget = self.config.task_timeout.min(remaining - margin / 2);
-        let request = ModelRequest::task(&task.instructions, &task.prompt);
+        let request = ModelRequest {
+            instructions: task.instructions,
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: task.prompt,
+            }],
+        };
         let result = match tokio::time::timeout(budget, self.model.generate(&request)).await {
             Ok(r) => r,
             Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),

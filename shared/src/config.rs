@@ -1,16 +1,15 @@
-//! Configuration from the environment.
+//! The one configuration reader. Every setting is declared once — name, kind, range, default and
+//! one line of documentation — next to the code that uses it; values come from one snapshot of
+//! the environment taken at start-up ([`Env::from_process`], the only place that reads
+//! `std::env`). Every malformed value is an error that names the setting and never echoes a
+//! secret. The README's configuration tables are checked against these declarations by a test.
 //!
-//! `DATABASE_URL` is the transaction pooler (Supabase: port 6543). Like Prisma, it may carry
-//! `connection_limit` (pool max size) and `pool_timeout` (seconds to wait for a pooled
-//! connection); like libpq, `connect_timeout`, `sslmode` and `sslrootcert`. Explicit `DB_*`
-//! variables override the URL. Secrets never reach a log line or an error message: errors name
-//! the setting, never echo the URL.
+//! This module knows nothing of any feature: database, auth, model and function settings declare
+//! themselves with it.
 
-use std::fmt;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
-
-use url::Url;
 
 /// A setting that is missing or malformed. The message names the setting and never contains a
 /// password or a full connection string.
@@ -22,491 +21,425 @@ pub enum ConfigError {
     Invalid { name: String, reason: String },
 }
 
-fn invalid(name: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+/// A [`ConfigError::Invalid`] naming `name`.
+pub fn invalid(name: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         name: name.into(),
         reason: reason.into(),
     }
 }
 
-/// How the connection is encrypted, with libpq's meanings.
+/// What a whole-number setting counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// Plain TCP.
-    Disable,
-    /// TLS when the server offers it, without certificate checks; plain otherwise (libpq default).
-    Prefer,
-    /// TLS required; the certificate is not checked unless a root certificate is configured,
-    /// in which case this behaves like `VerifyCa` (as in libpq).
-    Require,
-    /// TLS required; the chain must lead to a trusted root; the host name is not checked.
-    VerifyCa,
-    /// TLS required; chain and host name are checked.
-    VerifyFull,
+pub enum Unit {
+    Plain,
+    Millis,
+    Seconds,
+    Bytes,
 }
 
-impl SslMode {
-    fn parse(name: &str, value: &str) -> Result<Self, ConfigError> {
-        match value {
-            "disable" => Ok(Self::Disable),
-            "allow" | "prefer" => Ok(Self::Prefer),
-            "require" => Ok(Self::Require),
-            "verify-ca" => Ok(Self::VerifyCa),
-            "verify-full" => Ok(Self::VerifyFull),
-            other => Err(invalid(
-                name,
-                format!("unknown sslmode {other:?} (disable, prefer, require, verify-ca, verify-full)"),
-            )),
+/// The type, range and default of a setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// A whole number in `min..=max`.
+    Number {
+        min: u64,
+        max: u64,
+        default: Option<u64>,
+        unit: Unit,
+    },
+    /// A percentage above 0 and at most 100.
+    Percent { default: f64 },
+    /// `true`/`false` (also `1`/`0`).
+    Flag { default: bool },
+    /// One of a fixed list.
+    Choice {
+        options: &'static [&'static str],
+        default: &'static str,
+    },
+    /// Free text (a URL, a name, a path); checked by the code that uses it.
+    Text { default: Option<&'static str> },
+    /// A credential: never logged, never shown.
+    Secret,
+}
+
+/// One declared setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setting {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub doc: &'static str,
+}
+
+impl Setting {
+    /// A whole number with a default.
+    pub const fn number(name: &'static str, min: u64, max: u64, default: u64, unit: Unit, doc: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::Number {
+                min,
+                max,
+                default: Some(default),
+                unit,
+            },
+            doc,
+        }
+    }
+
+    /// A whole number without a default (unset means "no value").
+    pub const fn optional_number(name: &'static str, min: u64, max: u64, unit: Unit, doc: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::Number {
+                min,
+                max,
+                default: None,
+                unit,
+            },
+            doc,
+        }
+    }
+
+    pub const fn millis(name: &'static str, min: u64, max: u64, default: u64, doc: &'static str) -> Self {
+        Self::number(name, min, max, default, Unit::Millis, doc)
+    }
+
+    pub const fn percent(name: &'static str, default: f64, doc: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::Percent { default },
+            doc,
+        }
+    }
+
+    pub const fn flag(name: &'static str, default: bool, doc: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::Flag { default },
+            doc,
+        }
+    }
+
+    pub const fn choice(
+        name: &'static str,
+        options: &'static [&'static str],
+        default: &'static str,
+        doc: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            kind: Kind::Choice { options, default },
+            doc,
+        }
+    }
+
+    pub const fn text(name: &'static str, default: Option<&'static str>, doc: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::Text { default },
+            doc,
+        }
+    }
+
+    pub const fn secret(name: &'static str, doc: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::Secret,
+            doc,
+        }
+    }
+
+    /// The declared default of a number.
+    pub fn default_number(&self) -> Option<u64> {
+        match self.kind {
+            Kind::Number { default, .. } => default,
+            _ => None,
+        }
+    }
+
+    /// `n` in the setting's unit as a duration (`None` unless it is declared in ms or s).
+    pub fn as_duration(&self, n: u64) -> Option<Duration> {
+        match self.kind {
+            Kind::Number { unit: Unit::Millis, .. } => Some(Duration::from_millis(n)),
+            Kind::Number {
+                unit: Unit::Seconds, ..
+            } => Some(Duration::from_secs(n)),
+            _ => None,
+        }
+    }
+
+    /// The declared default of a duration.
+    pub fn default_duration(&self) -> Option<Duration> {
+        self.default_number().and_then(|n| self.as_duration(n))
+    }
+
+    /// The default as the README shows it.
+    pub fn default_text(&self) -> String {
+        match self.kind {
+            Kind::Number {
+                default: Some(d), unit, ..
+            } => match unit {
+                Unit::Millis => format!("{d} ms"),
+                Unit::Seconds => format!("{d} s"),
+                Unit::Bytes => format!("{d} bytes"),
+                Unit::Plain => d.to_string(),
+            },
+            Kind::Percent { default } => format!("{default} %"),
+            Kind::Flag { default } => default.to_string(),
+            Kind::Choice { default, .. } => format!("`{default}`"),
+            Kind::Text { default: Some(d) } => format!("`{d}`"),
+            Kind::Number { default: None, .. } | Kind::Text { default: None } | Kind::Secret => "—".into(),
+        }
+    }
+
+    /// The accepted values as the README shows them.
+    pub fn accepts_text(&self) -> String {
+        match self.kind {
+            Kind::Number { min, max, unit, .. } => {
+                let unit = match unit {
+                    Unit::Millis => " ms",
+                    Unit::Seconds => " s",
+                    Unit::Bytes => " bytes",
+                    Unit::Plain => "",
+                };
+                format!("{min}–{max}{unit}")
+            }
+            Kind::Percent { .. } => "0 < p ≤ 100".into(),
+            Kind::Flag { .. } => "`true`, `false`".into(),
+            Kind::Choice { options, .. } => options.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", "),
+            Kind::Text { .. } => "text".into(),
+            Kind::Secret => "secret".into(),
         }
     }
 }
 
-/// Everything needed to open connections and size the pool of one Lambda instance.
-#[derive(Clone)]
-pub struct DbSettings {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    password: Option<String>,
-    pub dbname: String,
-    pub ssl_mode: SslMode,
-    pub ssl_root_cert: Option<PathBuf>,
-    /// `application_name`, set to the function name so server-side views show who is connected.
-    pub application_name: String,
-    pub pool_max_size: usize,
-    pub pool_wait_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub statement_timeout: Duration,
-    pub keepalive_idle: Duration,
+/// Markdown table rows for a group of settings (the README's configuration tables).
+pub fn markdown_table(settings: &[&Setting]) -> String {
+    let mut out = String::from("| variable | default | accepts | what it does |\n|---|---|---|---|\n");
+    for s in settings {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
+            s.name,
+            s.default_text(),
+            s.accepts_text(),
+            s.doc
+        );
+    }
+    out
 }
 
-impl fmt::Debug for DbSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DbSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("dbname", &self.dbname)
-            .field("ssl_mode", &self.ssl_mode)
-            .field("ssl_root_cert", &self.ssl_root_cert)
-            .field("application_name", &self.application_name)
-            .field("pool_max_size", &self.pool_max_size)
-            .field("pool_wait_timeout", &self.pool_wait_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("statement_timeout", &self.statement_timeout)
-            .finish()
+/// One snapshot of the environment. Unset and blank are the same; values are trimmed.
+#[derive(Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    /// Names only: values may be secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.vars.keys().collect();
+        names.sort();
+        f.debug_struct("Env").field("names", &names).finish()
     }
 }
 
-impl fmt::Display for DbSettings {
-    /// A loggable form of the target: no password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "postgres://{}@{}:{}/{} (sslmode {:?}, pool {}, wait {:?}, statement {:?})",
-            self.user,
-            self.host,
-            self.port,
-            self.dbname,
-            self.ssl_mode,
-            self.pool_max_size,
-            self.pool_wait_timeout,
-            self.statement_timeout
-        )
-    }
-}
-
-/// Defaults that depend on the function (chat and health serve one request at a time per
-/// instance: one connection; the scheduler overlaps claim and finish: two).
-#[derive(Debug, Clone, Copy)]
-pub struct PoolDefaults {
-    pub max_size: usize,
-}
-
-pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_POOL_SIZE: usize = 32;
-const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
-
-/// URL parameters that are understood elsewhere (Prisma, libpq) and harmless to ignore here.
-const IGNORED_URL_PARAMS: &[&str] = &[
-    "pgbouncer",
-    "statement_cache_size",
-    "socket_timeout",
-    "sslaccept",
-    "application_name",
-];
-
-/// Reads settings through `lookup` (the process environment in production, a map in tests).
-pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
-
-impl<F: Fn(&str) -> Option<String>> Env<F> {
-    fn get(&self, name: &str) -> Option<String> {
-        (self.0)(name).filter(|v| !v.trim().is_empty())
+impl Env {
+    /// The process environment, read once. The only place the product reads `std::env`.
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars())
     }
 
-    /// A setting, trimmed; unset and blank are the same.
-    pub fn text(&self, name: &str) -> Option<String> {
-        self.get(name).map(|v| v.trim().to_string())
+    /// An environment from pairs (tests, or values fetched at start-up).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let vars = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(_, v): &(String, String)| !v.trim().is_empty())
+            .map(|(k, v)| (k, v.trim().to_string()))
+            .collect();
+        Self { vars }
     }
 
-    /// A whole number in `min..=max`; `None` when unset. Anything else is an error naming it.
-    pub fn number(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
-        match self.text(name) {
+    /// The same snapshot with `name` set (values fetched at start-up, e.g. from a secret store).
+    #[must_use]
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        if value.trim().is_empty() {
+            self.vars.remove(name);
+        } else {
+            self.vars.insert(name.to_string(), value.trim().to_string());
+        }
+        self
+    }
+
+    /// The raw value of a variable that is not a product setting (e.g. `RUST_LOG`, read by the
+    /// logging library's own syntax). Declared settings use the typed readers below.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// A text or secret setting, or its declared default.
+    pub fn text(&self, s: &Setting) -> Option<String> {
+        match (self.vars.get(s.name), s.kind) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Kind::Text { default: Some(d) }) => Some(d.to_string()),
+            (None, _) => None,
+        }
+    }
+
+    /// A text or secret setting that must be set.
+    pub fn required(&self, s: &Setting) -> Result<String, ConfigError> {
+        self.text(s).ok_or(ConfigError::Missing(s.name))
+    }
+
+    /// A whole number in its declared range when it is set (its default is not applied).
+    pub fn given_number(&self, s: &Setting) -> Result<Option<u64>, ConfigError> {
+        let Kind::Number { min, max, .. } = s.kind else {
+            return Err(invalid(s.name, "is not declared as a number"));
+        };
+        match self.vars.get(s.name) {
             None => Ok(None),
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
                 _ => Err(invalid(
-                    name,
+                    s.name,
                     format!("expected a whole number between {min} and {max}"),
                 )),
             },
         }
     }
 
-    fn millis(&self, name: &str) -> Result<Option<Duration>, ConfigError> {
-        Ok(self.number(name, 1, MAX_TIMEOUT_MS)?.map(Duration::from_millis))
-    }
-}
-
-/// The process environment.
-pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
-    Env(|name: &str| std::env::var(name).ok())
-}
-
-fn parse_seconds(name: &str, value: &str) -> Result<Duration, ConfigError> {
-    let s: u64 = value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(name, "expected a whole number of seconds"))?;
-    if s == 0 || s * 1000 > MAX_TIMEOUT_MS {
-        return Err(invalid(
-            name,
-            format!(
-                "must be between 1 and {} s (unbounded waits are not allowed)",
-                MAX_TIMEOUT_MS / 1000
-            ),
-        ));
-    }
-    Ok(Duration::from_secs(s))
-}
-
-fn parse_pool_size(name: &str, value: &str) -> Result<usize, ConfigError> {
-    let n: usize = value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(name, "expected a whole number"))?;
-    if n == 0 || n > MAX_POOL_SIZE {
-        return Err(invalid(name, format!("must be between 1 and {MAX_POOL_SIZE}")));
-    }
-    Ok(n)
-}
-
-fn decode(name: &str, part: &str, what: &str) -> Result<String, ConfigError> {
-    percent_encoding::percent_decode_str(part)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| invalid(name, format!("the {what} is not valid UTF-8 after percent-decoding")))
-}
-
-/// Parts of a connection URL, before environment overrides.
-struct ParsedUrl {
-    host: String,
-    port: u16,
-    user: String,
-    password: Option<String>,
-    dbname: String,
-    ssl_mode: Option<SslMode>,
-    ssl_root_cert: Option<PathBuf>,
-    connection_limit: Option<usize>,
-    pool_timeout: Option<Duration>,
-    connect_timeout: Option<Duration>,
-}
-
-fn parse_url(name: &str, raw: &str) -> Result<ParsedUrl, ConfigError> {
-    // url::ParseError never echoes its input, so the password cannot leak through it.
-    let url = Url::parse(raw.trim()).map_err(|e| invalid(name, format!("not a valid URL ({e})")))?;
-    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
-        return Err(invalid(name, "the scheme must be postgres:// or postgresql://"));
-    }
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| invalid(name, "the host is missing"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let user = decode(name, url.username(), "user name")?;
-    if user.is_empty() {
-        return Err(invalid(name, "the user name is missing"));
-    }
-    let password = url.password().map(|p| decode(name, p, "password")).transpose()?;
-    let dbname = decode(name, url.path().trim_start_matches('/'), "database name")?;
-    let dbname = if dbname.is_empty() {
-        "postgres".to_string()
-    } else {
-        dbname
-    };
-
-    let mut parsed = ParsedUrl {
-        host,
-        port: url.port().unwrap_or(5432),
-        user,
-        password,
-        dbname,
-        ssl_mode: None,
-        ssl_root_cert: None,
-        connection_limit: None,
-        pool_timeout: None,
-        connect_timeout: None,
-    };
-    for (key, value) in url.query_pairs() {
-        let param = format!("{name} parameter {key}");
-        match key.as_ref() {
-            "connection_limit" => parsed.connection_limit = Some(parse_pool_size(&param, &value)?),
-            "pool_timeout" => parsed.pool_timeout = Some(parse_seconds(&param, &value)?),
-            "connect_timeout" => parsed.connect_timeout = Some(parse_seconds(&param, &value)?),
-            "sslmode" => parsed.ssl_mode = Some(SslMode::parse(&param, &value)?),
-            "sslrootcert" => parsed.ssl_root_cert = Some(PathBuf::from(value.as_ref())),
-            "options" => {
-                return Err(invalid(
-                    param,
-                    "startup options are session state, which a transaction pooler does not keep",
-                ))
-            }
-            k if IGNORED_URL_PARAMS.contains(&k) => {}
-            _ => return Err(invalid(param, "unknown parameter")),
-        }
-    }
-    Ok(parsed)
-}
-
-impl DbSettings {
-    /// Settings for a function's pool: `DATABASE_URL` plus `DB_*` overrides.
-    pub fn for_function<F: Fn(&str) -> Option<String>>(
-        env: &Env<F>,
-        application_name: &str,
-        defaults: PoolDefaults,
-    ) -> Result<Self, ConfigError> {
-        Self::from_url_var(env, "DATABASE_URL", application_name, defaults)
+    /// A whole number in its declared range; its default when unset; `None` without one.
+    pub fn optional_number(&self, s: &Setting) -> Result<Option<u64>, ConfigError> {
+        Ok(self.given_number(s)?.or(s.default_number()))
     }
 
-    /// Settings for the direct (session) connection used by migrations: `DIRECT_URL`.
-    pub fn direct<F: Fn(&str) -> Option<String>>(env: &Env<F>, application_name: &str) -> Result<Self, ConfigError> {
-        Self::from_url_var(env, "DIRECT_URL", application_name, PoolDefaults { max_size: 1 })
+    /// A whole number with a default.
+    pub fn number(&self, s: &Setting) -> Result<u64, ConfigError> {
+        self.optional_number(s)?.ok_or(ConfigError::Missing(s.name))
     }
 
-    fn from_url_var<F: Fn(&str) -> Option<String>>(
-        env: &Env<F>,
-        var: &'static str,
-        application_name: &str,
-        defaults: PoolDefaults,
-    ) -> Result<Self, ConfigError> {
-        let raw = env.get(var).ok_or(ConfigError::Missing(var))?;
-        let url = parse_url(var, &raw)?;
+    /// A number of milliseconds or seconds, as a duration.
+    pub fn duration(&self, s: &Setting) -> Result<Duration, ConfigError> {
+        Ok(self.optional_duration(s)?.unwrap_or_default())
+    }
 
-        let pool_max_size = match env.get("DB_POOL_MAX_SIZE") {
-            Some(v) => parse_pool_size("DB_POOL_MAX_SIZE", &v)?,
-            None => url.connection_limit.unwrap_or(defaults.max_size),
+    /// A duration; its default when unset; `None` without one.
+    pub fn optional_duration(&self, s: &Setting) -> Result<Option<Duration>, ConfigError> {
+        Ok(self.given_duration(s)?.or(s.default_duration()))
+    }
+
+    /// A duration when it is set (its default is not applied): for settings that fall back to
+    /// another source before their default.
+    pub fn given_duration(&self, s: &Setting) -> Result<Option<Duration>, ConfigError> {
+        Ok(self.given_number(s)?.and_then(|n| s.as_duration(n)))
+    }
+
+    /// A percentage above 0 and at most 100.
+    pub fn percent(&self, s: &Setting) -> Result<f64, ConfigError> {
+        let Kind::Percent { default } = s.kind else {
+            return Err(invalid(s.name, "is not declared as a percentage"));
         };
-        let ssl_mode = match env.get("DB_SSLMODE") {
-            Some(v) => SslMode::parse("DB_SSLMODE", &v)?,
-            None => url.ssl_mode.unwrap_or(SslMode::Prefer),
+        match self.vars.get(s.name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<f64>() {
+                Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+                _ => Err(invalid(s.name, "expected a percentage above 0 and at most 100")),
+            },
+        }
+    }
+
+    /// `true`/`false` (also `1`/`0`).
+    pub fn flag(&self, s: &Setting) -> Result<bool, ConfigError> {
+        let Kind::Flag { default } = s.kind else {
+            return Err(invalid(s.name, "is not declared as a flag"));
         };
-        let ssl_root_cert = env.get("DB_SSL_ROOT_CERT").map(PathBuf::from).or(url.ssl_root_cert);
-        if let Some(path) = &ssl_root_cert {
-            if !path.is_file() {
-                return Err(invalid(
-                    "DB_SSL_ROOT_CERT (or sslrootcert)",
-                    format!("no file at {}", path.display()),
-                ));
-            }
+        match self.vars.get(s.name).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None => Ok(default),
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(_) => Err(invalid(s.name, "expected true or false")),
         }
-        Ok(Self {
-            host: url.host,
-            port: url.port,
-            user: url.user,
-            password: url.password,
-            dbname: url.dbname,
-            ssl_mode,
-            ssl_root_cert,
-            application_name: application_name.to_string(),
-            pool_max_size,
-            pool_wait_timeout: env
-                .millis("DB_POOL_TIMEOUT_MS")?
-                .or(url.pool_timeout)
-                .unwrap_or(DEFAULT_POOL_WAIT_TIMEOUT),
-            connect_timeout: env
-                .millis("DB_CONNECT_TIMEOUT_MS")?
-                .or(url.connect_timeout)
-                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            statement_timeout: env
-                .millis("DB_STATEMENT_TIMEOUT_MS")?
-                .unwrap_or(DEFAULT_STATEMENT_TIMEOUT),
-            keepalive_idle: Duration::from_secs(30),
-        })
     }
 
-    /// The same target under another database name (tests give each test its own database).
-    pub fn with_dbname(mut self, dbname: &str) -> Self {
-        self.dbname = dbname.to_string();
-        self
-    }
-
-    /// The tokio-postgres configuration. No startup `options`: the pooler would reject them.
-    pub fn pg_config(&self) -> tokio_postgres::Config {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&self.host)
-            .port(self.port)
-            .user(&self.user)
-            .dbname(&self.dbname)
-            .application_name(&self.application_name)
-            .connect_timeout(self.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(self.keepalive_idle)
-            .keepalives_interval(Duration::from_secs(10))
-            .keepalives_retries(3)
-            .ssl_mode(match self.ssl_mode {
-                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
-            });
-        if let Some(password) = &self.password {
-            cfg.password(password);
+    /// One of the declared options.
+    pub fn choice(&self, s: &Setting) -> Result<&'static str, ConfigError> {
+        let Kind::Choice { options, default } = s.kind else {
+            return Err(invalid(s.name, "is not declared as a choice"));
+        };
+        match self.vars.get(s.name) {
+            None => Ok(default),
+            Some(v) => options.iter().copied().find(|o| o == v).ok_or_else(|| {
+                let shown: String = v.chars().take(40).collect();
+                invalid(
+                    s.name,
+                    format!("unknown value {shown:?} (expected one of {})", options.join(", ")),
+                )
+            }),
         }
-        cfg
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Env(move |k: &str| map.get(k).cloned())
-    }
-
-    const ONE: PoolDefaults = PoolDefaults { max_size: 1 };
+    const N: Setting = Setting::number("N", 1, 10, 3, Unit::Plain, "a number");
+    const MS: Setting = Setting::millis("MS", 1, 1000, 250, "a bound");
+    const P: Setting = Setting::percent("P", 80.0, "a level");
+    const F: Setting = Setting::flag("F", false, "a switch");
+    const C: Setting = Setting::choice("C", &["a", "b"], "a", "a choice");
 
     #[test]
-    fn prisma_parameters_size_the_pool() {
-        let e = env(&[(
-            "DATABASE_URL",
-            "postgres://postgres.ref:s3cret@aws-0-eu.pooler.supabase.com:6543/postgres?pgbouncer=true&connection_limit=3&pool_timeout=7&sslmode=require",
-        )]);
-        let s = DbSettings::for_function(&e, "chat", ONE).unwrap();
-        assert_eq!(s.pool_max_size, 3);
-        assert_eq!(s.pool_wait_timeout, Duration::from_secs(7));
-        assert_eq!(s.ssl_mode, SslMode::Require);
-        assert_eq!(s.port, 6543);
-        assert_eq!(s.user, "postgres.ref");
-        assert_eq!(s.dbname, "postgres");
+    fn defaults_apply_when_unset_or_blank() {
+        let env = Env::from_pairs([("N", "  ")]);
+        assert_eq!(env.number(&N).unwrap(), 3);
+        assert_eq!(env.duration(&MS).unwrap(), Duration::from_millis(250));
+        assert!((env.percent(&P).unwrap() - 80.0).abs() < f64::EPSILON);
+        assert!(!env.flag(&F).unwrap());
+        assert_eq!(env.choice(&C).unwrap(), "a");
     }
 
     #[test]
-    fn explicit_variables_override_the_url() {
-        let e = env(&[
-            ("DATABASE_URL", "postgres://u:p@h/db?connection_limit=3&pool_timeout=7"),
-            ("DB_POOL_MAX_SIZE", "2"),
-            ("DB_POOL_TIMEOUT_MS", "250"),
-            ("DB_STATEMENT_TIMEOUT_MS", "900"),
-            ("DB_SSLMODE", "disable"),
-        ]);
-        let s = DbSettings::for_function(&e, "scheduler", ONE).unwrap();
-        assert_eq!(s.pool_max_size, 2);
-        assert_eq!(s.pool_wait_timeout, Duration::from_millis(250));
-        assert_eq!(s.statement_timeout, Duration::from_millis(900));
-        assert_eq!(s.ssl_mode, SslMode::Disable);
+    fn values_are_read_and_trimmed() {
+        let env = Env::from_pairs([("N", " 7 "), ("MS", "900"), ("P", "50.5"), ("F", "TRUE"), ("C", "b")]);
+        assert_eq!(env.number(&N).unwrap(), 7);
+        assert_eq!(env.duration(&MS).unwrap(), Duration::from_millis(900));
+        assert!((env.percent(&P).unwrap() - 50.5).abs() < f64::EPSILON);
+        assert!(env.flag(&F).unwrap());
+        assert_eq!(env.choice(&C).unwrap(), "b");
     }
 
     #[test]
-    fn function_default_applies_without_url_or_variable() {
-        let e = env(&[("DATABASE_URL", "postgresql://u@localhost/db")]);
-        let s = DbSettings::for_function(&e, "scheduler", PoolDefaults { max_size: 2 }).unwrap();
-        assert_eq!(s.pool_max_size, 2);
-        assert_eq!(s.ssl_mode, SslMode::Prefer);
-        assert_eq!(s.port, 5432);
-    }
-
-    #[test]
-    fn missing_database_url_is_named() {
-        let err = DbSettings::for_function(&env(&[]), "chat", ONE).unwrap_err();
-        assert_eq!(err.to_string(), "DATABASE_URL is not set");
-    }
-
-    #[test]
-    fn malformed_settings_are_named_and_never_echo_the_password() {
-        let cases = [
-            ("DATABASE_URL", "postgres://u:hunter2@h:notaport/db", "DATABASE_URL"),
-            ("DATABASE_URL", "mysql://u:hunter2@h/db", "DATABASE_URL"),
-            (
-                "DATABASE_URL",
-                "postgres://u:hunter2@h/db?connection_limit=0",
-                "connection_limit",
-            ),
-            (
-                "DATABASE_URL",
-                "postgres://u:hunter2@h/db?connection_limit=abc",
-                "connection_limit",
-            ),
-            (
-                "DATABASE_URL",
-                "postgres://u:hunter2@h/db?pool_timeout=0",
-                "pool_timeout",
-            ),
-            ("DATABASE_URL", "postgres://u:hunter2@h/db?sslmode=maybe", "sslmode"),
-            (
-                "DATABASE_URL",
-                "postgres://u:hunter2@h/db?options=-c%20statement_timeout%3D5",
-                "options",
-            ),
-            ("DATABASE_URL", "postgres://u:hunter2@h/db?colour=blue", "colour"),
-            ("DATABASE_URL", "postgres://:hunter2@h/db", "user name"),
-        ];
-        for (var, value, named) in cases {
-            let err = DbSettings::for_function(&env(&[(var, value)]), "chat", ONE).unwrap_err();
-            let msg = err.to_string();
-            assert!(msg.contains(named), "{msg:?} should name {named}");
-            assert!(!msg.contains("hunter2"), "{msg:?} leaks the password");
-        }
-    }
-
-    #[test]
-    fn malformed_overrides_are_named() {
-        let base = ("DATABASE_URL", "postgres://u:p@h/db");
-        for (var, value) in [
-            ("DB_POOL_MAX_SIZE", "0"),
-            ("DB_POOL_MAX_SIZE", "many"),
-            ("DB_POOL_TIMEOUT_MS", "-1"),
-            ("DB_CONNECT_TIMEOUT_MS", "0"),
-            ("DB_STATEMENT_TIMEOUT_MS", "1e3"),
-            ("DB_SSLMODE", "on"),
-            ("DB_SSL_ROOT_CERT", "/nonexistent/ca.pem"),
+    fn every_malformed_value_names_its_setting() {
+        for (name, value) in [
+            ("N", "0"),
+            ("N", "11"),
+            ("N", "many"),
+            ("MS", "-1"),
+            ("MS", "1e3"),
+            ("P", "0"),
+            ("P", "101"),
+            ("F", "yes"),
+            ("C", "z"),
         ] {
-            let err = DbSettings::for_function(&env(&[base, (var, value)]), "chat", ONE).unwrap_err();
-            assert!(err.to_string().contains(var), "{err} should name {var}");
+            let env = Env::from_pairs([(name, value)]);
+            let err = match name {
+                "N" => env.number(&N).map(|_| ()),
+                "MS" => env.duration(&MS).map(|_| ()),
+                "P" => env.percent(&P).map(|_| ()),
+                "F" => env.flag(&F).map(|_| ()),
+                _ => env.choice(&C).map(|_| ()),
+            }
+            .unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
         }
     }
 
     #[test]
-    fn debug_and_display_redact_the_password() {
-        let e = env(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]);
-        let s = DbSettings::for_function(&e, "chat", ONE).unwrap();
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert!(!format!("{s}").contains("hunter2"));
-        assert!(!format!("{:?}", s.pg_config()).contains("hunter2"));
-    }
-
-    #[test]
-    fn percent_encoded_credentials_are_decoded() {
-        let e = env(&[("DATABASE_URL", "postgres://us%40er:p%2Fw@h:6543/my%20db")]);
-        let s = DbSettings::for_function(&e, "chat", ONE).unwrap();
-        assert_eq!(s.user, "us@er");
-        assert_eq!(s.password.as_deref(), Some("p/w"));
-        assert_eq!(s.dbname, "my db");
+    fn debug_output_shows_names_not_values() {
+        let env = Env::from_pairs([("SECRET_THING", "hunter2")]);
+        let shown = format!("{env:?}");
+        assert!(shown.contains("SECRET_THING") && !shown.contains("hunter2"));
     }
 }

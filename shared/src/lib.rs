@@ -1,17 +1,25 @@
-//! The shared library of the agent backend: configuration, the pooler-safe database layer,
-//! migrations, telemetry and the Lambda lifecycle helpers used by every function.
+//! What two or more functions share, in layers that depend one way:
+//!
+//! - platform: [`config`] (the one configuration reader), [`db`] (settings, TLS, pool, bounded
+//!   pooler-safe statements, errors, migrations, the connection report), [`metrics`],
+//!   [`telemetry`], [`lifecycle`] (init and graceful shutdown);
+//! - features on top, each behind a Cargo feature so a binary compiles only what it calls:
+//!   [`http`] (API Gateway plumbing), [`auth`] (Supabase tokens), [`model`] (the agent model;
+//!   the OpenAI-compatible and Bedrock clients behind `openai` and `bedrock`).
+//!
+//! Each function's own handler, request types and SQL live in `functions/<name>/`.
 
-pub mod auth;
-pub mod chat;
 pub mod config;
 pub mod db;
-pub mod health;
-pub mod http_error;
+pub mod lifecycle;
 pub mod metrics;
-pub mod migrate;
-pub mod model;
-pub mod scheduler;
-pub mod shutdown;
-pub mod startup;
 pub mod telemetry;
-pub mod tls;
+
+#[cfg(feature = "auth")]
+pub mod auth;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "model")]
+pub mod model;
+#[cfg(any(feature = "auth", feature = "openai"))]
+pub mod outbound;

@@ -22,9 +22,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use crate::config::{Env, Setting};
 use crate::db::Db;
 
-pub const DEFAULT_NAMESPACE: &str = "AgentBackend";
+pub const METRICS_NAMESPACE: Setting = Setting::text(
+    "METRICS_NAMESPACE",
+    Some("AgentBackend"),
+    "CloudWatch namespace of the metrics (Embedded Metric Format lines on stdout)",
+);
+
+pub const SETTINGS: &[&Setting] = &[&METRICS_NAMESPACE];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
@@ -94,11 +101,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(function: &str) -> Self {
-        let namespace = std::env::var("METRICS_NAMESPACE")
-            .ok()
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    pub fn new(env: &Env, function: &str) -> Self {
+        let namespace = env.text(&METRICS_NAMESPACE).unwrap_or_default();
         Self {
             namespace,
             function: function.to_string(),

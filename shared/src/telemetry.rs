@@ -1,19 +1,32 @@
 //! Tracing set-up: JSON lines in Lambda (CloudWatch parses them; Lambda's JSON log format is
-//! honoured), human-readable text locally. Level from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`,
-//! else `info`.
+//! honoured), human-readable text locally. Level from `RUST_LOG`, else Lambda's
+//! `AWS_LAMBDA_LOG_LEVEL`, else `info`.
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| {
-            std::env::var("AWS_LAMBDA_LOG_LEVEL")
-                .map_err(|_| ())
-                .and_then(|l| EnvFilter::try_new(l.to_lowercase()).map_err(|_| ()))
-        })
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"))
-        || std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+use crate::config::{ConfigError, Env, Setting};
+
+pub const LOG_FORMAT: Setting = Setting::choice(
+    "LOG_FORMAT",
+    &["text", "json"],
+    "text",
+    "log line format outside Lambda (Lambda's own `AWS_LAMBDA_LOG_FORMAT=JSON` also selects JSON); level from `RUST_LOG`",
+);
+
+pub const SETTINGS: &[&Setting] = &[&LOG_FORMAT];
+
+/// Installs the subscriber once (later calls keep the first). A malformed `LOG_FORMAT` is an
+/// error, after a text subscriber is installed so that the error itself is logged.
+pub fn init(env: &Env) -> Result<(), ConfigError> {
+    let filter = env
+        .raw("RUST_LOG")
+        .or_else(|| env.raw("AWS_LAMBDA_LOG_LEVEL"))
+        .and_then(|l| EnvFilter::try_new(l.to_lowercase()).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let json = env
+        .raw("AWS_LAMBDA_LOG_FORMAT")
+        .is_some_and(|f| f.eq_ignore_ascii_case("json"))
+        || env.choice(&LOG_FORMAT).is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -30,4 +43,5 @@ pub fn init() {
     };
     // Already initialised (tests call this more than once): keep the first subscriber.
     let _ = result;
+    env.choice(&LOG_FORMAT).map(|_| ())
 }

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chat::{Chat, Settings as ChatConfig};
 use integration_tests::fakes;
 use integration_tests::helpers::{settings_for, PoolOptions, PrivateBouncer, TestDb};
 use lambda_http::Body;
 use serde_json::{json, Value};
 use shared::auth::{AuthConfig, Authenticator};
-use shared::chat::{Chat, ChatConfig};
 use shared::db::Db;
 use shared::metrics::{Metrics, Sink};
 use shared::model::{AgentModel, LocalModel, ModelError, ModelRequest};
@@ -125,11 +125,12 @@ async fn main() {
                 db: Db::new(&settings).unwrap(),
                 auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
                 model: model.clone(),
-                config: ChatConfig {
+                settings: ChatConfig {
                     rate_limit: 1_000_000,
                     ..ChatConfig::default()
                 },
-                metrics: Metrics::new("chat").with_sink(Sink::Buffer(Default::default())),
+                metrics: Metrics::new(&shared::config::Env::default(), "chat")
+                    .with_sink(Sink::Buffer(Default::default())),
             };
             chat.db.warm().await;
             barrier.wait().await;
@@ -152,7 +153,7 @@ async fn main() {
                 let request = lambda_http::request::from_str(&event.to_string()).unwrap();
                 *model.last.lock().unwrap() = Duration::ZERO;
                 let t = Instant::now();
-                let response = shared::chat::handle(&chat, request).await.unwrap();
+                let response = chat::handle(&chat, request).await.unwrap();
                 let total = t.elapsed();
                 let server = total.saturating_sub(*model.last.lock().unwrap());
                 let status = response.status().as_u16();

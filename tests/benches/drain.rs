@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use integration_tests::helpers::{PoolOptions, TestDb};
 use lambda_runtime::{Context, LambdaEvent};
+use scheduler::{Scheduler, Settings as SchedulerSettings};
 use shared::db::Type;
 use shared::model::LocalModel;
-use shared::scheduler::{Scheduler, SchedulerConfig};
 use tokio_postgres::{Client, NoTls};
 
 fn env_number(name: &str, default: i64) -> i64 {
@@ -98,9 +98,9 @@ async fn ours(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, batch: i64
     let scheduler = Scheduler {
         db: pool.clone(),
         model: Arc::new(LocalModel::default()),
-        config: SchedulerConfig {
+        settings: SchedulerSettings {
             batch_size: batch,
-            ..SchedulerConfig::default()
+            ..SchedulerSettings::default()
         },
         metrics: quiet_metrics(),
     };
@@ -112,7 +112,7 @@ async fn ours(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, batch: i64
     let (stop, monitor) = watch_connections(db);
     let before = pool.statements_sent();
     let started = Instant::now();
-    let summary = shared::scheduler::handle(&scheduler, LambdaEvent::new(event, context))
+    let summary = scheduler::handle(&scheduler, LambdaEvent::new(event, context))
         .await
         .expect("the drain invocation succeeds");
     let seconds = started.elapsed().as_secs_f64();
@@ -127,7 +127,7 @@ async fn ours(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, batch: i64
     assert_eq!(completed, n, "every task completed ({summary:?})");
     assert_eq!(summary.completed as i64, n);
     Figure {
-        name: if batch == SchedulerConfig::default().batch_size {
+        name: if batch == SchedulerSettings::default().batch_size {
             "scheduler (defaults: batch 16..1000)"
         } else {
             "scheduler (SCHEDULER_BATCH_SIZE=250)"
@@ -252,7 +252,7 @@ async fn main() {
         db.name
     );
     let floor = sql_floor(&db, &admin, agent, n, false).await;
-    let default_batch = ours(&db, &admin, agent, n, SchedulerConfig::default().batch_size).await;
+    let default_batch = ours(&db, &admin, agent, n, SchedulerSettings::default().batch_size).await;
     let small_batch = ours(&db, &admin, agent, n, 250).await;
     let floor2 = sql_floor(&db, &admin, agent, n, false).await;
     let floor_any = sql_floor(&db, &admin, agent, n, true).await;
@@ -291,5 +291,6 @@ async fn main() {
 
 /// EMF lines kept in memory instead of cluttering the output.
 fn quiet_metrics() -> shared::metrics::Metrics {
-    shared::metrics::Metrics::new("scheduler").with_sink(shared::metrics::Sink::Buffer(Default::default()))
+    shared::metrics::Metrics::new(&shared::config::Env::default(), "scheduler")
+        .with_sink(shared::metrics::Sink::Buffer(Default::default()))
 }

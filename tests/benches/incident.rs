@@ -15,18 +15,17 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chat::{Chat, Settings as ChatConfig};
+use health::{Health, Settings as HealthConfig, Thresholds};
 use integration_tests::fakes;
 use integration_tests::helpers::{deadline_in, settings_for, PoolOptions, PrivateBouncer, PrivateCluster};
 use lambda_http::Body;
+use scheduler::{Scheduler, Settings as SchedulerSettings};
 use serde_json::{json, Value};
 use shared::auth::{AuthConfig, Authenticator};
-use shared::chat::{Chat, ChatConfig};
 use shared::db::Db;
-use shared::health::connections::Thresholds;
-use shared::health::{Health, HealthConfig};
 use shared::metrics::{Metrics, Sink};
 use shared::model::LocalModel;
-use shared::scheduler::{Scheduler, SchedulerConfig};
 
 const SECRET: &str = "incident-jwt-secret-with-at-least-32-characters";
 const SUPABASE: &str = "https://incident.supabase.co";
@@ -44,10 +43,10 @@ struct Tally {
 }
 
 fn quiet(function: &str) -> Metrics {
-    Metrics::new(function).with_sink(Sink::Buffer(Default::default()))
+    Metrics::new(&shared::config::Env::default(), function).with_sink(Sink::Buffer(Default::default()))
 }
 
-fn settings(url: &str, app: &str, max: usize) -> shared::config::DbSettings {
+fn settings(url: &str, app: &str, max: usize) -> shared::db::DbSettings {
     settings_for(
         url,
         &PoolOptions {
@@ -132,7 +131,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
                 model: Arc::new(LocalModel {
                     latency: Duration::from_millis(50),
                 }),
-                config: ChatConfig {
+                settings: ChatConfig {
                     rate_limit: 1_000_000,
                     ..ChatConfig::default()
                 },
@@ -150,7 +149,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
                     .to_string()
                     .into();
                 let started = Instant::now();
-                let response = shared::chat::handle(&chat, lambda_http::request::from_str(&event.to_string()).unwrap())
+                let response = chat::handle(&chat, lambda_http::request::from_str(&event.to_string()).unwrap())
                     .await
                     .unwrap();
                 let status = response.status().as_u16();
@@ -175,7 +174,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
         tasks.push(tokio::spawn(async move {
             let health = Health {
                 db: Db::new(&settings(&url, "health", 1)).unwrap(),
-                config: HealthConfig::new(
+                settings: HealthConfig::new(
                     Some("incident-key".into()),
                     Thresholds {
                         warning_percent: 80.0,
@@ -190,10 +189,9 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
             let mut worst = String::from("ok");
             while Instant::now() < until {
                 let started = Instant::now();
-                let response =
-                    shared::health::handle(&health, lambda_http::request::from_str(&event.to_string()).unwrap())
-                        .await
-                        .unwrap();
+                let response = health::handle(&health, lambda_http::request::from_str(&event.to_string()).unwrap())
+                    .await
+                    .unwrap();
                 let status = response.status().as_u16();
                 if let Body::Text(t) = response.body() {
                     if let Ok(v) = serde_json::from_str::<Value>(t) {
@@ -225,9 +223,9 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
                 db: Db::new(&settings(&url, "scheduler", 2)).unwrap(),
                 model: Arc::new(LocalModel::default()),
                 // A run shorter than Lambda's: keep claiming until 1 s before the deadline.
-                config: SchedulerConfig {
+                settings: SchedulerSettings {
                     safety_margin: Duration::from_secs(1),
-                    ..SchedulerConfig::default()
+                    ..SchedulerSettings::default()
                 },
                 metrics: quiet("scheduler"),
             };
@@ -237,7 +235,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
                 context.deadline =
                     deadline_in(until.saturating_duration_since(Instant::now()) + Duration::from_secs(1));
                 let started = Instant::now();
-                let result = shared::scheduler::handle(&s, lambda_runtime::LambdaEvent::new(json!({}), context)).await;
+                let result = scheduler::handle(&s, lambda_runtime::LambdaEvent::new(json!({}), context)).await;
                 let (status, completed) = match &result {
                     Ok(summary) => (200, summary.completed as i64),
                     Err(_) => (503, 0),
@@ -265,7 +263,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
             db: Db::new(&settings(&url, "chat", 1)).unwrap(),
             auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
             model: Arc::new(LocalModel::default()),
-            config: ChatConfig::default(),
+            settings: ChatConfig::default(),
             metrics: quiet("chat"),
         };
         let token = fakes::hs256(
@@ -273,7 +271,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
             &fakes::claims(&format!("{SUPABASE}/auth/v1"), &uuid::Uuid::new_v4().to_string()),
         );
         let event = fakes::chat_event(&token);
-        let response = shared::chat::handle(&chat, lambda_http::request::from_str(&event.to_string()).unwrap())
+        let response = chat::handle(&chat, lambda_http::request::from_str(&event.to_string()).unwrap())
             .await
             .unwrap();
         if response.status().as_u16() == 200 {
@@ -320,7 +318,7 @@ async fn main() {
         .unwrap();
     let mut direct = settings_for(&cluster.url("agents"), &PoolOptions::default());
     direct.application_name = "migrate".into();
-    shared::migrate::run(&direct).await.unwrap();
+    shared::db::migrate::run(&direct).await.unwrap();
     let (admin, conn) = tokio_postgres::connect(&cluster.url("agents"), tokio_postgres::NoTls)
         .await
         .unwrap();

@@ -2,11 +2,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chat::{Chat, Settings as ChatConfig};
 use integration_tests::fakes::{self, FakeServer, Mode};
 use lambda_http::Body;
 use serde_json::{json, Value};
 use shared::auth::{AuthConfig, Authenticator};
-use shared::chat::{Chat, ChatConfig};
 use shared::db::Db;
 use shared::metrics::{Metrics, Sink};
 use shared::model::{AgentModel, ModelError, ModelLimits, ModelRequest, Role};
@@ -69,7 +69,7 @@ pub(crate) struct Harness {
 /// `through`: a private pgbouncer to reach the database by, with short bounds.
 pub(crate) async fn harness_with(
     model: Arc<dyn AgentModel>,
-    config: ChatConfig,
+    settings: ChatConfig,
     through: Option<&PrivateBouncer>,
     trust_gateway: bool,
 ) -> Harness {
@@ -109,8 +109,8 @@ pub(crate) async fn harness_with(
             db: pool,
             auth: Authenticator::new(auth_config),
             model,
-            config,
-            metrics: Metrics::new("chat").with_sink(Sink::Buffer(Default::default())),
+            settings,
+            metrics: Metrics::new(&shared::config::Env::default(), "chat").with_sink(Sink::Buffer(Default::default())),
         },
         db,
         agent,
@@ -154,7 +154,7 @@ impl Harness {
             event["headers"][*k] = (*v).into();
         }
         let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
-        let response = shared::chat::handle(&self.chat, request).await.unwrap();
+        let response = chat::handle(&self.chat, request).await.unwrap();
         let value = match response.body() {
             Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
             _ => Value::Null,
@@ -306,13 +306,11 @@ async fn api_gateway_authorizer_claims_are_used_only_when_trusted() {
         lambda_http::request::from_str(&event.to_string()).unwrap()
     };
     let trusted = harness_with(ChatModel::new(Duration::ZERO), ChatConfig::default(), None, true).await;
-    let response = shared::chat::handle(&trusted.chat, event_with_claims(&trusted))
-        .await
-        .unwrap();
+    let response = chat::handle(&trusted.chat, event_with_claims(&trusted)).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
 
     let untrusted = harness(ChatModel::new(Duration::ZERO)).await;
-    let response = shared::chat::handle(&untrusted.chat, event_with_claims(&untrusted))
+    let response = chat::handle(&untrusted.chat, event_with_claims(&untrusted))
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 401, "off by default");
@@ -469,11 +467,14 @@ async fn hostile_and_malformed_requests_get_the_right_4xx_never_a_500() {
 
 #[tokio::test]
 async fn no_connection_or_transaction_is_held_while_the_model_thinks() {
-    let h = harness(ChatModel::new(Duration::from_secs(2))).await;
+    let model = ChatModel::new(Duration::from_secs(2));
+    let h = harness(model.clone()).await;
     let inspector = h.db.direct().await;
     let request = h.send("take your time", None);
     let observe = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // The model has been called and is thinking for 2 s.
+        let thinking = crate::helpers::eventually(Duration::from_secs(5), || async { model.calls() == 1 }).await;
+        assert!(thinking, "the model was called");
         let status = h.chat.db.status();
         let sessions = h.db.server_sessions(&inspector).await;
         (status, sessions)

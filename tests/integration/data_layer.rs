@@ -331,12 +331,7 @@ async fn cancelling_through_pgbouncer_leaves_the_pooler_running() {
 }
 
 /// Settings for `db` through a TLS-only pgbouncer with this `sslmode` (and root certificate).
-fn tls_settings(
-    bouncer: &PrivateBouncer,
-    db: &TestDb,
-    sslmode: &str,
-    root: Option<&str>,
-) -> shared::config::DbSettings {
+fn tls_settings(bouncer: &PrivateBouncer, db: &TestDb, sslmode: &str, root: Option<&str>) -> shared::db::DbSettings {
     let mut url = url::Url::parse(&bouncer.url(db)).unwrap();
     url.query_pairs_mut().append_pair("sslmode", sslmode);
     if let Some(root) = root {
@@ -356,7 +351,7 @@ async fn tls_follows_sslmode_through_a_tls_only_pooler() {
     let db = TestDb::new().await;
     let bouncer = PrivateBouncer::with_tls(2).await;
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls-server-cert.pem");
-    let works = |settings: shared::config::DbSettings| async move {
+    let works = |settings: shared::db::DbSettings| async move {
         let pool = Db::new(&settings).map_err(|e| e.to_string())?;
         let conn = pool.conn().await.map_err(|e| e.to_string())?;
         conn.sql().simple("SELECT 1").await.map_err(|e| e.to_string())?;

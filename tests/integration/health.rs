@@ -1,11 +1,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use health::{Health, Settings as HealthConfig, Thresholds};
 use lambda_http::{Body, Response};
 use serde_json::Value;
 use shared::db::Db;
-use shared::health::connections::Thresholds;
-use shared::health::{Health, HealthConfig};
 use shared::metrics::{Metrics, Sink};
 
 use crate::helpers::{admin_command, settings_for, PoolOptions, PrivateBouncer, PrivateCluster, TestDb};
@@ -16,7 +15,7 @@ fn health_with(db: Db, warning: f64, critical: f64) -> (Health, Arc<Mutex<Vec<u8
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let health = Health {
         db,
-        config: HealthConfig::new(
+        settings: HealthConfig::new(
             Some(KEY.into()),
             Thresholds {
                 warning_percent: warning,
@@ -24,7 +23,7 @@ fn health_with(db: Db, warning: f64, critical: f64) -> (Health, Arc<Mutex<Vec<u8
             },
             Duration::from_millis(1000),
         ),
-        metrics: Metrics::new("health").with_sink(Sink::Buffer(buffer.clone())),
+        metrics: Metrics::new(&shared::config::Env::default(), "health").with_sink(Sink::Buffer(buffer.clone())),
     };
     (health, buffer)
 }
@@ -47,7 +46,7 @@ fn request(method: &str, path: &str, api_key: Option<&str>) -> lambda_http::Requ
 }
 
 async fn call(h: &Health, method: &str, path: &str, key: Option<&str>) -> (u16, Value, Response<Body>) {
-    let response = shared::health::handle(h, request(method, path, key)).await.unwrap();
+    let response = health::handle(h, request(method, path, key)).await.unwrap();
     let body = match response.body() {
         Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
         _ => Value::Null,
@@ -295,19 +294,19 @@ async fn metrics_lines_are_valid_emf_with_the_documented_names() {
 async fn each_scheduler_run_emits_one_valid_emf_line_with_connection_usage() {
     let db = TestDb::new().await;
     let buffer = Arc::new(Mutex::new(Vec::new()));
-    let scheduler = shared::scheduler::Scheduler {
+    let scheduler = scheduler::Scheduler {
         db: db.pool(&PoolOptions {
             max_size: 2,
             ..PoolOptions::default()
         }),
         model: Arc::new(shared::model::LocalModel::default()),
-        config: shared::scheduler::SchedulerConfig::default(),
-        metrics: Metrics::new("scheduler").with_sink(Sink::Buffer(buffer.clone())),
+        settings: scheduler::Settings::default(),
+        metrics: Metrics::new(&shared::config::Env::default(), "scheduler").with_sink(Sink::Buffer(buffer.clone())),
     };
     let mut context = lambda_runtime::Context::default();
     context.deadline = crate::helpers::deadline_in(Duration::from_secs(30));
     let event = lambda_runtime::LambdaEvent::new(serde_json::json!({}), context);
-    shared::scheduler::handle(&scheduler, event).await.unwrap();
+    scheduler::handle(&scheduler, event).await.unwrap();
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");

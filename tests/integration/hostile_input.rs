@@ -2,10 +2,10 @@
 //! and answer every input with a client error or a valid result (never a 5xx). Bounded runs
 //! (`PROPTEST_CASES`, default 512 here) so CI stays fast.
 
+use chat::request;
 use proptest::prelude::*;
+use scheduler::Trigger;
 use serde_json::Value;
-use shared::chat::request;
-use shared::scheduler::Trigger;
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

@@ -78,6 +78,31 @@ async fn a_missing_or_malformed_setting_stops_the_function_at_start_up_naming_it
             ],
             "SCHEDULER_BATCH_SIZE",
         ),
+        (
+            "health",
+            vec![
+                ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+                ("SHUTDOWN_GRACE_MS", "soon"),
+            ],
+            "SHUTDOWN_GRACE_MS",
+        ),
+        (
+            "chat",
+            vec![
+                ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+                ("SUPABASE_URL", "https://example.supabase.co"),
+                ("LOG_FORMAT", "xml"),
+            ],
+            "LOG_FORMAT",
+        ),
+        (
+            "scheduler",
+            vec![
+                ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+                ("MODEL_PROVIDER", "oracle"),
+            ],
+            "MODEL_PROVIDER",
+        ),
     ] {
         let out = tokio::time::timeout(
             Duration::from_secs(10),

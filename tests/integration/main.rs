@@ -4,6 +4,7 @@
 use integration_tests::helpers;
 
 mod chat;
+mod configuration;
 mod data_layer;
 mod deployment;
 mod faults;

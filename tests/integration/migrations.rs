@@ -3,10 +3,14 @@ use crate::helpers::TestDb;
 #[tokio::test]
 async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
     let db = TestDb::empty().await;
-    let first = shared::migrate::run(&db.direct_settings()).await.expect("first run");
+    let first = shared::db::migrate::run(&db.direct_settings())
+        .await
+        .expect("first run");
     assert!(!first.applied.is_empty(), "an empty database gets the schema");
 
-    let second = shared::migrate::run(&db.direct_settings()).await.expect("second run");
+    let second = shared::db::migrate::run(&db.direct_settings())
+        .await
+        .expect("second run");
     assert!(
         second.applied.is_empty(),
         "re-running applies nothing: {:?}",

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use scheduler::{Scheduler, SchedulerError, Settings as SchedulerSettings, Summary};
 use serde_json::{json, Value};
 use shared::model::{AgentModel, ModelError, ModelRequest};
-use shared::scheduler::{Scheduler, SchedulerConfig, SchedulerError, Summary};
 use tokio_postgres::Client;
 
 use crate::helpers::{eventually, function_binary, PoolOptions, RuntimeApi, TestDb};
@@ -65,17 +65,17 @@ impl AgentModel for RecordingModel {
     }
 }
 
-fn test_config() -> SchedulerConfig {
-    SchedulerConfig {
+fn test_config() -> SchedulerSettings {
+    SchedulerSettings {
         safety_margin: Duration::from_millis(300),
         lease_grace: Duration::from_millis(200),
         retry_base: Duration::from_millis(100),
         retry_max: Duration::from_secs(10),
-        ..SchedulerConfig::default()
+        ..SchedulerSettings::default()
     }
 }
 
-fn scheduler(db: &TestDb, model: Arc<RecordingModel>, config: SchedulerConfig) -> Scheduler {
+fn scheduler(db: &TestDb, model: Arc<RecordingModel>, config: SchedulerSettings) -> Scheduler {
     Scheduler {
         db: db.pool(&PoolOptions {
             app: "scheduler".into(),
@@ -83,7 +83,7 @@ fn scheduler(db: &TestDb, model: Arc<RecordingModel>, config: SchedulerConfig) -
             ..PoolOptions::default()
         }),
         model,
-        config,
+        settings: config,
         metrics: quiet_metrics(),
     }
 }
@@ -92,7 +92,7 @@ async fn invoke(s: &Scheduler, payload: Value, budget: Duration) -> Result<Summa
     let mut context = Context::default();
     context.request_id = uuid::Uuid::new_v4().to_string();
     context.deadline = crate::helpers::deadline_in(budget);
-    shared::scheduler::handle(s, LambdaEvent::new(payload, context)).await
+    scheduler::handle(s, LambdaEvent::new(payload, context)).await
 }
 
 fn schedule_event() -> Value {
@@ -267,7 +267,7 @@ async fn a_hanging_model_is_cut_by_the_task_timeout() {
     let s = scheduler(
         &db,
         RecordingModel::new(Behaviour::Hang),
-        SchedulerConfig {
+        SchedulerSettings {
             task_timeout: Duration::from_millis(300),
             ..test_config()
         },
@@ -296,7 +296,7 @@ async fn a_short_deadline_stops_the_run_with_the_rest_still_pending() {
     let s = scheduler(
         &db,
         RecordingModel::slow(Duration::from_millis(50)),
-        SchedulerConfig {
+        SchedulerSettings {
             concurrency: 2,
             batch_size: 10,
             safety_margin: Duration::from_millis(500),
@@ -481,8 +481,9 @@ async fn an_instance_killed_mid_batch_loses_no_task() {
         "the kill left tasks running: {counts:?}"
     );
 
-    // After the lease (3 s deadline + 0.2 s grace) expires, a later invocation rescues and completes all.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Once the leases (3 s deadline + 0.2 s grace) expire, a later invocation rescues and completes all.
+    let expired = eventually(Duration::from_secs(15), || async { live_leases(&client).await == 0 }).await;
+    assert!(expired, "the killed instance's leases expire");
     let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
     let summary = invoke(&s, schedule_event(), Duration::from_secs(60)).await.unwrap();
     assert!(summary.rescued > 0, "{summary:?}");
@@ -510,7 +511,7 @@ async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches
     let s = Scheduler {
         db: shared::db::Db::new(&settings).unwrap(),
         model: RecordingModel::new(Behaviour::Succeed),
-        config: test_config(),
+        settings: test_config(),
         metrics: quiet_metrics(),
     };
     bouncer.stop();
@@ -534,5 +535,18 @@ async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches
 
 /// EMF lines kept in memory instead of cluttering the output.
 fn quiet_metrics() -> shared::metrics::Metrics {
-    shared::metrics::Metrics::new("scheduler").with_sink(shared::metrics::Sink::Buffer(Default::default()))
+    shared::metrics::Metrics::new(&shared::config::Env::default(), "scheduler")
+        .with_sink(shared::metrics::Sink::Buffer(Default::default()))
+}
+
+/// Running tasks whose lease has not expired yet.
+async fn live_leases(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM agent_tasks WHERE status = 'running' AND lease_expires_at >= now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }

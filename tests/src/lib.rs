@@ -1,4 +1,10 @@
 //! Shared helpers of the integration tests and benchmarks.
 
+pub mod bouncer;
+pub mod cluster;
+pub mod database;
 pub mod fakes;
 pub mod helpers;
+mod process;
+pub mod runtime;
+pub mod wait;

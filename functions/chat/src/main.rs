@@ -1,23 +1,23 @@
 use lambda_http::{run, service_fn, Error};
 use shared::auth::{AuthConfig, Authenticator};
-use shared::chat::{Chat, ChatConfig};
-use shared::config::{process_env, PoolDefaults};
+use shared::config::Env;
+use shared::db::PoolDefaults;
 use shared::metrics::Metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
-    let env = process_env();
-    let config = ChatConfig::from_env(&env)?;
+    let env = Env::from_process();
+    shared::telemetry::init(&env)?;
+    let settings = chat::Settings::from_env(&env)?;
     let auth = Authenticator::new(AuthConfig::from_env(&env)?);
     let model = shared::model::from_env(&env).await?;
-    let db = shared::startup::database("chat", PoolDefaults { max_size: 1 }).await?;
-    let chat = Chat {
+    let db = shared::lifecycle::database(&env, "chat", PoolDefaults { max_size: 1 }).await?;
+    let chat = chat::Chat {
         db,
         auth,
         model,
-        config,
-        metrics: Metrics::new("chat"),
+        settings,
+        metrics: Metrics::new(&env, "chat"),
     };
-    run(service_fn(|request| shared::chat::handle(&chat, request))).await
+    run(service_fn(|request| chat::handle(&chat, request))).await
 }

@@ -1,17 +1,18 @@
 use lambda_http::{run, service_fn, Error};
-use shared::config::{process_env, PoolDefaults};
-use shared::health::{Health, HealthConfig};
+use shared::config::Env;
+use shared::db::PoolDefaults;
 use shared::metrics::Metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
-    let config = HealthConfig::from_env(&process_env())?;
-    let db = shared::startup::database("health", PoolDefaults { max_size: 1 }).await?;
-    let health = Health {
+    let env = Env::from_process();
+    shared::telemetry::init(&env)?;
+    let settings = health::Settings::from_env(&env)?;
+    let db = shared::lifecycle::database(&env, "health", PoolDefaults { max_size: 1 }).await?;
+    let health = health::Health {
         db,
-        config,
-        metrics: Metrics::new("health"),
+        settings,
+        metrics: Metrics::new(&env, "health"),
     };
-    run(service_fn(|request| shared::health::handle(&health, request))).await
+    run(service_fn(|request| health::handle(&health, request))).await
 }

@@ -1,18 +1,20 @@
 use lambda_runtime::{run, service_fn, Error};
-use shared::config::{process_env, PoolDefaults};
-use shared::scheduler::{Scheduler, SchedulerConfig};
+use shared::config::Env;
+use shared::db::PoolDefaults;
+use shared::metrics::Metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
-    let config = SchedulerConfig::from_env(&process_env())?;
-    let model = shared::model::from_env(&process_env()).await?;
-    let db = shared::startup::database("scheduler", PoolDefaults { max_size: 2 }).await?;
-    let scheduler = Scheduler {
+    let env = Env::from_process();
+    shared::telemetry::init(&env)?;
+    let settings = scheduler::Settings::from_env(&env)?;
+    let model = shared::model::from_env(&env).await?;
+    let db = shared::lifecycle::database(&env, "scheduler", PoolDefaults { max_size: 2 }).await?;
+    let scheduler = scheduler::Scheduler {
         db,
         model,
-        config,
-        metrics: shared::metrics::Metrics::new("scheduler"),
+        settings,
+        metrics: Metrics::new(&env, "scheduler"),
     };
-    run(service_fn(|event| shared::scheduler::handle(&scheduler, event))).await
+    run(service_fn(|event| scheduler::handle(&scheduler, event))).await
 }

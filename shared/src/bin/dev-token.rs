@@ -4,8 +4,12 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use shared::auth::{SUPABASE_JWT_SECRET, SUPABASE_URL};
+use shared::config::Env;
+
 fn main() -> ExitCode {
-    let (Ok(url), Ok(secret)) = (std::env::var("SUPABASE_URL"), std::env::var("SUPABASE_JWT_SECRET")) else {
+    let env = Env::from_process();
+    let (Some(url), Some(secret)) = (env.text(&SUPABASE_URL), env.text(&SUPABASE_JWT_SECRET)) else {
         eprintln!("dev-token: SUPABASE_URL and SUPABASE_JWT_SECRET must be set");
         return ExitCode::from(2);
     };

@@ -2,19 +2,20 @@
 
 use std::process::ExitCode;
 
-use shared::config::{process_env, DbSettings};
+use shared::config::Env;
+use shared::db::DbSettings;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    shared::telemetry::init();
-    let settings = match DbSettings::direct(&process_env(), "migrate") {
+    let env = Env::from_process();
+    let settings = match shared::telemetry::init(&env).and_then(|()| DbSettings::direct(&env, "migrate")) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("migrate: {e}");
             return ExitCode::from(2);
         }
     };
-    match shared::migrate::run(&settings).await {
+    match shared::db::migrate::run(&settings).await {
         Ok(report) if report.applied.is_empty() => {
             println!("migrate: schema is up to date ({})", settings.dbname);
             ExitCode::SUCCESS

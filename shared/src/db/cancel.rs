@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::CancelToken;
 
-use crate::tls::Tls;
+use super::tls::Tls;
 
 /// Where cancel requests go (the host and port the connection was opened to).
 #[derive(Debug, Clone)]

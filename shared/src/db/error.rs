@@ -22,6 +22,9 @@ pub enum DbError {
     /// A constraint rejected the write (HTTP 409).
     #[error("constraint violated: {constraint}")]
     Constraint { constraint: String, code: String },
+    /// A row did not have the expected shape (a column missing or of another type) (HTTP 500).
+    #[error("unexpected row: {0}")]
+    Decode(String),
     /// Anything else (HTTP 500).
     #[error("database error: {0}")]
     Other(String),
@@ -44,7 +47,7 @@ impl DbError {
             Self::Unreachable(_) => DbErrorKind::Unreachable,
             Self::StatementTimeout(_) => DbErrorKind::StatementTimeout,
             Self::Constraint { .. } => DbErrorKind::Constraint,
-            Self::Other(_) => DbErrorKind::Other,
+            Self::Decode(_) | Self::Other(_) => DbErrorKind::Other,
         }
     }
 
@@ -100,7 +103,7 @@ impl DbError {
     /// A failure while connecting is always "unreachable", whatever the server said.
     fn into_unreachable(self) -> Self {
         match self {
-            Self::Unreachable(m) | Self::Other(m) => Self::Unreachable(m),
+            Self::Unreachable(m) | Self::Other(m) | Self::Decode(m) => Self::Unreachable(m),
             Self::Constraint { constraint, .. } => Self::Unreachable(constraint),
             Self::StatementTimeout(_) => Self::Unreachable("connection attempt cancelled".into()),
             Self::PoolTimeout(d) => Self::PoolTimeout(d),

@@ -10,9 +10,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use super::cancel::CancelTarget;
 use super::counters::{DbActivity, DbCounters};
 use super::sql::{Bounds, Sql, Tx};
+use super::tls;
 use super::DbError;
-use crate::config::{ConfigError, DbSettings};
-use crate::tls;
+use super::DbSettings;
+use crate::config::ConfigError;
 
 /// The instance's database handle: cheap to clone, shares one pool.
 #[derive(Clone)]
@@ -142,11 +143,6 @@ impl Db {
         self.bounds.counters.take()
     }
 
-    /// The per-statement bound.
-    pub fn statement_timeout(&self) -> Duration {
-        self.bounds.statement
-    }
-
     /// Marks a request in progress until the guard drops.
     pub fn begin_request(&self) -> RequestGuard {
         self.in_flight.count.fetch_add(1, Ordering::AcqRel);
@@ -170,10 +166,6 @@ impl Db {
     /// Closes the pool: idle connections are closed now, checked-out ones when returned.
     pub fn close(&self) {
         self.pool.close();
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.pool.is_closed()
     }
 }
 

@@ -15,8 +15,8 @@ use tokio_postgres::{CancelToken, GenericClient, Row, SimpleQueryMessage};
 
 use super::cancel::{cancel as send_cancel, CancelTarget};
 use super::counters::DbCounters;
+use super::tls::Tls;
 use super::DbError;
-use crate::tls::Tls;
 
 /// A statement parameter with its type, as `query_typed` needs it.
 pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);

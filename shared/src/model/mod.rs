@@ -1,8 +1,11 @@
 //! The agent model behind one trait: the reply to a chat message and the work of a task.
 //! The deterministic local model is the default so the product runs offline; remote clients
-//! (Bedrock, OpenAI-compatible) plug in behind the same trait.
+//! (an OpenAI-compatible endpoint with the `openai` feature, Amazon Bedrock with `bedrock`) plug
+//! in behind the same trait. Only the binaries that call a model enable those features.
 
+#[cfg(feature = "bedrock")]
 pub mod bedrock;
+#[cfg(feature = "openai")]
 pub mod openai;
 
 use std::sync::Arc;
@@ -10,26 +13,84 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{ConfigError, Env};
+use crate::config::{invalid, ConfigError, Env, Setting, Unit};
+
+pub const MODEL_PROVIDER: Setting = Setting::choice(
+    "MODEL_PROVIDER",
+    &["local", "openai", "bedrock"],
+    "local",
+    "which model answers chat messages and tasks",
+);
+pub const MODEL_TIMEOUT_MS: Setting =
+    Setting::millis("MODEL_TIMEOUT_MS", 1, 600_000, 20_000, "bound on one remote model call");
+pub const MODEL_MAX_REPLY_BYTES: Setting = Setting::number(
+    "MODEL_MAX_REPLY_BYTES",
+    1,
+    10 * 1024 * 1024,
+    32 * 1024,
+    Unit::Bytes,
+    "longest reply accepted (longer is an error, not a truncation)",
+);
+pub const MODEL_MAX_TOKENS: Setting = Setting::number(
+    "MODEL_MAX_TOKENS",
+    1,
+    1_000_000,
+    1024,
+    Unit::Plain,
+    "`max_tokens` asked of remote models",
+);
+pub const LOCAL_MODEL_LATENCY_MS: Setting = Setting::millis(
+    "LOCAL_MODEL_LATENCY_MS",
+    0,
+    600_000,
+    0,
+    "the local model's simulated thinking time",
+);
+pub const OPENAI_BASE_URL: Setting = Setting::text(
+    "OPENAI_BASE_URL",
+    Some("https://api.openai.com/v1"),
+    "any OpenAI-compatible chat-completions endpoint (`MODEL_PROVIDER=openai`)",
+);
+pub const OPENAI_API_KEY: Setting = Setting::secret("OPENAI_API_KEY", "bearer key for that endpoint");
+pub const OPENAI_MODEL: Setting = Setting::text(
+    "OPENAI_MODEL",
+    None,
+    "model name sent to that endpoint (required with `openai`)",
+);
+pub const BEDROCK_MODEL_ID: Setting = Setting::text(
+    "BEDROCK_MODEL_ID",
+    None,
+    "Bedrock model or inference-profile id (required with `bedrock`; region and credentials from the AWS environment)",
+);
+
+pub const SETTINGS: &[&Setting] = &[
+    &MODEL_PROVIDER,
+    &MODEL_TIMEOUT_MS,
+    &MODEL_MAX_REPLY_BYTES,
+    &MODEL_MAX_TOKENS,
+    &LOCAL_MODEL_LATENCY_MS,
+    &OPENAI_BASE_URL,
+    &OPENAI_API_KEY,
+    &OPENAI_MODEL,
+    &BEDROCK_MODEL_ID,
+];
 
 /// Bounds every remote model client applies.
 #[derive(Debug, Clone, Copy)]
 pub struct ModelLimits {
-    /// `MODEL_TIMEOUT_MS` (20000).
     pub timeout: Duration,
-    /// `MODEL_MAX_REPLY_BYTES` (32768): longer replies are an error, not a truncation.
+    /// Longer replies are an error, not a truncation.
     pub max_reply_bytes: usize,
-    /// `MODEL_MAX_TOKENS` (1024).
     pub max_tokens: u32,
 }
 
-impl Default for ModelLimits {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(20),
-            max_reply_bytes: 32 * 1024,
-            max_tokens: 1024,
-        }
+impl ModelLimits {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            timeout: env.duration(&MODEL_TIMEOUT_MS)?,
+            max_reply_bytes: usize::try_from(env.number(&MODEL_MAX_REPLY_BYTES)?).unwrap_or(usize::MAX),
+            max_tokens: u32::try_from(env.number(&MODEL_MAX_TOKENS)?).unwrap_or(u32::MAX),
+        })
     }
 }
 
@@ -39,6 +100,25 @@ impl Default for ModelLimits {
 pub enum Role {
     User,
     Assistant,
+}
+
+impl Role {
+    /// The text stored in `messages.role`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    /// A stored role; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,53 +192,51 @@ impl AgentModel for LocalModel {
     }
 }
 
-fn required<F: Fn(&str) -> Option<String>>(env: &Env<F>, name: &'static str) -> Result<String, ConfigError> {
-    env.text(name).ok_or(ConfigError::Missing(name))
+/// The model chosen by `MODEL_PROVIDER`.
+pub async fn from_env(env: &Env) -> Result<SharedModel, ConfigError> {
+    let limits = ModelLimits::from_env(env)?;
+    match env.choice(&MODEL_PROVIDER)? {
+        "openai" => openai_from_env(env, limits),
+        "bedrock" => bedrock_from_env(env, limits).await,
+        _ => Ok(Arc::new(LocalModel {
+            latency: env.duration(&LOCAL_MODEL_LATENCY_MS)?,
+        })),
+    }
 }
 
-/// The model chosen by `MODEL_PROVIDER`: `local` (the default), `openai` (`OPENAI_BASE_URL`,
-/// `OPENAI_API_KEY`, `OPENAI_MODEL`) or `bedrock` (`BEDROCK_MODEL_ID`, AWS settings from the
-/// environment).
-pub async fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<SharedModel, ConfigError> {
-    let limits = ModelLimits {
-        timeout: Duration::from_millis(env.number("MODEL_TIMEOUT_MS", 1, 600_000)?.unwrap_or(20_000)),
-        max_reply_bytes: env
-            .number("MODEL_MAX_REPLY_BYTES", 1, 10 * 1024 * 1024)?
-            .unwrap_or(32 * 1024) as usize,
-        max_tokens: env.number("MODEL_MAX_TOKENS", 1, 1_000_000)?.unwrap_or(1024) as u32,
-    };
-    match env.text("MODEL_PROVIDER").as_deref() {
-        None | Some("local") => {
-            let latency = env.number("LOCAL_MODEL_LATENCY_MS", 0, 600_000)?.unwrap_or(0);
-            Ok(Arc::new(LocalModel {
-                latency: Duration::from_millis(latency),
-            }))
-        }
-        Some("openai") => {
-            let base = env
-                .text("OPENAI_BASE_URL")
-                .unwrap_or_else(|| "https://api.openai.com/v1".into());
-            url::Url::parse(&base).map_err(|e| ConfigError::Invalid {
-                name: "OPENAI_BASE_URL".into(),
-                reason: format!("not a valid URL ({e})"),
-            })?;
-            let model = required(env, "OPENAI_MODEL")?;
-            Ok(Arc::new(openai::OpenAiModel::new(
-                &base,
-                env.text("OPENAI_API_KEY"),
-                &model,
-                limits,
-            )))
-        }
-        Some("bedrock") => {
-            let model_id = required(env, "BEDROCK_MODEL_ID")?;
-            Ok(Arc::new(bedrock::BedrockModel::from_env(&model_id, limits).await))
-        }
-        Some(other) => Err(ConfigError::Invalid {
-            name: "MODEL_PROVIDER".into(),
-            reason: format!("unknown provider {other:?} (local, openai, bedrock)"),
-        }),
-    }
+#[cfg(feature = "openai")]
+fn openai_from_env(env: &Env, limits: ModelLimits) -> Result<SharedModel, ConfigError> {
+    let base = env.required(&OPENAI_BASE_URL)?;
+    url::Url::parse(&base).map_err(|e| invalid(OPENAI_BASE_URL.name, format!("not a valid URL ({e})")))?;
+    let model = env.required(&OPENAI_MODEL)?;
+    Ok(Arc::new(openai::OpenAiModel::new(
+        &base,
+        env.text(&OPENAI_API_KEY),
+        &model,
+        limits,
+    )))
+}
+
+#[cfg(not(feature = "openai"))]
+fn openai_from_env(_: &Env, _: ModelLimits) -> Result<SharedModel, ConfigError> {
+    Err(invalid(
+        MODEL_PROVIDER.name,
+        "this binary is built without the openai client",
+    ))
+}
+
+#[cfg(feature = "bedrock")]
+async fn bedrock_from_env(env: &Env, limits: ModelLimits) -> Result<SharedModel, ConfigError> {
+    let model_id = env.required(&BEDROCK_MODEL_ID)?;
+    Ok(Arc::new(bedrock::BedrockModel::from_env(&model_id, limits).await))
+}
+
+#[cfg(not(feature = "bedrock"))]
+async fn bedrock_from_env(_: &Env, _: ModelLimits) -> Result<SharedModel, ConfigError> {
+    Err(invalid(
+        MODEL_PROVIDER.name,
+        "this binary is built without the bedrock client",
+    ))
 }
 
 #[cfg(test)]

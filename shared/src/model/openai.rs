@@ -5,7 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{AgentModel, ModelError, ModelLimits, ModelRequest, Role};
+use super::{AgentModel, ModelError, ModelLimits, ModelRequest};
+use crate::outbound::{read_capped, ReadError};
 
 pub struct OpenAiModel {
     http: reqwest::Client,
@@ -35,7 +36,7 @@ impl OpenAiModel {
         let mut messages = vec![json!({"role": "system", "content": request.instructions})];
         messages.extend(request.messages.iter().map(|m| {
             json!({
-                "role": match m.role { Role::User => "user", Role::Assistant => "assistant" },
+                "role": m.role.as_str(),
                 "content": m.content,
             })
         }));
@@ -68,13 +69,11 @@ impl AgentModel for OpenAiModel {
         let status = response.status();
         // The reply text is capped; the JSON around it may add some framing.
         let cap = self.limits.max_reply_bytes * 2 + 16 * 1024;
-        let mut raw = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(e))? {
-            if raw.len() + chunk.len() > cap {
-                return Err(ModelError::TooLarge(self.limits.max_reply_bytes));
-            }
-            raw.extend_from_slice(&chunk);
-        }
+        let raw = match read_capped(&mut response, cap).await {
+            Ok(raw) => raw,
+            Err(ReadError::TooLarge(_)) => return Err(ModelError::TooLarge(self.limits.max_reply_bytes)),
+            Err(ReadError::Transport(e)) => return Err(self.transport_error(e)),
+        };
         let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
         if !status.is_success() {
             let detail = body["error"]["message"].as_str().map(short).unwrap_or_default();

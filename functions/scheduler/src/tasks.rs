@@ -2,10 +2,44 @@
 //! lease owner so a stale instance cannot overwrite a newer run.
 
 use chrono::{DateTime, Utc};
+use shared::db::{column, DbError, FromRow, Row, Sql, Type};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::db::{DbError, Sql, Type};
+/// `agent_tasks.status`, stored as text (no Postgres enum: the pooler rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// A stored status; `None` for anything else.
+    pub fn parse(text: &str) -> Option<TaskStatus> {
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
 
 /// A task this invocation holds the lease of.
 #[derive(Debug, Clone)]
@@ -19,6 +53,21 @@ pub struct ClaimedTask {
     pub cron: Option<String>,
     pub time_zone: Option<String>,
     pub scheduled_for: DateTime<Utc>,
+}
+
+impl FromRow for ClaimedTask {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: column(row, "id")?,
+            prompt: column(row, "prompt")?,
+            instructions: column(row, "instructions")?,
+            attempts: column(row, "attempts")?,
+            max_attempts: column(row, "max_attempts")?,
+            cron: column(row, "cron")?,
+            time_zone: column(row, "time_zone")?,
+            scheduled_for: column(row, "scheduled_for")?,
+        })
+    }
 }
 
 /// Claims up to `limit` due, approved, pending tasks, oldest first, skipping rows another
@@ -53,19 +102,7 @@ pub async fn claim<C: GenericClient + Sync>(
             &[(&owner, Type::TEXT), (&lease_secs, Type::FLOAT8), (&limit, Type::INT8)],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ClaimedTask {
-            id: r.get(0),
-            prompt: r.get(1),
-            instructions: r.get(2),
-            attempts: r.get(3),
-            max_attempts: r.get(4),
-            cron: r.get(5),
-            time_zone: r.get(6),
-            scheduled_for: r.get(7),
-        })
-        .collect())
+    ClaimedTask::from_rows(&rows)
 }
 
 /// How one claimed task ended in this invocation.
@@ -88,13 +125,47 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn kind(&self) -> &'static str {
+    /// The status the task is left in.
+    pub fn status(&self) -> TaskStatus {
         match self {
-            Outcome::Completed { .. } => "completed",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Release => "release",
+            Outcome::Completed { .. } => TaskStatus::Completed,
+            Outcome::Failed { .. } => TaskStatus::Failed,
+            Outcome::Retry { .. } | Outcome::Release => TaskStatus::Pending,
         }
+    }
+
+    /// The result to store (completed tasks only).
+    fn result(&self) -> Option<&str> {
+        match self {
+            Outcome::Completed { result } => Some(result),
+            _ => None,
+        }
+    }
+
+    /// The error to store (retried and failed tasks; a completed task's error is cleared).
+    fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Retry { error, .. } | Outcome::Failed { error } => Some(error),
+            Outcome::Completed { .. } | Outcome::Release => None,
+        }
+    }
+
+    /// Seconds until a retried task is due again.
+    fn delay_secs(&self) -> Option<f64> {
+        match self {
+            Outcome::Retry { delay_secs, .. } => Some(*delay_secs),
+            _ => None,
+        }
+    }
+
+    /// A released task never started: its attempt is not counted.
+    fn uncounts_attempt(&self) -> bool {
+        matches!(self, Outcome::Release)
+    }
+
+    /// Whether this outcome ends the occurrence (a recurring task's next one is then created).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Outcome::Completed { .. } | Outcome::Failed { .. })
     }
 }
 
@@ -107,92 +178,71 @@ pub struct Finished {
     pub next_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FinishCounts {
-    /// Rows this instance still held the lease of and updated.
-    pub finished: i64,
-    /// Next occurrences created (a racing instance may have created one first).
-    pub scheduled: i64,
-}
-
 /// Records a whole batch in one statement: completed, retried, failed and released tasks, and
 /// the next occurrence of recurring ones (at most once each, by the occurrence unique key).
+/// Returns the rows this instance still held the lease of and updated.
 #[tracing::instrument(skip_all, level = "debug")]
 pub async fn finish<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
     owner: &str,
     batch: &[Finished],
-) -> Result<FinishCounts, DbError> {
+) -> Result<i64, DbError> {
     if batch.is_empty() {
-        return Ok(FinishCounts::default());
+        return Ok(0);
     }
     let ids: Vec<Uuid> = batch.iter().map(|f| f.id).collect();
-    let kinds: Vec<&str> = batch.iter().map(|f| f.outcome.kind()).collect();
-    let bodies: Vec<Option<&str>> = batch
+    let statuses: Vec<&str> = batch.iter().map(|f| f.outcome.status().as_str()).collect();
+    let results: Vec<Option<&str>> = batch.iter().map(|f| f.outcome.result()).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|f| f.outcome.error()).collect();
+    let delays: Vec<Option<f64>> = batch.iter().map(|f| f.outcome.delay_secs()).collect();
+    let uncount: Vec<bool> = batch.iter().map(|f| f.outcome.uncounts_attempt()).collect();
+    let next: Vec<Option<DateTime<Utc>>> = batch
         .iter()
-        .map(|f| match &f.outcome {
-            Outcome::Completed { result } => Some(result.as_str()),
-            Outcome::Retry { error, .. } | Outcome::Failed { error } => Some(error.as_str()),
-            Outcome::Release => None,
-        })
+        .map(|f| f.next_at.filter(|_| f.outcome.is_final()))
         .collect();
-    let delays: Vec<f64> = batch
-        .iter()
-        .map(|f| match f.outcome {
-            Outcome::Retry { delay_secs, .. } => delay_secs,
-            _ => 0.0,
-        })
-        .collect();
-    let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|f| f.next_at).collect();
     let row = sql
         .query_one(
             "WITH o AS (
-                 SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::float8[], $6::timestamptz[])
-                     AS o(id, kind, body, delay_secs, next_at)
+                 SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[],
+                                      $7::bool[], $8::timestamptz[])
+                     AS o(id, status, result, error, delay_secs, uncount, next_at)
              ), fin AS (
                  UPDATE agent_tasks t
-                    SET status = CASE o.kind WHEN 'completed' THEN 'completed'
-                                             WHEN 'failed' THEN 'failed'
-                                             ELSE 'pending' END,
-                        result = CASE WHEN o.kind = 'completed' THEN o.body ELSE t.result END,
-                        last_error = CASE WHEN o.kind IN ('retry', 'failed') THEN o.body
-                                          WHEN o.kind = 'completed' THEN NULL
-                                          ELSE t.last_error END,
-                        scheduled_for = CASE WHEN o.kind = 'retry'
-                                             THEN now() + make_interval(secs => o.delay_secs)
-                                             ELSE t.scheduled_for END,
-                        attempts = CASE WHEN o.kind = 'release' THEN greatest(t.attempts - 1, 0)
-                                        ELSE t.attempts END,
+                    SET status = o.status,
+                        result = coalesce(o.result, t.result),
+                        last_error = CASE WHEN o.status = 'completed' THEN NULL
+                                          ELSE coalesce(o.error, t.last_error) END,
+                        scheduled_for = coalesce(now() + make_interval(secs => o.delay_secs), t.scheduled_for),
+                        attempts = CASE WHEN o.uncount THEN greatest(t.attempts - 1, 0) ELSE t.attempts END,
                         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                    FROM o
                   WHERE t.id = o.id AND t.lease_owner = $1 AND t.status = 'running'
               RETURNING t.id, t.agent_id, t.user_id, t.prompt, t.approval_status, t.cron, t.time_zone,
-                        t.series_id, t.max_attempts, o.kind, o.next_at
+                        t.series_id, t.max_attempts, o.next_at
              ), nxt AS (
                  INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for, cron,
                                           time_zone, series_id, max_attempts)
                  SELECT agent_id, user_id, prompt, approval_status, next_at, cron, time_zone,
                         coalesce(series_id, id), max_attempts
                    FROM fin
-                  WHERE kind IN ('completed', 'failed') AND next_at IS NOT NULL AND cron IS NOT NULL
+                  WHERE next_at IS NOT NULL AND cron IS NOT NULL
                      ON CONFLICT (series_id, scheduled_for) WHERE series_id IS NOT NULL DO NOTHING
               RETURNING 1
              )
-             SELECT (SELECT count(*) FROM fin), (SELECT count(*) FROM nxt)",
+             SELECT (SELECT count(*) FROM fin) AS finished, (SELECT count(*) FROM nxt) AS scheduled",
             &[
                 (&owner, Type::TEXT),
                 (&ids, Type::UUID_ARRAY),
-                (&kinds, Type::TEXT_ARRAY),
-                (&bodies, Type::TEXT_ARRAY),
+                (&statuses, Type::TEXT_ARRAY),
+                (&results, Type::TEXT_ARRAY),
+                (&errors, Type::TEXT_ARRAY),
                 (&delays, Type::FLOAT8_ARRAY),
+                (&uncount, Type::BOOL_ARRAY),
                 (&next, Type::TIMESTAMPTZ_ARRAY),
             ],
         )
         .await?;
-    Ok(FinishCounts {
-        finished: row.get(0),
-        scheduled: row.get(1),
-    })
+    column(&row, "finished")
 }
 
 /// Gives claimed tasks back untouched (attempt not counted), e.g. when the invocation fails.
@@ -238,14 +288,15 @@ pub async fn rescue<C: GenericClient + Sync>(sql: &Sql<'_, C>, limit: i64) -> Re
                     AND t.status = 'running'
               RETURNING t.status
              )
-             SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed')
+             SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                    count(*) FILTER (WHERE status = 'failed') AS failed
                FROM done",
             &[(&limit, Type::INT8)],
         )
         .await?;
     Ok(Rescued {
-        pending: row.get(0),
-        failed: row.get(1),
+        pending: column(&row, "pending")?,
+        failed: column(&row, "failed")?,
     })
 }
 
@@ -255,11 +306,12 @@ pub async fn due_counts<C: GenericClient + Sync>(sql: &Sql<'_, C>) -> Result<(i6
     let row = sql
         .query_one(
             "SELECT (SELECT count(*) FROM agent_tasks
-                      WHERE status = 'pending' AND approval_status = 'approved' AND scheduled_for <= now()),
+                      WHERE status = 'pending' AND approval_status = 'approved' AND scheduled_for <= now())
+                        AS due,
                     (SELECT count(*) FROM agent_tasks
-                      WHERE status = 'running' AND lease_expires_at < now())",
+                      WHERE status = 'running' AND lease_expires_at < now()) AS expired",
             &[],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok((column(&row, "due")?, column(&row, "expired")?))
 }

@@ -11,7 +11,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{ConfigError, DbSettings, SslMode};
+use super::settings::{DbSettings, SslMode};
+use crate::config::ConfigError;
 
 pub type Tls = MakeRustlsConnect;
 

@@ -3,11 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use shared::db::{column, DbError, FromRow, Row, Sql, Type};
+use shared::model::{ChatMessage, Role};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::db::{DbError, Sql, Type};
-use crate::model::{ChatMessage, Role};
+use crate::turn::TurnRow;
 
 /// Limits applied in the first round trip.
 #[derive(Debug, Clone, Copy)]
@@ -28,50 +29,31 @@ pub struct StoredReply {
     pub created_at: DateTime<Utc>,
 }
 
-/// What the first round trip decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TurnStart {
-    AgentNotFound,
-    /// Missing, or not the caller's: the same answer.
-    ConversationNotFound,
-    RateLimited {
-        retry_after_secs: u64,
-    },
-    /// The Idempotency-Key was seen and answered: return the stored reply.
-    Replay {
-        conversation_id: Uuid,
-        reply: StoredReply,
-    },
-    /// The same Idempotency-Key is being answered by another request right now.
-    InProgress,
-    /// Call the model with this, then store the reply.
-    Ready {
-        conversation_id: Uuid,
-        instructions: String,
-        /// Oldest first, the caller's message last.
-        history: Vec<ChatMessage>,
-    },
-}
-
 #[derive(Deserialize)]
 struct HistoryRow {
     role: String,
     content: String,
 }
 
+/// What round trip 1 is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnRequest<'a> {
+    pub user_id: Uuid,
+    pub agent_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub message: &'a str,
+    pub idempotency_key: Option<&'a str>,
+}
+
 /// Round trip 1: checks the agent, the conversation's owner, the rate limit and the
 /// Idempotency-Key; creates the conversation when none is given; stores the user's message; reads
-/// the last messages. One statement.
+/// the last messages. One statement; [`crate::turn::decide`] reads its answer.
 #[tracing::instrument(skip_all)]
 pub async fn begin_turn<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
-    user_id: Uuid,
-    agent_id: Uuid,
-    conversation_id: Option<Uuid>,
-    message: &str,
-    idempotency_key: Option<&str>,
+    turn: TurnRequest<'_>,
     limits: TurnLimits,
-) -> Result<TurnStart, DbError> {
+) -> Result<TurnRow, DbError> {
     let new_conversation = Uuid::new_v4();
     let row = sql
         .query_one(
@@ -116,22 +98,23 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                   LIMIT $8
              )
              SELECT d.agent_ok, d.conversation_ok, d.rate_ok, d.replay,
-                    (SELECT id FROM conversation LIMIT 1),
-                    EXISTS (SELECT 1 FROM inserted),
-                    (SELECT instructions FROM agent),
+                    (SELECT id FROM conversation LIMIT 1) AS conversation_id,
+                    EXISTS (SELECT 1 FROM inserted) AS inserted,
+                    (SELECT instructions FROM agent) AS instructions,
                     (SELECT coalesce(jsonb_agg(jsonb_build_object('role', role, 'content', content)
-                                               ORDER BY created_at, id), '[]'::jsonb) FROM history),
+                                               ORDER BY created_at, id), '[]'::jsonb) FROM history) AS history,
                     (SELECT jsonb_build_object('id', id, 'content', content, 'createdAt', created_at)
-                       FROM prior_reply LIMIT 1),
+                       FROM prior_reply LIMIT 1) AS prior_reply,
                     greatest(1, ceil(extract(epoch FROM
                         (SELECT oldest FROM recent) + make_interval(secs => $7) - now())))::int8
+                      AS retry_after_secs
                FROM decision d",
             &[
-                (&user_id, Type::UUID),
-                (&agent_id, Type::UUID),
-                (&conversation_id, Type::UUID),
-                (&message, Type::TEXT),
-                (&idempotency_key, Type::TEXT),
+                (&turn.user_id, Type::UUID),
+                (&turn.agent_id, Type::UUID),
+                (&turn.conversation_id, Type::UUID),
+                (&turn.message, Type::TEXT),
+                (&turn.idempotency_key, Type::TEXT),
                 (&limits.rate_limit, Type::INT8),
                 (&limits.rate_window_secs, Type::FLOAT8),
                 (&limits.history, Type::INT8),
@@ -139,68 +122,45 @@ pub async fn begin_turn<C: GenericClient + Sync>(
             ],
         )
         .await?;
-    let (agent_ok, conversation_ok, rate_ok, replay): (bool, bool, Option<bool>, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    if !agent_ok {
-        return Ok(TurnStart::AgentNotFound);
-    }
-    if !conversation_ok {
-        return Ok(TurnStart::ConversationNotFound);
-    }
-    let conversation_id: Option<Uuid> = row.get(4);
-    let inserted: bool = row.get(5);
-    let instructions: Option<String> = row.get(6);
-    let history: Vec<HistoryRow> = serde_json::from_value(row.get::<_, serde_json::Value>(7))
-        .map_err(|e| DbError::Other(format!("unexpected history shape: {e}")))?;
-    let prior_reply: Option<serde_json::Value> = row.get(8);
-    let mut history: Vec<ChatMessage> = history
-        .into_iter()
-        .map(|h| ChatMessage {
-            role: if h.role == "assistant" {
-                Role::Assistant
-            } else {
-                Role::User
-            },
-            content: h.content,
+    TurnRow::from_row(&row)
+}
+
+impl FromRow for TurnRow {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        let history: Vec<HistoryRow> = json_column(row, "history")?;
+        let history = history
+            .into_iter()
+            .map(|h| {
+                Role::parse(&h.role)
+                    .map(|role| ChatMessage {
+                        role,
+                        content: h.content,
+                    })
+                    .ok_or_else(|| DbError::Decode(format!("column history: unknown role {:?}", h.role)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let prior_reply: Option<serde_json::Value> = column(row, "prior_reply")?;
+        Ok(TurnRow {
+            agent_ok: column(row, "agent_ok")?,
+            conversation_ok: column(row, "conversation_ok")?,
+            rate_ok: column(row, "rate_ok")?,
+            replay: column(row, "replay")?,
+            conversation_id: column(row, "conversation_id")?,
+            inserted: column(row, "inserted")?,
+            instructions: column(row, "instructions")?,
+            history,
+            prior_reply: prior_reply
+                .map(|v| serde_json::from_value(v).map_err(|e| DbError::Decode(format!("column prior_reply: {e}"))))
+                .transpose()?,
+            retry_after_secs: column(row, "retry_after_secs")?,
         })
-        .collect();
-    if !replay && rate_ok != Some(true) {
-        let retry: i64 = row.get::<_, Option<i64>>(9).unwrap_or(1);
-        return Ok(TurnStart::RateLimited {
-            retry_after_secs: retry.max(1) as u64,
-        });
     }
-    let Some(conversation_id) = conversation_id else {
-        return Ok(TurnStart::ConversationNotFound);
-    };
-    if replay {
-        return Ok(match prior_reply {
-            Some(v) => TurnStart::Replay {
-                conversation_id,
-                reply: serde_json::from_value(v).map_err(|e| DbError::Other(format!("unexpected reply shape: {e}")))?,
-            },
-            // The message was stored but its reply was not (the model failed, or the function
-            // stopped): answer it now; the history already ends with it.
-            None => TurnStart::Ready {
-                conversation_id,
-                instructions: instructions.unwrap_or_default(),
-                history,
-            },
-        });
-    }
-    if !inserted {
-        return Ok(TurnStart::InProgress);
-    }
-    // The statement's snapshot does not see its own insert: the new message goes last.
-    history.push(ChatMessage {
-        role: Role::User,
-        content: message.to_string(),
-    });
-    Ok(TurnStart::Ready {
-        conversation_id,
-        instructions: instructions.unwrap_or_default(),
-        history,
-    })
+}
+
+/// A JSON column decoded into `T`.
+fn json_column<T: serde::de::DeserializeOwned>(row: &Row, name: &str) -> Result<T, DbError> {
+    serde_json::from_value(column::<serde_json::Value>(row, name)?)
+        .map_err(|e| DbError::Decode(format!("column {name}: {e}")))
 }
 
 /// Round trip 2: stores the model's reply (once per Idempotency-Key) and touches the
@@ -233,9 +193,15 @@ pub async fn store_reply<C: GenericClient + Sync>(
             ],
         )
         .await?;
-    Ok(row.map(|r| StoredReply {
-        id: r.get(0),
-        content: r.get(1),
-        created_at: r.get(2),
-    }))
+    row.as_ref().map(StoredReply::from_row).transpose()
+}
+
+impl FromRow for StoredReply {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: column(row, "id")?,
+            content: column(row, "content")?,
+            created_at: column(row, "created_at")?,
+        })
+    }
 }

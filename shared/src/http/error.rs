@@ -2,14 +2,12 @@
 //! `{"error": {"code": "...", "message": "..."}}` and never carry SQL, stack traces or
 //! connection strings.
 
-use lambda_http::http::{header, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use serde_json::json;
 
+use super::response::{json_response, with_retry_after, RETRY_AFTER_SECS};
 use crate::db::DbError;
-
-/// Seconds a client should wait before retrying a saturated or unreachable database.
-pub const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -35,16 +33,12 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
-    #[error("{0}")]
-    NotImplemented(String),
     #[error("the model did not answer in time")]
     ModelTimeout,
     #[error("the model failed: {0}")]
     ModelFailed(String),
     #[error(transparent)]
     Database(#[from] DbError),
-    #[error("internal error")]
-    Internal(String),
 }
 
 impl ApiError {
@@ -65,7 +59,6 @@ impl ApiError {
             Self::TooManyRequests { retry_after_secs } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(*retry_after_secs))
             }
-            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented", None),
             Self::Database(DbError::PoolTimeout(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "saturated", Some(RETRY_AFTER_SECS))
             }
@@ -76,7 +69,7 @@ impl ApiError {
             ),
             Self::Database(DbError::StatementTimeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "database_timeout", None),
             Self::Database(DbError::Constraint { .. }) => (StatusCode::CONFLICT, "conflict", None),
-            Self::Database(DbError::Other(_)) | Self::Internal(_) => {
+            Self::Database(DbError::Other(_) | DbError::Decode(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }
         }
@@ -87,7 +80,6 @@ impl ApiError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Database(e) => db_public_message(e).into(),
-            Self::Internal(_) => "internal error".into(),
             Self::ModelFailed(_) => "the model failed to answer".into(),
             other => other.to_string(),
         }
@@ -101,13 +93,11 @@ impl ApiError {
             tracing::info!(request_id, status = status.as_u16(), code, error = %self, "request rejected");
         }
         let body = json!({ "error": { "code": code, "message": self.public_message() } });
-        let mut response = json_response(status, &body, request_id);
-        if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        let response = json_response(status, &body, request_id);
+        match retry_after {
+            Some(secs) => with_retry_after(response, secs),
+            None => response,
         }
-        response
     }
 }
 
@@ -118,21 +108,6 @@ pub fn db_public_message(e: &DbError) -> &'static str {
         DbError::Unreachable(_) => "the database is unavailable; retry shortly",
         DbError::StatementTimeout(_) => "the database did not answer in time",
         DbError::Constraint { .. } => "the request conflicts with existing data",
-        DbError::Other(_) => "internal error",
+        DbError::Other(_) | DbError::Decode(_) => "internal error",
     }
-}
-
-/// A JSON response with the request id header.
-pub fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    if let Ok(id) = header::HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", id);
-    }
-    response
 }

@@ -3,7 +3,7 @@
 //! Both kinds Supabase issues: the legacy shared secret (HS256, `SUPABASE_JWT_SECRET`) and the
 //! asymmetric signing keys (ES256/RS256) published at
 //! `$SUPABASE_URL/auth/v1/.well-known/jwks.json`, cached per instance for a short TTL and fetched
-//! again when a token names an unknown `kid` (at most every `AUTH_JWKS_MIN_REFRESH_SECS`).
+//! again when a token names an unknown `kid` (at most every 30 s).
 //! Algorithms are pinned to those three; `exp`, `sub` (a uuid), `aud = authenticated` and
 //! `iss = $SUPABASE_URL/auth/v1` are required; the anon and service-role keys (role other than
 //! `authenticated`) are refused. When the deployment puts an API Gateway JWT authorizer in front
@@ -19,10 +19,42 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::config::{ConfigError, Env};
+use crate::config::{invalid, ConfigError, Env, Setting, Unit};
+use crate::outbound::read_capped;
+
+pub const SUPABASE_URL: Setting = Setting::text(
+    "SUPABASE_URL",
+    None,
+    "the Supabase project URL: tokens' issuer is `$SUPABASE_URL/auth/v1`, keys at `…/auth/v1/.well-known/jwks.json`",
+);
+pub const SUPABASE_JWT_SECRET: Setting = Setting::secret(
+    "SUPABASE_JWT_SECRET",
+    "the project's legacy HS256 JWT secret (unset: only asymmetric keys from the JWKS are accepted)",
+);
+pub const AUTH_TRUST_API_GATEWAY: Setting = Setting::flag(
+    "AUTH_TRUST_API_GATEWAY",
+    false,
+    "accept the claims of an API Gateway JWT authorizer instead of verifying the token again",
+);
+pub const AUTH_JWKS_TTL_SECS: Setting = Setting::number(
+    "AUTH_JWKS_TTL_SECS",
+    1,
+    86_400,
+    DEFAULT_JWKS_TTL_SECS,
+    Unit::Seconds,
+    "how long fetched signing keys are trusted before they are fetched again",
+);
+
+pub const SETTINGS: &[&Setting] = &[
+    &SUPABASE_URL,
+    &SUPABASE_JWT_SECRET,
+    &AUTH_TRUST_API_GATEWAY,
+    &AUTH_JWKS_TTL_SECS,
+];
 
 const ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::ES256, Algorithm::RS256];
 const MAX_JWKS_BYTES: usize = 64 * 1024;
+const DEFAULT_JWKS_TTL_SECS: u64 = 600;
 
 /// Why a request is not authenticated. Every variant is a 401; the message says what is wrong
 /// with the credential, never what the server expected.
@@ -80,38 +112,21 @@ impl AuthConfig {
             jwks_url: format!("{base}/auth/v1/.well-known/jwks.json"),
             hs256_secret: hs256_secret.filter(|s| !s.is_empty()),
             trust_api_gateway: false,
-            jwks_ttl: Duration::from_secs(600),
+            jwks_ttl: Duration::from_secs(DEFAULT_JWKS_TTL_SECS),
             jwks_min_refresh: Duration::from_secs(30),
             leeway_secs: 30,
         }
     }
 
-    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let url = env.text("SUPABASE_URL").ok_or(ConfigError::Missing("SUPABASE_URL"))?;
-        let parsed = url::Url::parse(url.trim()).map_err(|e| ConfigError::Invalid {
-            name: "SUPABASE_URL".into(),
-            reason: format!("not a valid URL ({e})"),
-        })?;
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.required(&SUPABASE_URL)?;
+        let parsed = url::Url::parse(&url).map_err(|e| invalid(SUPABASE_URL.name, format!("not a valid URL ({e})")))?;
         if !matches!(parsed.scheme(), "https" | "http") {
-            return Err(ConfigError::Invalid {
-                name: "SUPABASE_URL".into(),
-                reason: "expected an https:// URL".into(),
-            });
+            return Err(invalid(SUPABASE_URL.name, "expected an https:// URL"));
         }
-        let mut config = Self::new(url.trim(), env.text("SUPABASE_JWT_SECRET"));
-        config.trust_api_gateway = match env.text("AUTH_TRUST_API_GATEWAY").as_deref() {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    name: "AUTH_TRUST_API_GATEWAY".into(),
-                    reason: "expected true or false".into(),
-                })
-            }
-        };
-        if let Some(secs) = env.number("AUTH_JWKS_TTL_SECS", 1, 86_400)? {
-            config.jwks_ttl = Duration::from_secs(secs);
-        }
+        let mut config = Self::new(&url, env.text(&SUPABASE_JWT_SECRET));
+        config.trust_api_gateway = env.flag(&AUTH_TRUST_API_GATEWAY)?;
+        config.jwks_ttl = env.duration(&AUTH_JWKS_TTL_SECS)?;
         Ok(config)
     }
 
@@ -274,13 +289,9 @@ impl Authenticator {
         if !response.status().is_success() {
             return Err(format!("JWKS answered HTTP {}", response.status().as_u16()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err("JWKS larger than 64 KiB".into());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_capped(&mut response, MAX_JWKS_BYTES)
+            .await
+            .map_err(|e| format!("JWKS: {e}"))?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("JWKS is not a key set: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in set.keys {

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::config::{ConfigError, Env};
+use shared::config::{invalid, ConfigError, Env, Setting, Unit};
 
 #[derive(Debug, Clone)]
-pub struct SchedulerConfig {
+pub struct Settings {
     /// Most tasks claimed per statement. The batch starts at `concurrency` tasks and doubles
     /// while batches run quickly (under `fast_batch`), up to this; it halves when they are slow.
     pub batch_size: i64,
@@ -30,57 +30,114 @@ pub struct SchedulerConfig {
     pub rescue_limit: i64,
 }
 
-impl Default for SchedulerConfig {
+pub const SCHEDULER_BATCH_SIZE: Setting = Setting::number(
+    "SCHEDULER_BATCH_SIZE",
+    1,
+    10_000,
+    1000,
+    Unit::Plain,
+    "most tasks claimed per statement (batches start at the concurrency and double while quick)",
+);
+pub const SCHEDULER_CONCURRENCY: Setting = Setting::number(
+    "SCHEDULER_CONCURRENCY",
+    1,
+    1024,
+    16,
+    Unit::Plain,
+    "tasks run at once per instance",
+);
+pub const SCHEDULER_TASK_TIMEOUT_MS: Setting = Setting::millis(
+    "SCHEDULER_TASK_TIMEOUT_MS",
+    1,
+    DAY_MS,
+    60_000,
+    "bound on one task's model call",
+);
+pub const SCHEDULER_SAFETY_MARGIN_MS: Setting = Setting::millis(
+    "SCHEDULER_SAFETY_MARGIN_MS",
+    1,
+    DAY_MS,
+    10_000,
+    "stop claiming and starting tasks when less than this remains before the deadline",
+);
+pub const SCHEDULER_LEASE_GRACE_MS: Setting = Setting::millis(
+    "SCHEDULER_LEASE_GRACE_MS",
+    1,
+    DAY_MS,
+    30_000,
+    "added to the invocation deadline to form the lease expiry",
+);
+pub const SCHEDULER_RETRY_BASE_MS: Setting = Setting::millis(
+    "SCHEDULER_RETRY_BASE_MS",
+    1,
+    DAY_MS,
+    30_000,
+    "delay before the first retry; doubled per attempt, with equal jitter",
+);
+pub const SCHEDULER_RETRY_MAX_MS: Setting =
+    Setting::millis("SCHEDULER_RETRY_MAX_MS", 1, DAY_MS, 3_600_000, "cap on the retry delay");
+pub const SCHEDULER_MAX_RUN_MS: Setting = Setting::millis(
+    "SCHEDULER_MAX_RUN_MS",
+    1,
+    DAY_MS,
+    840_000,
+    "cap on one invocation's run time, whatever the context deadline says",
+);
+pub const SCHEDULER_MAX_TASKS: Setting = Setting::optional_number(
+    "SCHEDULER_MAX_TASKS",
+    1,
+    10_000_000,
+    Unit::Plain,
+    "default cap on tasks claimed per invocation (a manual `maxTasks` overrides it)",
+);
+
+pub const SETTINGS: &[&Setting] = &[
+    &SCHEDULER_BATCH_SIZE,
+    &SCHEDULER_CONCURRENCY,
+    &SCHEDULER_TASK_TIMEOUT_MS,
+    &SCHEDULER_SAFETY_MARGIN_MS,
+    &SCHEDULER_LEASE_GRACE_MS,
+    &SCHEDULER_RETRY_BASE_MS,
+    &SCHEDULER_RETRY_MAX_MS,
+    &SCHEDULER_MAX_RUN_MS,
+    &SCHEDULER_MAX_TASKS,
+];
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+/// A batch that runs in less than this is "quick".
+const FAST_BATCH: Duration = Duration::from_millis(500);
+/// Expired leases rescued per invocation.
+const RESCUE_LIMIT: i64 = 10_000;
+
+impl Default for Settings {
+    /// The declared defaults.
     fn default() -> Self {
-        Self {
-            batch_size: 1000,
-            fast_batch: Duration::from_millis(500),
-            concurrency: 16,
-            task_timeout: Duration::from_secs(60),
-            safety_margin: Duration::from_secs(10),
-            lease_grace: Duration::from_secs(30),
-            retry_base: Duration::from_secs(30),
-            retry_max: Duration::from_secs(3600),
-            max_run: Duration::from_secs(14 * 60),
-            max_tasks: None,
-            rescue_limit: 10_000,
-        }
+        Self::from_env(&Env::default()).unwrap_or_else(|e| unreachable!("declared defaults are valid: {e}"))
     }
 }
 
-impl SchedulerConfig {
-    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let d = Self::default();
-        let ms = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
-            Ok(env
-                .number(name, 1, 24 * 3600 * 1000)?
-                .map(Duration::from_millis)
-                .unwrap_or(default))
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let settings = Self {
+            batch_size: i64::try_from(env.number(&SCHEDULER_BATCH_SIZE)?).unwrap_or(i64::MAX),
+            fast_batch: FAST_BATCH,
+            concurrency: usize::try_from(env.number(&SCHEDULER_CONCURRENCY)?).unwrap_or(1),
+            task_timeout: env.duration(&SCHEDULER_TASK_TIMEOUT_MS)?,
+            safety_margin: env.duration(&SCHEDULER_SAFETY_MARGIN_MS)?,
+            lease_grace: env.duration(&SCHEDULER_LEASE_GRACE_MS)?,
+            retry_base: env.duration(&SCHEDULER_RETRY_BASE_MS)?,
+            retry_max: env.duration(&SCHEDULER_RETRY_MAX_MS)?,
+            max_run: env.duration(&SCHEDULER_MAX_RUN_MS)?,
+            max_tasks: env.optional_number(&SCHEDULER_MAX_TASKS)?,
+            rescue_limit: RESCUE_LIMIT,
         };
-        let config = Self {
-            batch_size: env
-                .number("SCHEDULER_BATCH_SIZE", 1, 10_000)?
-                .map_or(d.batch_size, |n| n as i64),
-            fast_batch: d.fast_batch,
-            concurrency: env
-                .number("SCHEDULER_CONCURRENCY", 1, 1024)?
-                .map_or(d.concurrency, |n| n as usize),
-            task_timeout: ms("SCHEDULER_TASK_TIMEOUT_MS", d.task_timeout)?,
-            safety_margin: ms("SCHEDULER_SAFETY_MARGIN_MS", d.safety_margin)?,
-            lease_grace: ms("SCHEDULER_LEASE_GRACE_MS", d.lease_grace)?,
-            retry_base: ms("SCHEDULER_RETRY_BASE_MS", d.retry_base)?,
-            retry_max: ms("SCHEDULER_RETRY_MAX_MS", d.retry_max)?,
-            max_run: ms("SCHEDULER_MAX_RUN_MS", d.max_run)?,
-            max_tasks: env.number("SCHEDULER_MAX_TASKS", 1, 10_000_000)?,
-            rescue_limit: d.rescue_limit,
-        };
-        if config.retry_max < config.retry_base {
-            return Err(ConfigError::Invalid {
-                name: "SCHEDULER_RETRY_MAX_MS".into(),
-                reason: "must not be below SCHEDULER_RETRY_BASE_MS".into(),
-            });
+        if settings.retry_max < settings.retry_base {
+            return Err(invalid(
+                SCHEDULER_RETRY_MAX_MS.name,
+                "must not be below SCHEDULER_RETRY_BASE_MS",
+            ));
         }
-        Ok(config)
+        Ok(settings)
     }
 
     /// The first batch's size.
@@ -116,19 +173,17 @@ impl SchedulerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Env(move |k: &str| map.get(k).cloned())
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
     }
 
     #[test]
     fn retry_delays_grow_and_stay_capped() {
-        let c = SchedulerConfig {
+        let c = Settings {
             retry_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(60),
-            ..SchedulerConfig::default()
+            ..Settings::default()
         };
         for _ in 0..100 {
             let d1 = c.retry_delay(1);
@@ -143,10 +198,10 @@ mod tests {
 
     #[test]
     fn batches_grow_while_quick_and_shrink_when_slow() {
-        let c = SchedulerConfig {
+        let c = Settings {
             concurrency: 16,
             batch_size: 1000,
-            ..SchedulerConfig::default()
+            ..Settings::default()
         };
         let mut size = c.initial_batch();
         assert_eq!(size, 16);
@@ -168,10 +223,10 @@ mod tests {
             ("SCHEDULER_CONCURRENCY", "lots"),
             ("SCHEDULER_TASK_TIMEOUT_MS", "-5"),
         ] {
-            let err = SchedulerConfig::from_env(&env(&[(k, v)])).unwrap_err();
+            let err = Settings::from_env(&env(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");
         }
-        let err = SchedulerConfig::from_env(&env(&[
+        let err = Settings::from_env(&env(&[
             ("SCHEDULER_RETRY_BASE_MS", "5000"),
             ("SCHEDULER_RETRY_MAX_MS", "10"),
         ]))

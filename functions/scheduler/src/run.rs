@@ -1,15 +1,3 @@
-//! The scheduler function: claims due, approved agent tasks in batches, runs them with bounded
-//! concurrency, records each batch in one statement, schedules recurrences and rescues expired
-//! leases, while the invocation's deadline allows. With a pool of two, the finish of one batch
-//! and the claim of the next run at the same time on the two connections; no connection is held
-//! while tasks run.
-
-mod config;
-mod deadline;
-pub mod recurrence;
-pub mod tasks;
-mod trigger;
-
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
@@ -17,15 +5,15 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use config::SchedulerConfig;
-pub use deadline::Deadline;
-pub use trigger::{BadPayload, Trigger};
+use shared::db::{activity, Db, DbError};
+use shared::metrics::{Metric, Metrics};
+use shared::model::{ModelError, ModelRequest, SharedModel};
 
-use crate::db::{Db, DbError};
-use crate::health::connections::{self, Thresholds};
-use crate::metrics::{Metric, Metrics};
-use crate::model::{ChatMessage, ModelError, ModelRequest, Role, SharedModel};
-use tasks::{ClaimedTask, Finished, Outcome};
+use crate::deadline::Deadline;
+use crate::recurrence;
+use crate::settings::Settings;
+use crate::tasks::{self, ClaimedTask, Finished, Outcome};
+use crate::trigger::{BadPayload, Trigger};
 
 /// Longest result or error text stored per task.
 const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -35,7 +23,7 @@ const MAX_TEXT_BYTES: usize = 64 * 1024;
 pub struct Scheduler {
     pub db: Db,
     pub model: SharedModel,
-    pub config: SchedulerConfig,
+    pub settings: Settings,
     pub metrics: Metrics,
 }
 
@@ -82,7 +70,7 @@ impl From<SchedulerError> for Diagnostic {
 /// The Lambda handler.
 pub async fn handle(s: &Scheduler, event: LambdaEvent<serde_json::Value>) -> Result<Summary, SchedulerError> {
     let trigger = Trigger::parse(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected payload"))?;
-    let deadline = Deadline::from_context_ms(event.context.deadline, s.config.max_run);
+    let deadline = Deadline::from_context_ms(event.context.deadline, s.settings.max_run);
     let owner = if event.context.request_id.is_empty() {
         Uuid::new_v4().to_string()
     } else {
@@ -149,20 +137,20 @@ impl Scheduler {
         }
         {
             let conn = self.db.conn().await?;
-            let rescued = tasks::rescue(&conn.sql(), self.config.rescue_limit).await?;
+            let rescued = tasks::rescue(&conn.sql(), self.settings.rescue_limit).await?;
             summary.rescued = (rescued.pending + rescued.failed) as u64;
             summary.failed += rescued.failed as u64;
         }
-        let cap = trigger.max_tasks.or(self.config.max_tasks).unwrap_or(u64::MAX);
+        let cap = trigger.max_tasks.or(self.settings.max_tasks).unwrap_or(u64::MAX);
         let parallel = self.db.status().max_size >= 2;
 
-        let mut size = self.config.initial_batch();
+        let mut size = self.settings.initial_batch();
         let mut batch = self.claim_next(deadline, owner, summary.claimed, cap, size).await?;
         while let Some((claimed, requested)) = batch.take() {
             summary.claimed += claimed.len() as u64;
             let ran = Instant::now();
             let finished = self.run_batch(claimed, deadline).await;
-            size = self.config.next_batch(size, ran.elapsed());
+            size = self.settings.next_batch(size, ran.elapsed());
             tally(summary, &finished);
             let more = claimed_full(&finished, requested);
             let claimed_so_far = summary.claimed;
@@ -216,16 +204,15 @@ impl Scheduler {
         }
         let usage = async {
             let conn = self.db.conn().await?;
-            let thresholds = Thresholds {
-                warning_percent: 80.0,
-                critical_percent: 95.0,
-            };
-            connections::report(&conn.sql(), self.db.status(), thresholds).await
+            activity::usage(&conn.sql()).await
         }
         .await;
-        if let Ok(report) = usage {
-            extra.push(Metric::count("ServerConnections", report.active.max(0) as u64));
-            extra.push(Metric::percent("ConnectionUsagePercent", report.usage_percent));
+        if let Ok(usage) = usage {
+            extra.push(Metric::count(
+                "ServerConnections",
+                u64::try_from(usage.active).unwrap_or(0),
+            ));
+            extra.push(Metric::percent("ConnectionUsagePercent", usage.usage_percent));
         }
         self.metrics.flush_db(&self.db, &extra);
     }
@@ -239,12 +226,12 @@ impl Scheduler {
         cap: u64,
         size: i64,
     ) -> Result<Option<(Vec<ClaimedTask>, usize)>, DbError> {
-        if deadline.remaining() <= self.config.safety_margin || claimed >= cap {
+        if deadline.remaining() <= self.settings.safety_margin || claimed >= cap {
             return Ok(None);
         }
         let limit = (size.max(1) as u64).min(cap - claimed) as i64;
         // The lease covers everything this invocation could still do, plus a grace period.
-        let lease_secs = (deadline.remaining() + self.config.lease_grace).as_secs_f64();
+        let lease_secs = (deadline.remaining() + self.settings.lease_grace).as_secs_f64();
         let conn = self.db.conn().await?;
         let claimed = tasks::claim(&conn.sql(), owner, lease_secs, limit).await?;
         Ok((!claimed.is_empty()).then_some((claimed, limit as usize)))
@@ -252,11 +239,11 @@ impl Scheduler {
 
     async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<(), DbError> {
         let conn = self.db.conn().await?;
-        let counts = tasks::finish(&conn.sql(), owner, finished).await?;
-        if counts.finished < finished.len() as i64 {
+        let recorded = tasks::finish(&conn.sql(), owner, finished).await?;
+        if recorded < finished.len() as i64 {
             tracing::warn!(
                 expected = finished.len(),
-                recorded = counts.finished,
+                recorded,
                 "some leases were lost before the batch was recorded (another instance took over)"
             );
         }
@@ -279,10 +266,10 @@ impl Scheduler {
 
     /// Runs a claimed batch with bounded concurrency; never touches the database.
     async fn run_batch(&self, batch: Vec<ClaimedTask>, deadline: &Deadline) -> Vec<Finished> {
-        let margin = self.config.safety_margin;
+        let margin = self.settings.safety_margin;
         stream::iter(batch)
             .map(|task| self.run_task(task, deadline, margin))
-            .buffer_unordered(self.config.concurrency)
+            .buffer_unordered(self.settings.concurrency)
             .collect()
             .await
     }
@@ -297,14 +284,8 @@ impl Scheduler {
             };
         }
         // A task may use the margin's first half; the second half is left for recording it.
-        let budget = self.config.task_timeout.min(remaining - margin / 2);
-        let request = ModelRequest {
-            instructions: task.instructions,
-            messages: vec![ChatMessage {
-                role: Role::User,
-                content: task.prompt,
-            }],
-        };
+        let budget = self.settings.task_timeout.min(remaining - margin / 2);
+        let request = ModelRequest::task(&task.instructions, &task.prompt);
         let result = match tokio::time::timeout(budget, self.model.generate(&request)).await {
             Ok(r) => r,
             Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),
@@ -316,11 +297,11 @@ impl Scheduler {
             },
             Err(e) => Outcome::Retry {
                 error: truncate(e.to_string()),
-                delay_secs: self.config.retry_delay(task.attempts).as_secs_f64(),
+                delay_secs: self.settings.retry_delay(task.attempts).as_secs_f64(),
             },
         };
-        let next_at = match (&outcome, &task.cron) {
-            (Outcome::Completed { .. } | Outcome::Failed { .. }, Some(cron)) => {
+        let next_at = match &task.cron {
+            Some(cron) if outcome.is_final() => {
                 recurrence::next_occurrence(cron, task.time_zone.as_deref(), task.scheduled_for, chrono::Utc::now())
                     .inspect_err(|e| tracing::warn!(task = %task.id, error = %e, "recurrence not scheduled"))
                     .ok()

@@ -1,8 +1,8 @@
 //! Schema migrations (refinery), applied over the direct session connection (`DIRECT_URL`),
 //! never through the transaction pooler.
 
-use crate::config::DbSettings;
-use crate::tls;
+use super::tls;
+use super::DbSettings;
 
 refinery::embed_migrations!("migrations");
 

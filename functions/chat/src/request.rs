@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::http_error::ApiError;
+use shared::http::ApiError;
 
 /// A validated chat request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,23 +16,6 @@ pub struct ChatInput {
 }
 
 const FIELDS: [&str; 3] = ["agentId", "message", "conversationId"];
-
-/// Checks the content type: JSON only (`application/json`, parameters allowed).
-pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
-    let Some(ct) = content_type else {
-        return Err(ApiError::UnsupportedMediaType(
-            "Content-Type must be application/json".into(),
-        ));
-    };
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType(
-            "Content-Type must be application/json".into(),
-        ))
-    }
-}
 
 fn uuid_field(map: &Map<String, Value>, name: &str, required: bool) -> Result<Option<Uuid>, ApiError> {
     match map.get(name) {
@@ -184,20 +167,6 @@ mod tests {
     fn the_limit_counts_characters_not_bytes() {
         let body = json!({"agentId": AGENT, "message": "é".repeat(4000)}).to_string();
         assert!(parse(body.as_bytes(), 4000).is_ok());
-    }
-
-    #[test]
-    fn content_types_other_than_json_are_refused() {
-        assert!(check_content_type(Some("application/json")).is_ok());
-        assert!(check_content_type(Some("Application/JSON; charset=utf-8")).is_ok());
-        for ct in [
-            None,
-            Some("text/plain"),
-            Some("application/x-www-form-urlencoded"),
-            Some(""),
-        ] {
-            assert_eq!(check_content_type(ct).unwrap_err().parts().0.as_u16(), 415);
-        }
     }
 
     #[test]

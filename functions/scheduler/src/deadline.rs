@@ -31,10 +31,6 @@ impl Deadline {
     pub fn remaining(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())
     }
-
-    pub fn instant(&self) -> Instant {
-        self.at
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,145 @@
+//! `POST /api/agents/chat`: authenticate, validate, round trip 1, the model, round trip 2.
+
+use std::collections::HashMap;
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::json;
+use shared::auth::{Authenticator, User};
+use shared::db::Db;
+use shared::http::{json_body, json_response, serve, ApiError};
+use shared::metrics::Metrics;
+use shared::model::{ModelError, ModelRequest, SharedModel};
+use uuid::Uuid;
+
+use crate::request::{self, ChatInput};
+use crate::settings::Settings;
+use crate::store::{self, StoredReply, TurnLimits, TurnRequest};
+use crate::turn::{decide, TurnStart};
+
+/// The chat function's state, built once per instance.
+pub struct Chat {
+    pub db: Db,
+    pub auth: Authenticator,
+    pub model: SharedModel,
+    pub settings: Settings,
+    pub metrics: Metrics,
+}
+
+/// The Lambda handler.
+pub async fn handle(chat: &Chat, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
+    serve(&chat.db, &chat.metrics, request, |request, id| async move {
+        respond(chat, &request, &id).await
+    })
+    .await
+}
+
+async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
+    let path = request.raw_http_path().trim_end_matches('/').to_string();
+    if path != "/api/agents/chat" {
+        return Err(ApiError::NotFound);
+    }
+    if request.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let user = authenticate(&chat.auth, request).await?;
+    let body = json_body(request, chat.settings.max_body_bytes)?;
+    let input = request::parse(body, chat.settings.max_message_chars)?;
+    let key = request::idempotency_key(request.headers().get("idempotency-key").map(|v| v.as_bytes()))?;
+
+    let (conversation_id, model_request) = match begin(chat, user, &input, key.as_deref()).await? {
+        TurnStart::AgentNotFound => return Err(ApiError::NotFoundWith("agent not found")),
+        TurnStart::ConversationNotFound => return Err(ApiError::NotFoundWith("conversation not found")),
+        TurnStart::RateLimited { retry_after_secs } => return Err(ApiError::TooManyRequests { retry_after_secs }),
+        TurnStart::InProgress => {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is being answered".into(),
+            ))
+        }
+        TurnStart::Replay { conversation_id, reply } => return Ok(reply_response(conversation_id, &reply, request_id)),
+        TurnStart::Ready {
+            conversation_id,
+            instructions,
+            history,
+        } => (
+            conversation_id,
+            ModelRequest {
+                instructions,
+                messages: history,
+            },
+        ),
+    };
+
+    // No connection is held here: round trip 1 gave its connection back.
+    let text = match tokio::time::timeout(chat.settings.model_timeout, chat.model.generate(&model_request)).await {
+        Ok(result) => result.map_err(model_error)?,
+        Err(_) => return Err(ApiError::ModelTimeout),
+    };
+
+    // Round trip 2.
+    let stored = {
+        let conn = chat.db.conn().await?;
+        store::store_reply(&conn.sql(), user.id, conversation_id, &text, key.as_deref()).await?
+    };
+    match stored {
+        Some(reply) => Ok(reply_response(conversation_id, &reply, request_id)),
+        None => Err(ApiError::Conflict(
+            "a request with this Idempotency-Key was answered meanwhile; retry to get its reply".into(),
+        )),
+    }
+}
+
+/// The signed-in user: an API Gateway JWT authorizer's claims when trusted, else the bearer token.
+async fn authenticate(auth: &Authenticator, request: &Request) -> Result<User, ApiError> {
+    let gateway_claims: Option<&HashMap<String, String>> = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|j| &j.claims)
+        }
+        _ => None,
+    };
+    auth.authenticate(request.headers(), gateway_claims)
+        .await
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+}
+
+/// Round trip 1; the connection goes back to the pool before the model is called.
+async fn begin(chat: &Chat, user: User, input: &ChatInput, key: Option<&str>) -> Result<TurnStart, ApiError> {
+    let limits = TurnLimits {
+        rate_limit: chat.settings.rate_limit,
+        rate_window_secs: chat.settings.rate_window.as_secs_f64(),
+        history: chat.settings.history,
+    };
+    let turn = TurnRequest {
+        user_id: user.id,
+        agent_id: input.agent_id,
+        conversation_id: input.conversation_id,
+        message: &input.message,
+        idempotency_key: key,
+    };
+    let row = {
+        let conn = chat.db.conn().await?;
+        store::begin_turn(&conn.sql(), turn, limits).await?
+    };
+    Ok(decide(row, &input.message))
+}
+
+fn model_error(e: ModelError) -> ApiError {
+    match e {
+        ModelError::Timeout(_) => ApiError::ModelTimeout,
+        other => ApiError::ModelFailed(other.to_string()),
+    }
+}
+
+fn reply_response(conversation_id: Uuid, reply: &StoredReply, request_id: &str) -> Response<Body> {
+    let body = json!({
+        "conversationId": conversation_id,
+        "message": {
+            "id": reply.id,
+            "role": "assistant",
+            "content": reply.content,
+            "createdAt": reply.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    });
+    json_response(StatusCode::OK, &body, request_id)
+}

@@ -1,0 +1,206 @@
+//! The health routes.
+
+use std::time::{Duration, Instant};
+
+use lambda_http::http::{HeaderMap, Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde_json::json;
+use shared::db::activity::{self, ConnectionUsage};
+use shared::db::{Db, DbError, PoolStatus};
+use shared::http::{db_public_message, json_response, serve, with_retry_after, ApiError, Reply, RETRY_AFTER_SECS};
+use shared::metrics::{Metric, Metrics};
+use subtle::ConstantTimeEq;
+
+use crate::settings::{Settings, Thresholds};
+
+/// The health function's state, built once per instance.
+#[derive(Clone)]
+pub struct Health {
+    pub db: Db,
+    pub settings: Settings,
+    pub metrics: Metrics,
+}
+
+/// Usage level against the connection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl Level {
+    pub fn of(usage_percent: f64, thresholds: Thresholds) -> Level {
+        if usage_percent >= thresholds.critical_percent {
+            Level::Critical
+        } else if usage_percent >= thresholds.warning_percent {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
+    }
+}
+
+/// The body of `/api/health/connections`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionReport {
+    #[serde(flatten)]
+    usage: ConnectionUsage,
+    level: Level,
+    pool: PoolStatus,
+    latency_ms: f64,
+    thresholds: Thresholds,
+}
+
+/// Compares the presented key with the configured one in constant time (for equal lengths).
+fn admin_check(settings: &Settings, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers.get("x-api-key").map(|v| v.as_bytes());
+    match (settings.api_key(), presented) {
+        (_, None) => Err(ApiError::Unauthorized("an API key is required".into())),
+        (Some(expected), Some(given)) if bool::from(expected.as_bytes().ct_eq(given)) => Ok(()),
+        _ => Err(ApiError::Forbidden("forbidden".into())),
+    }
+}
+
+/// Liveness: one trivial statement, the whole check bounded.
+#[tracing::instrument(skip_all)]
+pub async fn ping(db: &Db, bound: Duration) -> Result<(), DbError> {
+    let check = async {
+        let conn = db.conn().await?;
+        conn.sql().with_bound(bound).simple("SELECT 1").await?;
+        Ok(())
+    };
+    tokio::time::timeout(bound, check)
+        .await
+        .unwrap_or(Err(DbError::StatementTimeout(bound)))
+}
+
+async fn connection_report(h: &Health) -> Result<ConnectionReport, DbError> {
+    let bound = h.settings.db_bound;
+    let started = Instant::now();
+    let work = async {
+        let conn = h.db.conn().await?;
+        activity::usage(&conn.sql().with_bound(bound)).await
+    };
+    let usage = tokio::time::timeout(bound, work)
+        .await
+        .unwrap_or(Err(DbError::StatementTimeout(bound)))?;
+    Ok(ConnectionReport {
+        level: Level::of(usage.usage_percent, h.settings.thresholds),
+        usage,
+        pool: h.db.status(),
+        latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        thresholds: h.settings.thresholds,
+    })
+}
+
+/// The Lambda handler.
+pub async fn handle(h: &Health, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
+    serve(&h.db, &h.metrics, request, |request, id| respond(h, request, id)).await
+}
+
+async fn respond(h: &Health, request: Request, request_id: String) -> Reply {
+    let path = request.raw_http_path().trim_end_matches('/').to_string();
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/api/health") => Ok(match ping(&h.db, h.settings.db_bound).await {
+            Ok(()) => json_response(StatusCode::OK, &json!({"status": "ok"}), &request_id),
+            Err(e) => unavailable(&e, &request_id),
+        })
+        .into(),
+        (&Method::GET, "/api/health/connections") => {
+            if let Err(e) = admin_check(&h.settings, request.headers()) {
+                return Err(e).into();
+            }
+            match connection_report(h).await {
+                Ok(report) => {
+                    let metrics = vec![
+                        Metric::count("ServerConnections", u64::try_from(report.usage.active).unwrap_or(0)),
+                        Metric::percent("ConnectionUsagePercent", report.usage.usage_percent),
+                    ];
+                    let body = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
+                    Reply {
+                        result: Ok(json_response(StatusCode::OK, &body, &request_id)),
+                        metrics,
+                    }
+                }
+                Err(e) => Err(ApiError::from(e)).into(),
+            }
+        }
+        (_, "/api/health" | "/api/health/connections") => Err(ApiError::MethodNotAllowed).into(),
+        _ => Err(ApiError::NotFound).into(),
+    }
+}
+
+fn unavailable(e: &DbError, request_id: &str) -> Response<Body> {
+    tracing::warn!(request_id, error = %e, "health: database unavailable");
+    with_retry_after(
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "reason": db_public_message(e)}),
+            request_id,
+        ),
+        RETRY_AFTER_SECS,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::config::Env;
+
+    fn settings(key: Option<&str>) -> Settings {
+        let pairs: Vec<(&str, &str)> = key.map(|k| ("HEALTH_API_KEY", k)).into_iter().collect();
+        Settings::from_env(&Env::from_pairs(pairs)).unwrap()
+    }
+
+    fn headers(key: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(k) = key {
+            h.insert("x-api-key", k.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn levels_follow_the_thresholds() {
+        let t = Thresholds {
+            warning_percent: 80.0,
+            critical_percent: 95.0,
+        };
+        assert_eq!(Level::of(79.9, t), Level::Ok);
+        assert_eq!(Level::of(80.0, t), Level::Warning);
+        assert_eq!(Level::of(94.99, t), Level::Warning);
+        assert_eq!(Level::of(95.0, t), Level::Critical);
+        assert_eq!(Level::of(120.0, t), Level::Critical);
+    }
+
+    #[test]
+    fn the_admin_check_wants_the_exact_key() {
+        let c = settings(Some("s3cret-key"));
+        assert!(matches!(
+            admin_check(&c, &headers(None)),
+            Err(ApiError::Unauthorized(_))
+        ));
+        for wrong in ["wrong", "s3cret-kez", "s3cret-key ", ""] {
+            assert!(
+                matches!(admin_check(&c, &headers(Some(wrong))), Err(ApiError::Forbidden(_))),
+                "{wrong:?}"
+            );
+        }
+        assert!(admin_check(&c, &headers(Some("s3cret-key"))).is_ok());
+    }
+
+    #[test]
+    fn without_a_configured_key_nobody_is_admin() {
+        let c = settings(None);
+        for key in ["", "anything"] {
+            assert!(matches!(
+                admin_check(&c, &headers(Some(key))),
+                Err(ApiError::Forbidden(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! Database settings: `DATABASE_URL` (the transaction pooler; Supabase: port 6543) and
+//! `DIRECT_URL` (the session connection for migrations). Like Prisma, the URL may carry
+//! `connection_limit` (pool max size) and `pool_timeout` (seconds to wait for a pooled
+//! connection); like libpq, `connect_timeout`, `sslmode` and `sslrootcert`. Explicit `DB_*`
+//! variables override the URL. Secrets never reach a log line or an error message: errors name
+//! the setting, never echo the URL.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::config::{invalid, ConfigError, Env, Setting, Unit};
+
+pub const DATABASE_URL: Setting = Setting::secret(
+    "DATABASE_URL",
+    "the transaction pooler (Supabase: port 6543); may carry `connection_limit`, `pool_timeout`, `connect_timeout`, `sslmode`, `sslrootcert`",
+);
+pub const DIRECT_URL: Setting = Setting::secret("DIRECT_URL", "the direct session connection, used only by `migrate`");
+pub const DB_POOL_MAX_SIZE: Setting = Setting::optional_number(
+    "DB_POOL_MAX_SIZE",
+    1,
+    MAX_POOL_SIZE as u64,
+    Unit::Plain,
+    "pool size per instance (else the URL's `connection_limit`, else the function's own: 1, scheduler 2)",
+);
+pub const DB_POOL_TIMEOUT_MS: Setting = Setting::millis(
+    "DB_POOL_TIMEOUT_MS",
+    1,
+    MAX_TIMEOUT_MS,
+    2000,
+    "longest wait for a pooled connection (else the URL's `pool_timeout`): 503 past it",
+);
+pub const DB_CONNECT_TIMEOUT_MS: Setting = Setting::millis(
+    "DB_CONNECT_TIMEOUT_MS",
+    1,
+    MAX_TIMEOUT_MS,
+    3000,
+    "bound on opening a connection (else the URL's `connect_timeout`)",
+);
+pub const DB_STATEMENT_TIMEOUT_MS: Setting = Setting::millis(
+    "DB_STATEMENT_TIMEOUT_MS",
+    1,
+    MAX_TIMEOUT_MS,
+    5000,
+    "bound on each statement; past it the statement is cancelled on the server (504)",
+);
+pub const DB_SSLMODE: Setting = Setting::choice(
+    "DB_SSLMODE",
+    &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
+    "prefer",
+    "TLS to the database, with libpq's meanings (else the URL's `sslmode`)",
+);
+pub const DB_SSL_ROOT_CERT: Setting = Setting::text(
+    "DB_SSL_ROOT_CERT",
+    None,
+    "PEM file of the CA to trust (Supabase's CA for `verify-full`; else the URL's `sslrootcert`)",
+);
+
+/// Every database setting, in the README's order.
+pub const SETTINGS: &[&Setting] = &[
+    &DATABASE_URL,
+    &DIRECT_URL,
+    &DB_POOL_MAX_SIZE,
+    &DB_POOL_TIMEOUT_MS,
+    &DB_CONNECT_TIMEOUT_MS,
+    &DB_STATEMENT_TIMEOUT_MS,
+    &DB_SSLMODE,
+    &DB_SSL_ROOT_CERT,
+];
+
+/// How the connection is encrypted, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, without certificate checks; plain otherwise (libpq default).
+    Prefer,
+    /// TLS required; the certificate is not checked unless a root certificate is configured,
+    /// in which case this behaves like `VerifyCa` (as in libpq).
+    Require,
+    /// TLS required; the chain must lead to a trusted root; the host name is not checked.
+    VerifyCa,
+    /// TLS required; chain and host name are checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(name: &str, value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "disable" => Ok(Self::Disable),
+            "allow" | "prefer" => Ok(Self::Prefer),
+            "require" => Ok(Self::Require),
+            "verify-ca" => Ok(Self::VerifyCa),
+            "verify-full" => Ok(Self::VerifyFull),
+            other => Err(invalid(
+                name,
+                format!("unknown sslmode {other:?} (disable, prefer, require, verify-ca, verify-full)"),
+            )),
+        }
+    }
+}
+
+/// Everything needed to open connections and size the pool of one Lambda instance.
+#[derive(Clone)]
+pub struct DbSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    password: Option<String>,
+    pub dbname: String,
+    pub ssl_mode: SslMode,
+    pub ssl_root_cert: Option<PathBuf>,
+    /// `application_name`, set to the function name so server-side views show who is connected.
+    pub application_name: String,
+    pub pool_max_size: usize,
+    pub pool_wait_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub keepalive_idle: Duration,
+}
+
+impl fmt::Debug for DbSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dbname", &self.dbname)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("application_name", &self.application_name)
+            .field("pool_max_size", &self.pool_max_size)
+            .field("pool_wait_timeout", &self.pool_wait_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+impl fmt::Display for DbSettings {
+    /// A loggable form of the target: no password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "postgres://{}@{}:{}/{} (sslmode {:?}, pool {}, wait {:?}, statement {:?})",
+            self.user,
+            self.host,
+            self.port,
+            self.dbname,
+            self.ssl_mode,
+            self.pool_max_size,
+            self.pool_wait_timeout,
+            self.statement_timeout
+        )
+    }
+}
+
+/// Defaults that depend on the function (chat and health serve one request at a time per
+/// instance: one connection; the scheduler overlaps claim and finish: two).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolDefaults {
+    pub max_size: usize,
+}
+
+const MAX_POOL_SIZE: usize = 32;
+const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+
+/// URL parameters that are understood elsewhere (Prisma, libpq) and harmless to ignore here.
+const IGNORED_URL_PARAMS: &[&str] = &[
+    "pgbouncer",
+    "statement_cache_size",
+    "socket_timeout",
+    "sslaccept",
+    "application_name",
+];
+
+fn parse_seconds(name: &str, value: &str) -> Result<Duration, ConfigError> {
+    let s: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, "expected a whole number of seconds"))?;
+    if s == 0 || s * 1000 > MAX_TIMEOUT_MS {
+        return Err(invalid(
+            name,
+            format!(
+                "must be between 1 and {} s (unbounded waits are not allowed)",
+                MAX_TIMEOUT_MS / 1000
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(s))
+}
+
+fn parse_pool_size(name: &str, value: &str) -> Result<usize, ConfigError> {
+    let n: usize = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, "expected a whole number"))?;
+    if n == 0 || n > MAX_POOL_SIZE {
+        return Err(invalid(name, format!("must be between 1 and {MAX_POOL_SIZE}")));
+    }
+    Ok(n)
+}
+
+fn decode(name: &str, part: &str, what: &str) -> Result<String, ConfigError> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| invalid(name, format!("the {what} is not valid UTF-8 after percent-decoding")))
+}
+
+/// Parts of a connection URL, before environment overrides.
+struct ParsedUrl {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    dbname: String,
+    ssl_mode: Option<SslMode>,
+    ssl_root_cert: Option<PathBuf>,
+    connection_limit: Option<usize>,
+    pool_timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+}
+
+fn parse_url(name: &str, raw: &str) -> Result<ParsedUrl, ConfigError> {
+    // url::ParseError never echoes its input, so the password cannot leak through it.
+    let url = Url::parse(raw.trim()).map_err(|e| invalid(name, format!("not a valid URL ({e})")))?;
+    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+        return Err(invalid(name, "the scheme must be postgres:// or postgresql://"));
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid(name, "the host is missing"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let user = decode(name, url.username(), "user name")?;
+    if user.is_empty() {
+        return Err(invalid(name, "the user name is missing"));
+    }
+    let password = url.password().map(|p| decode(name, p, "password")).transpose()?;
+    let dbname = decode(name, url.path().trim_start_matches('/'), "database name")?;
+    let dbname = if dbname.is_empty() {
+        "postgres".to_string()
+    } else {
+        dbname
+    };
+
+    let mut parsed = ParsedUrl {
+        host,
+        port: url.port().unwrap_or(5432),
+        user,
+        password,
+        dbname,
+        ssl_mode: None,
+        ssl_root_cert: None,
+        connection_limit: None,
+        pool_timeout: None,
+        connect_timeout: None,
+    };
+    for (key, value) in url.query_pairs() {
+        let param = format!("{name} parameter {key}");
+        match key.as_ref() {
+            "connection_limit" => parsed.connection_limit = Some(parse_pool_size(&param, &value)?),
+            "pool_timeout" => parsed.pool_timeout = Some(parse_seconds(&param, &value)?),
+            "connect_timeout" => parsed.connect_timeout = Some(parse_seconds(&param, &value)?),
+            "sslmode" => parsed.ssl_mode = Some(SslMode::parse(&param, &value)?),
+            "sslrootcert" => parsed.ssl_root_cert = Some(PathBuf::from(value.as_ref())),
+            "options" => {
+                return Err(invalid(
+                    param,
+                    "startup options are session state, which a transaction pooler does not keep",
+                ))
+            }
+            k if IGNORED_URL_PARAMS.contains(&k) => {}
+            _ => return Err(invalid(param, "unknown parameter")),
+        }
+    }
+    Ok(parsed)
+}
+
+impl DbSettings {
+    /// Settings for a function's pool: `DATABASE_URL` plus `DB_*` overrides.
+    pub fn for_function(env: &Env, application_name: &str, defaults: PoolDefaults) -> Result<Self, ConfigError> {
+        Self::from_url_var(env, &DATABASE_URL, application_name, defaults)
+    }
+
+    /// Settings for the direct (session) connection used by migrations: `DIRECT_URL`.
+    pub fn direct(env: &Env, application_name: &str) -> Result<Self, ConfigError> {
+        Self::from_url_var(env, &DIRECT_URL, application_name, PoolDefaults { max_size: 1 })
+    }
+
+    fn from_url_var(
+        env: &Env,
+        var: &Setting,
+        application_name: &str,
+        defaults: PoolDefaults,
+    ) -> Result<Self, ConfigError> {
+        let raw = env.required(var)?;
+        let url = parse_url(var.name, &raw)?;
+
+        let pool_max_size = match env.given_number(&DB_POOL_MAX_SIZE)? {
+            Some(n) => usize::try_from(n).unwrap_or(MAX_POOL_SIZE),
+            None => url.connection_limit.unwrap_or(defaults.max_size),
+        };
+        let ssl_mode = match env.text(&DB_SSLMODE) {
+            Some(v) => SslMode::parse(DB_SSLMODE.name, &v)?,
+            None => url.ssl_mode.unwrap_or(SslMode::Prefer),
+        };
+        let ssl_root_cert = env.text(&DB_SSL_ROOT_CERT).map(PathBuf::from).or(url.ssl_root_cert);
+        if let Some(path) = &ssl_root_cert {
+            if !path.is_file() {
+                return Err(invalid(
+                    "DB_SSL_ROOT_CERT (or sslrootcert)",
+                    format!("no file at {}", path.display()),
+                ));
+            }
+        }
+        let or_default = |given: Option<Duration>, url: Option<Duration>, s: &Setting| {
+            given.or(url).or(s.default_duration()).unwrap_or(Duration::from_secs(1))
+        };
+        Ok(Self {
+            host: url.host,
+            port: url.port,
+            user: url.user,
+            password: url.password,
+            dbname: url.dbname,
+            ssl_mode,
+            ssl_root_cert,
+            application_name: application_name.to_string(),
+            pool_max_size,
+            pool_wait_timeout: or_default(
+                env.given_duration(&DB_POOL_TIMEOUT_MS)?,
+                url.pool_timeout,
+                &DB_POOL_TIMEOUT_MS,
+            ),
+            connect_timeout: or_default(
+                env.given_duration(&DB_CONNECT_TIMEOUT_MS)?,
+                url.connect_timeout,
+                &DB_CONNECT_TIMEOUT_MS,
+            ),
+            statement_timeout: or_default(
+                env.given_duration(&DB_STATEMENT_TIMEOUT_MS)?,
+                None,
+                &DB_STATEMENT_TIMEOUT_MS,
+            ),
+            keepalive_idle: Duration::from_secs(30),
+        })
+    }
+
+    /// The same target under another database name (tests give each test its own database).
+    pub fn with_dbname(mut self, dbname: &str) -> Self {
+        self.dbname = dbname.to_string();
+        self
+    }
+
+    /// The tokio-postgres configuration. No startup `options`: the pooler would reject them.
+    pub fn pg_config(&self) -> tokio_postgres::Config {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name(&self.application_name)
+            .connect_timeout(self.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(self.keepalive_idle)
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3)
+            .ssl_mode(match self.ssl_mode {
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+            });
+        if let Some(password) = &self.password {
+            cfg.password(password);
+        }
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    const ONE: PoolDefaults = PoolDefaults { max_size: 1 };
+
+    #[test]
+    fn prisma_parameters_size_the_pool() {
+        let e = env(&[(
+            "DATABASE_URL",
+            "postgres://postgres.ref:s3cret@aws-0-eu.pooler.supabase.com:6543/postgres?pgbouncer=true&connection_limit=3&pool_timeout=7&sslmode=require",
+        )]);
+        let s = DbSettings::for_function(&e, "chat", ONE).unwrap();
+        assert_eq!(s.pool_max_size, 3);
+        assert_eq!(s.pool_wait_timeout, Duration::from_secs(7));
+        assert_eq!(s.ssl_mode, SslMode::Require);
+        assert_eq!(s.port, 6543);
+        assert_eq!(s.user, "postgres.ref");
+        assert_eq!(s.dbname, "postgres");
+    }
+
+    #[test]
+    fn explicit_variables_override_the_url() {
+        let e = env(&[
+            ("DATABASE_URL", "postgres://u:p@h/db?connection_limit=3&pool_timeout=7"),
+            ("DB_POOL_MAX_SIZE", "2"),
+            ("DB_POOL_TIMEOUT_MS", "250"),
+            ("DB_STATEMENT_TIMEOUT_MS", "900"),
+            ("DB_SSLMODE", "disable"),
+        ]);
+        let s = DbSettings::for_function(&e, "scheduler", ONE).unwrap();
+        assert_eq!(s.pool_max_size, 2);
+        assert_eq!(s.pool_wait_timeout, Duration::from_millis(250));
+        assert_eq!(s.statement_timeout, Duration::from_millis(900));
+        assert_eq!(s.ssl_mode, SslMode::Disable);
+    }
+
+    #[test]
+    fn function_default_applies_without_url_or_variable() {
+        let e = env(&[("DATABASE_URL", "postgresql://u@localhost/db")]);
+        let s = DbSettings::for_function(&e, "scheduler", PoolDefaults { max_size: 2 }).unwrap();
+        assert_eq!(s.pool_max_size, 2);
+        assert_eq!(s.ssl_mode, SslMode::Prefer);
+        assert_eq!(s.port, 5432);
+    }
+
+    #[test]
+    fn missing_database_url_is_named() {
+        let err = DbSettings::for_function(&env(&[]), "chat", ONE).unwrap_err();
+        assert_eq!(err.to_string(), "DATABASE_URL is not set");
+    }
+
+    #[test]
+    fn malformed_settings_are_named_and_never_echo_the_password() {
+        let cases = [
+            ("DATABASE_URL", "postgres://u:hunter2@h:notaport/db", "DATABASE_URL"),
+            ("DATABASE_URL", "mysql://u:hunter2@h/db", "DATABASE_URL"),
+            (
+                "DATABASE_URL",
+                "postgres://u:hunter2@h/db?connection_limit=0",
+                "connection_limit",
+            ),
+            (
+                "DATABASE_URL",
+                "postgres://u:hunter2@h/db?connection_limit=abc",
+                "connection_limit",
+            ),
+            (
+                "DATABASE_URL",
+                "postgres://u:hunter2@h/db?pool_timeout=0",
+                "pool_timeout",
+            ),
+            ("DATABASE_URL", "postgres://u:hunter2@h/db?sslmode=maybe", "sslmode"),
+            (
+                "DATABASE_URL",
+                "postgres://u:hunter2@h/db?options=-c%20statement_timeout%3D5",
+                "options",
+            ),
+            ("DATABASE_URL", "postgres://u:hunter2@h/db?colour=blue", "colour"),
+            ("DATABASE_URL", "postgres://:hunter2@h/db", "user name"),
+        ];
+        for (var, value, named) in cases {
+            let err = DbSettings::for_function(&env(&[(var, value)]), "chat", ONE).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(named), "{msg:?} should name {named}");
+            assert!(!msg.contains("hunter2"), "{msg:?} leaks the password");
+        }
+    }
+
+    #[test]
+    fn malformed_overrides_are_named() {
+        let base = ("DATABASE_URL", "postgres://u:p@h/db");
+        for (var, value) in [
+            ("DB_POOL_MAX_SIZE", "0"),
+            ("DB_POOL_MAX_SIZE", "many"),
+            ("DB_POOL_TIMEOUT_MS", "-1"),
+            ("DB_CONNECT_TIMEOUT_MS", "0"),
+            ("DB_STATEMENT_TIMEOUT_MS", "1e3"),
+            ("DB_SSLMODE", "on"),
+            ("DB_SSL_ROOT_CERT", "/nonexistent/ca.pem"),
+        ] {
+            let err = DbSettings::for_function(&env(&[base, (var, value)]), "chat", ONE).unwrap_err();
+            assert!(err.to_string().contains(var), "{err} should name {var}");
+        }
+    }
+
+    #[test]
+    fn debug_and_display_redact_the_password() {
+        let e = env(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]);
+        let s = DbSettings::for_function(&e, "chat", ONE).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s}").contains("hunter2"));
+        assert!(!format!("{:?}", s.pg_config()).contains("hunter2"));
+    }
+
+    #[test]
+    fn percent_encoded_credentials_are_decoded() {
+        let e = env(&[("DATABASE_URL", "postgres://us%40er:p%2Fw@h:6543/my%20db")]);
+        let s = DbSettings::for_function(&e, "chat", ONE).unwrap();
+        assert_eq!(s.user, "us@er");
+        assert_eq!(s.password.as_deref(), Some("p/w"));
+        assert_eq!(s.dbname, "my db");
+    }
+}

@@ -1,0 +1,12 @@
+//! HTTP plumbing of the API Gateway functions: one error enum and its status map, response
+//! builders, request checks and the handler wrapper.
+
+mod error;
+mod handler;
+mod request;
+mod response;
+
+pub use error::{db_public_message, ApiError};
+pub use handler::{request_id, serve, Reply};
+pub use request::{check_content_type, json_body};
+pub use response::{json_response, with_retry_after, RETRY_AFTER_SECS};

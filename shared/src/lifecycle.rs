@@ -1,0 +1,51 @@
+//! The init phase every function shares — the pool built from the settings and warmed once — and
+//! graceful shutdown. Lambda sends SIGTERM before it shuts an instance down when an extension is
+//! registered; the runtime's helper registers a no-op internal extension for that and also
+//! handles SIGINT (Ctrl-C locally). A request in progress finishes first, then the pool is
+//! closed so the pooler sees the client leave.
+
+use std::time::Duration;
+
+use crate::config::{ConfigError, Env, Setting};
+use crate::db::{Db, DbSettings, PoolDefaults};
+
+pub const SHUTDOWN_GRACE_MS: Setting = Setting::millis(
+    "SHUTDOWN_GRACE_MS",
+    0,
+    60_000,
+    350,
+    "time a request in progress gets to finish on SIGTERM before the pool closes (Lambda allows about 500 ms in all)",
+);
+
+pub const SETTINGS: &[&Setting] = &[&SHUTDOWN_GRACE_MS];
+
+/// Time given to connection tasks to send `Terminate` after the pool closes.
+const DRAIN: Duration = Duration::from_millis(100);
+
+/// Reads the database settings, builds and warms the pool, and registers the graceful-shutdown
+/// hook that closes it. A missing or malformed setting fails here, naming it.
+pub async fn database(env: &Env, function: &str, defaults: PoolDefaults) -> Result<Db, ConfigError> {
+    let settings = DbSettings::for_function(env, function, defaults)?;
+    let grace = env.duration(&SHUTDOWN_GRACE_MS)?;
+    tracing::info!(database = %settings, "init");
+    let db = Db::new(&settings)?;
+    db.warm().await;
+    close_pool_on_shutdown(db.clone(), grace).await;
+    Ok(db)
+}
+
+/// Registers the shutdown hook. Call in `main`, before `run`.
+pub async fn close_pool_on_shutdown(db: Db, grace: Duration) {
+    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+        // A request in progress finishes first: its writes are not cut in half.
+        let drained = db.wait_for_requests(grace).await;
+        let before = db.status();
+        db.close();
+        if !drained {
+            tracing::warn!("shutdown: a request was still running; closing the pool anyway");
+        }
+        tokio::time::sleep(DRAIN).await;
+        tracing::info!(connections = before.size, "shutdown: database pool closed");
+    })
+    .await;
+}

@@ -120,8 +120,7 @@ impl Metrics {
     pub fn document(&self, metrics: &[Metric]) -> Value {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+            .map_or(0, |d| d.as_millis() as u64);
         let metrics: Vec<&Metric> = metrics.iter().filter(|m| m.value.is_finite()).collect();
         let mut root = Map::new();
         root.insert(

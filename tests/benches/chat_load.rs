@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chat::{Chat, Settings as ChatConfig};
+use chat::{Chat, Settings as ChatSettings};
 use integration_tests::fakes;
 use integration_tests::helpers::{settings_for, PoolOptions, PrivateBouncer, TestDb};
 use lambda_http::Body;
@@ -125,9 +125,9 @@ async fn main() {
                 db: Db::new(&settings).unwrap(),
                 auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
                 model: model.clone(),
-                settings: ChatConfig {
+                settings: ChatSettings {
                     rate_limit: 1_000_000,
-                    ..ChatConfig::default()
+                    ..ChatSettings::default()
                 },
                 metrics: Metrics::new(&shared::config::Env::default(), "chat")
                     .with_sink(Sink::Buffer(Default::default())),
@@ -186,7 +186,7 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     monitor.await.unwrap();
-    latencies.sort_by(|a, b| a.total_cmp(b));
+    latencies.sort_by(f64::total_cmp);
     let total: usize = statuses.values().sum();
     let server_errors: usize = statuses.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum();
     let rows: i64 = admin

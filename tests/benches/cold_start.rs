@@ -91,9 +91,7 @@ async fn main() {
     println!("| function | binary KiB | p50 ms | p90 ms | max ms | peak RSS MiB (max) | all answered |");
     println!("|---|---|---|---|---|---|---|");
     for (function, event) in &events {
-        let size = std::fs::metadata(built_binary("release", function))
-            .map(|m| m.len() / 1024)
-            .unwrap_or(0);
+        let size = std::fs::metadata(built_binary("release", function)).map_or(0, |m| m.len() / 1024);
         let mut times = Vec::new();
         let mut rss_max = 0;
         let mut all_ok = true;
@@ -103,7 +101,7 @@ async fn main() {
             rss_max = rss_max.max(rss);
             all_ok &= ok;
         }
-        times.sort_by(|a, b| a.total_cmp(b));
+        times.sort_by(f64::total_cmp);
         println!(
             "| {function} | {size} | {:.1} | {:.1} | {:.1} | {:.1} | {all_ok} |",
             percentile(&times, 0.5),

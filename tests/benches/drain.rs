@@ -63,8 +63,7 @@ fn watch_connections(db: &TestDb) -> (Arc<AtomicBool>, tokio::task::JoinHandle<i
                     &[&name],
                 )
                 .await
-                .map(|r| r.get(0))
-                .unwrap_or(0);
+                .map_or(0, |r| r.get(0));
             peak.fetch_max(n, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

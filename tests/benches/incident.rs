@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat::{Chat, Settings as ChatConfig};
-use health::{Health, Settings as HealthConfig, Thresholds};
+use chat::{Chat, Settings as ChatSettings};
+use health::{Health, Settings as HealthSettings, Thresholds};
 use integration_tests::fakes;
 use integration_tests::helpers::{deadline_in, settings_for, PoolOptions, PrivateBouncer, PrivateCluster};
 use lambda_http::Body;
@@ -131,9 +131,9 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
                 model: Arc::new(LocalModel {
                     latency: Duration::from_millis(50),
                 }),
-                settings: ChatConfig {
+                settings: ChatSettings {
                     rate_limit: 1_000_000,
-                    ..ChatConfig::default()
+                    ..ChatSettings::default()
                 },
                 metrics: quiet("chat"),
             };
@@ -174,7 +174,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
         tasks.push(tokio::spawn(async move {
             let health = Health {
                 db: Db::new(&settings(&url, "health", 1)).unwrap(),
-                settings: HealthConfig::new(
+                settings: HealthSettings::new(
                     Some("incident-key".into()),
                     Thresholds {
                         warning_percent: 80.0,
@@ -263,7 +263,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
             db: Db::new(&settings(&url, "chat", 1)).unwrap(),
             auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
             model: Arc::new(LocalModel::default()),
-            settings: ChatConfig::default(),
+            settings: ChatSettings::default(),
             metrics: quiet("chat"),
         };
         let token = fakes::hs256(
@@ -280,7 +280,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
     }
 
     let mut t = tally.lock().unwrap();
-    t.latencies.sort_by(|a, b| a.total_cmp(b));
+    t.latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| t.latencies[((t.latencies.len() as f64 - 1.0) * p).round() as usize];
     let total: usize = t.statuses.values().sum();
     let five_xx: usize = t.statuses.iter().filter(|((_, s), _)| *s >= 500).map(|(_, n)| n).sum();
@@ -309,7 +309,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
-    let cluster = PrivateCluster::start(30, 3).await;
+    let cluster = PrivateCluster::start(30, 3);
     cluster
         .connect()
         .await

@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chat::{Chat, Settings as ChatConfig};
+use chat::{Chat, Settings as ChatSettings};
 use integration_tests::fakes::{self, FakeServer, Mode};
 use lambda_http::Body;
 use serde_json::{json, Value};
@@ -53,7 +53,7 @@ impl AgentModel for ChatModel {
         if self.fail {
             return Err(ModelError::Failed("upstream 500".into()));
         }
-        let last = request.messages.last().map(|m| m.content.as_str()).unwrap_or("");
+        let last = request.messages.last().map_or("", |m| m.content.as_str());
         Ok(format!("reply to: {last}"))
     }
 }
@@ -66,10 +66,13 @@ pub(crate) struct Harness {
     _auth: FakeServer,
 }
 
+/// A hostile-input case: name, body, extra headers, expected status.
+type BadRequestCase<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
+
 /// `through`: a private pgbouncer to reach the database by, with short bounds.
 pub(crate) async fn harness_with(
     model: Arc<dyn AgentModel>,
-    settings: ChatConfig,
+    settings: ChatSettings,
     through: Option<&PrivateBouncer>,
     trust_gateway: bool,
 ) -> Harness {
@@ -119,7 +122,7 @@ pub(crate) async fn harness_with(
 }
 
 async fn harness(model: Arc<dyn AgentModel>) -> Harness {
-    harness_with(model, ChatConfig::default(), None, false).await
+    harness_with(model, ChatSettings::default(), None, false).await
 }
 
 impl Harness {
@@ -305,7 +308,7 @@ async fn api_gateway_authorizer_claims_are_used_only_when_trusted() {
         event["body"] = h.body("via the authorizer", None).into();
         lambda_http::request::from_str(&event.to_string()).unwrap()
     };
-    let trusted = harness_with(ChatModel::new(Duration::ZERO), ChatConfig::default(), None, true).await;
+    let trusted = harness_with(ChatModel::new(Duration::ZERO), ChatSettings::default(), None, true).await;
     let response = chat::handle(&trusted.chat, event_with_claims(&trusted)).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
 
@@ -356,9 +359,9 @@ async fn an_unknown_agent_is_a_404() {
 async fn hostile_and_malformed_requests_get_the_right_4xx_never_a_500() {
     let h = harness_with(
         ChatModel::new(Duration::ZERO),
-        ChatConfig {
+        ChatSettings {
             max_body_bytes: 16 * 1024,
-            ..ChatConfig::default()
+            ..ChatSettings::default()
         },
         None,
         false,
@@ -366,8 +369,7 @@ async fn hostile_and_malformed_requests_get_the_right_4xx_never_a_500() {
     .await;
     let agent = h.agent.to_string();
     let token = h.token(USER);
-    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<BadRequestCase> = vec![
         ("malformed JSON", "{\"agentId\":".into(), vec![], 400),
         ("not JSON", "agentId=1&message=hi".into(), vec![], 400),
         ("array", "[1,2]".into(), vec![], 422),
@@ -498,7 +500,7 @@ async fn a_paused_pooler_gets_503_or_504_within_the_bound_not_a_hang() {
     let bouncer = PrivateBouncer::start(2).await;
     let h = harness_with(
         ChatModel::new(Duration::ZERO),
-        ChatConfig::default(),
+        ChatSettings::default(),
         Some(&bouncer),
         false,
     )
@@ -574,10 +576,10 @@ async fn a_retry_after_a_model_failure_answers_the_stored_message() {
 async fn the_rate_limit_answers_429_with_retry_after() {
     let h = harness_with(
         ChatModel::new(Duration::ZERO),
-        ChatConfig {
+        ChatSettings {
             rate_limit: 3,
             rate_window: Duration::from_secs(60),
-            ..ChatConfig::default()
+            ..ChatSettings::default()
         },
         None,
         false,
@@ -608,9 +610,9 @@ async fn model_failures_map_to_502_and_timeouts_to_504() {
 
     let slow = harness_with(
         ChatModel::new(Duration::from_secs(5)),
-        ChatConfig {
+        ChatSettings {
             model_timeout: Duration::from_millis(300),
-            ..ChatConfig::default()
+            ..ChatSettings::default()
         },
         None,
         false,

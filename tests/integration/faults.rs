@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat::Settings as ChatConfig;
+use chat::Settings as ChatSettings;
 use scheduler::{Scheduler, Settings as SchedulerSettings};
 use serde_json::json;
 use shared::db::Db;
@@ -21,9 +21,9 @@ use crate::helpers::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooler_restart_during_traffic_fails_fast_with_503_and_traffic_resumes() {
     let mut bouncer = PrivateBouncer::start(4).await;
-    let config = ChatConfig {
+    let config = ChatSettings {
         rate_limit: 1_000_000,
-        ..ChatConfig::default()
+        ..ChatSettings::default()
     };
     let h = harness_with(ChatModel::new(Duration::from_millis(20)), config, Some(&bouncer), false).await;
     assert_eq!(h.send("before", None).await.0, 200);
@@ -70,7 +70,7 @@ async fn a_pooler_restart_during_traffic_fails_fast_with_503_and_traffic_resumes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
-    let cluster = PrivateCluster::start(40, 3).await;
+    let cluster = PrivateCluster::start(40, 3);
     cluster
         .connect()
         .await
@@ -192,7 +192,7 @@ async fn a_stalled_pooler_ends_every_request_within_its_bound_and_leaves_no_open
     let bouncer = PrivateBouncer::start(4).await;
     let h = harness_with(
         ChatModel::new(Duration::ZERO),
-        ChatConfig::default(),
+        ChatSettings::default(),
         Some(&bouncer),
         false,
     )
@@ -226,7 +226,7 @@ async fn a_stalled_pooler_ends_every_request_within_its_bound_and_leaves_no_open
 
 #[tokio::test]
 async fn a_server_connection_killed_while_pooled_does_not_fail_the_next_request() {
-    let h = harness_with(ChatModel::new(Duration::ZERO), ChatConfig::default(), None, false).await;
+    let h = harness_with(ChatModel::new(Duration::ZERO), ChatSettings::default(), None, false).await;
     assert_eq!(h.send("first", None).await.0, 200);
     let inspector = h.db.direct().await;
     let killed: i64 = inspector

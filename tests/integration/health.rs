@@ -1,7 +1,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use health::{Health, Settings as HealthConfig, Thresholds};
+use health::{Health, Settings as HealthSettings, Thresholds};
 use lambda_http::{Body, Response};
 use serde_json::Value;
 use shared::db::Db;
@@ -15,7 +15,7 @@ fn health_with(db: Db, warning: f64, critical: f64) -> (Health, Arc<Mutex<Vec<u8
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let health = Health {
         db,
-        settings: HealthConfig::new(
+        settings: HealthSettings::new(
             Some(KEY.into()),
             Thresholds {
                 warning_percent: warning,
@@ -59,9 +59,7 @@ fn group<'a>(report: &'a Value, kind: &str, name: &str) -> Option<&'a Value> {
 }
 
 fn count(report: &Value, kind: &str, name: &str, field: &str) -> i64 {
-    group(report, kind, name)
-        .map(|g| g[field].as_i64().unwrap_or(0))
-        .unwrap_or(0)
+    group(report, kind, name).map_or(0, |g| g[field].as_i64().unwrap_or(0))
 }
 
 #[tokio::test]
@@ -145,7 +143,7 @@ async fn opened_connections_raise_the_figures_by_as_many() {
 #[tokio::test]
 async fn levels_go_from_ok_to_warning_to_critical_as_connections_fill_the_limit() {
     // max_connections 12, 2 reserved: a limit of 10.
-    let cluster = PrivateCluster::start(12, 2).await;
+    let cluster = PrivateCluster::start(12, 2);
     let settings = settings_for(&cluster.url("postgres"), &PoolOptions::default());
     let (h, _) = health_with(Db::new(&settings).unwrap(), 50.0, 80.0);
 

@@ -73,7 +73,11 @@ async fn state_columns_reject_unknown_states() {
         ),
     ] {
         let err = client.execute(sql, &[&agent, &state]).await.unwrap_err();
-        assert_eq!(err.code().map(|c| c.code()), Some("23514"), "{state}: {err}");
+        assert_eq!(
+            err.code().map(tokio_postgres::error::SqlState::code),
+            Some("23514"),
+            "{state}: {err}"
+        );
     }
 }
 

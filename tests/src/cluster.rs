@@ -27,7 +27,7 @@ pub struct PrivateCluster {
 }
 
 impl PrivateCluster {
-    pub async fn start(max_connections: u32, reserved: u32) -> PrivateCluster {
+    pub fn start(max_connections: u32, reserved: u32) -> PrivateCluster {
         use std::os::unix::process::CommandExt;
         let dir = std::env::temp_dir().join(format!("cluster-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("cluster dir");

@@ -69,7 +69,7 @@ impl FakeServer {
                     .into_body()
                     .collect()
                     .await
-                    .map(|b| b.to_bytes())
+                    .map(http_body_util::Collected::to_bytes)
                     .unwrap_or_default();
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let mode = *m.lock().unwrap();

@@ -43,9 +43,10 @@ pub fn function_binary(name: &str) -> PathBuf {
 
 /// `target/<profile>/<name>`.
 pub fn built_binary(profile: &str, name: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
     let path = target.join(profile).join(name);
     assert!(
         path.exists(),
@@ -138,7 +139,7 @@ async fn runtime_route(state: Arc<RuntimeState>, req: hyper::Request<hyper::body
         .into_body()
         .collect()
         .await
-        .map(|b| b.to_bytes())
+        .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
     match (method.as_str(), path.as_str()) {
         ("POST", "/2020-01-01/extension/register") => {

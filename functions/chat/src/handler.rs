@@ -46,7 +46,12 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
     let user = authenticate(&chat.auth, request).await?;
     let body = json_body(request, chat.settings.max_body_bytes)?;
     let input = request::parse(body, chat.settings.max_message_chars)?;
-    let key = request::idempotency_key(request.headers().get("idempotency-key").map(|v| v.as_bytes()))?;
+    let key = request::idempotency_key(
+        request
+            .headers()
+            .get("idempotency-key")
+            .map(lambda_http::http::HeaderValue::as_bytes),
+    )?;
 
     let (conversation_id, model_request) = match begin(chat, user, &input, key.as_deref()).await? {
         TurnStart::AgentNotFound => return Err(ApiError::NotFoundWith("agent not found")),

@@ -78,7 +78,7 @@ pub fn parse(body: &[u8], max_chars: usize) -> Result<ChatInput, ApiError> {
 pub fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, ApiError> {
     match value {
         None => Ok(None),
-        Some(raw) if !raw.is_empty() && raw.len() <= 255 && raw.iter().all(|b| b.is_ascii_graphic()) => {
+        Some(raw) if !raw.is_empty() && raw.len() <= 255 && raw.iter().all(u8::is_ascii_graphic) => {
             Ok(Some(String::from_utf8_lossy(raw).into_owned()))
         }
         Some(_) => Err(ApiError::BadRequest(
@@ -95,7 +95,7 @@ mod tests {
     const AGENT: &str = "00000000-0000-4000-8000-000000000001";
 
     fn status(r: Result<ChatInput, ApiError>) -> u16 {
-        r.err().map(|e| e.parts().0.as_u16()).unwrap_or(200)
+        r.err().map_or(200, |e| e.parts().0.as_u16())
     }
 
     #[test]

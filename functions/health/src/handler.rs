@@ -57,7 +57,7 @@ struct ConnectionReport {
 
 /// Compares the presented key with the configured one in constant time (for equal lengths).
 fn admin_check(settings: &Settings, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = headers.get("x-api-key").map(|v| v.as_bytes());
+    let presented = headers.get("x-api-key").map(lambda_http::http::HeaderValue::as_bytes);
     match (settings.api_key(), presented) {
         (_, None) => Err(ApiError::Unauthorized("an API key is required".into())),
         (Some(expected), Some(given)) if bool::from(expected.as_bytes().ct_eq(given)) => Ok(()),

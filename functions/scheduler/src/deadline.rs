@@ -16,8 +16,7 @@ impl Deadline {
     pub fn from_context_ms(deadline_ms: u64, max_run: Duration) -> Deadline {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+            .map_or(0, |d| d.as_millis() as u64);
         let remaining = if deadline_ms < EPOCH_FLOOR_MS {
             Duration::from_millis(deadline_ms)
         } else {

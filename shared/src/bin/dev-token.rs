@@ -20,10 +20,7 @@ fn main() -> ExitCode {
         eprintln!("dev-token: the user id must be a UUID");
         return ExitCode::from(2);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let claims = serde_json::json!({
         "iss": format!("{}/auth/v1", url.trim_end_matches('/')),
         "sub": user, "aud": "authenticated", "role": "authenticated",

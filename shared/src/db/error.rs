@@ -52,7 +52,7 @@ impl DbError {
     }
 
     /// Classifies an error from a statement that ran (or tried to run) on a connection.
-    pub fn from_pg(err: tokio_postgres::Error, statement_bound: Duration) -> Self {
+    pub fn from_pg(err: &tokio_postgres::Error, statement_bound: Duration) -> Self {
         if err.is_closed() {
             return Self::Unreachable("the connection was closed".into());
         }
@@ -76,7 +76,7 @@ impl DbError {
         // No server error: an I/O or protocol failure on the socket. The causes are I/O errors;
         // none carries the connection string.
         let mut message = err.to_string();
-        let mut source = std::error::Error::source(&err);
+        let mut source = std::error::Error::source(err);
         while let Some(cause) = source {
             message.push_str(": ");
             message.push_str(&cause.to_string());
@@ -93,7 +93,7 @@ impl DbError {
                 Self::Unreachable(format!("no connection established within {connect:?}"))
             }
             PoolError::Timeout(TimeoutType::Recycle) => Self::Unreachable("connection check timed out".into()),
-            PoolError::Backend(e) => Self::from_pg(e, Duration::ZERO).into_unreachable(),
+            PoolError::Backend(e) => Self::from_pg(&e, Duration::ZERO).into_unreachable(),
             PoolError::Closed => Self::Unreachable("the pool is closed (shutting down)".into()),
             PoolError::NoRuntimeSpecified => Self::Other("pool built without a runtime".into()),
             PoolError::PostCreateHook(e) => Self::Unreachable(e.to_string()),

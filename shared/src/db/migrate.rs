@@ -41,6 +41,10 @@ pub async fn run(settings: &DbSettings) -> Result<MigrationReport, MigrateError>
     let _ = driver.await;
     let report = report?;
     Ok(MigrationReport {
-        applied: report.applied_migrations().iter().map(|m| m.to_string()).collect(),
+        applied: report
+            .applied_migrations()
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
     })
 }

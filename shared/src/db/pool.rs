@@ -180,7 +180,7 @@ pub struct Conn {
 impl Conn {
     fn client(&self) -> &tokio_postgres::Client {
         // `object` is only taken in `drop`.
-        self.object.as_deref().map(|w| &**w).unwrap_or_else(|| unreachable!())
+        self.object.as_deref().map_or_else(|| unreachable!(), |w| &**w)
     }
 
     /// Bounded, pooler-safe statements on this connection.
@@ -196,10 +196,7 @@ impl Conn {
             poisoned,
             bounds,
         } = self;
-        let client: &mut tokio_postgres::Client = object
-            .as_deref_mut()
-            .map(|w| &mut **w)
-            .unwrap_or_else(|| unreachable!());
+        let client: &mut tokio_postgres::Client = object.as_deref_mut().map_or_else(|| unreachable!(), |w| &mut **w);
         Tx::begin(client, poisoned, bounds).await
     }
 }

@@ -208,7 +208,7 @@ fn parse_pool_size(name: &str, value: &str) -> Result<usize, ConfigError> {
 fn decode(name: &str, part: &str, what: &str) -> Result<String, ConfigError> {
     percent_encoding::percent_decode_str(part)
         .decode_utf8()
-        .map(|s| s.into_owned())
+        .map(std::borrow::Cow::into_owned)
         .map_err(|_| invalid(name, format!("the {what} is not valid UTF-8 after percent-decoding")))
 }
 

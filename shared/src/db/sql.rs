@@ -107,7 +107,7 @@ async fn bounded_inner<T>(
     match tokio::time::timeout(bound, fut).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
-            let err = DbError::from_pg(e, bound);
+            let err = DbError::from_pg(&e, bound);
             if matches!(err, DbError::Unreachable(_) | DbError::StatementTimeout(_)) {
                 poisoned.store(true, Ordering::Relaxed);
             }

@@ -52,7 +52,7 @@ impl ApiError {
             Self::ModelTimeout => (StatusCode::GATEWAY_TIMEOUT, "model_timeout", None),
             Self::ModelFailed(_) => (StatusCode::BAD_GATEWAY, "model_error", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            Self::Conflict(_) | Self::Database(DbError::Constraint { .. }) => (StatusCode::CONFLICT, "conflict", None),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", None),
@@ -68,7 +68,6 @@ impl ApiError {
                 Some(RETRY_AFTER_SECS),
             ),
             Self::Database(DbError::StatementTimeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "database_timeout", None),
-            Self::Database(DbError::Constraint { .. }) => (StatusCode::CONFLICT, "conflict", None),
             Self::Database(DbError::Other(_) | DbError::Decode(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }

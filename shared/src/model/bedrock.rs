@@ -100,7 +100,7 @@ impl AgentModel for BedrockModel {
                             .collect::<String>()
                     ))
                 }
-                other => ModelError::Failed(format!("Bedrock call failed: {}", other)),
+                other => ModelError::Failed(format!("Bedrock call failed: {other}")),
             })?;
         let Some(ConverseOutput::Message(message)) = output.output else {
             return Err(ModelError::Failed("Bedrock returned no message".into()));

@@ -182,8 +182,7 @@ impl AgentModel for LocalModel {
             .iter()
             .rev()
             .find(|m| m.role == Role::User)
-            .map(|m| m.content.as_str())
-            .unwrap_or("");
+            .map_or("", |m| m.content.as_str());
         let excerpt: String = last.chars().take(200).collect();
         Ok(format!(
             "[local model] {} message(s) considered. You said: {excerpt}",

@@ -43,7 +43,7 @@ impl OpenAiModel {
         json!({"model": self.model, "messages": messages, "max_tokens": self.limits.max_tokens})
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> ModelError {
+    fn transport_error(&self, e: &reqwest::Error) -> ModelError {
         if e.is_timeout() {
             ModelError::Timeout(self.limits.timeout.as_millis() as u64)
         } else if e.is_connect() {
@@ -65,14 +65,14 @@ impl AgentModel for OpenAiModel {
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
         }
-        let mut response = call.send().await.map_err(|e| self.transport_error(e))?;
+        let mut response = call.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         // The reply text is capped; the JSON around it may add some framing.
         let cap = self.limits.max_reply_bytes * 2 + 16 * 1024;
         let raw = match read_capped(&mut response, cap).await {
             Ok(raw) => raw,
             Err(ReadError::TooLarge(_)) => return Err(ModelError::TooLarge(self.limits.max_reply_bytes)),
-            Err(ReadError::Transport(e)) => return Err(self.transport_error(e)),
+            Err(ReadError::Transport(e)) => return Err(self.transport_error(&e)),
         };
         let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
         if !status.is_success() {

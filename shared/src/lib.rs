@@ -2,7 +2,8 @@
 //!
 //! - platform: [`config`] (the one configuration reader), [`db`] (settings, TLS, pool, bounded
 //!   pooler-safe statements, errors, migrations, the connection report), [`metrics`],
-//!   [`telemetry`], [`lifecycle`] (init and graceful shutdown);
+//!   [`telemetry`], [`lifecycle`] (init and graceful shutdown), [`secrets`] (Secrets Manager
+//!   through the Lambda extension);
 //! - features on top, each behind a Cargo feature so a binary compiles only what it calls:
 //!   [`http`] (API Gateway plumbing), [`auth`] (Supabase tokens), [`model`] (the agent model;
 //!   the OpenAI-compatible and Bedrock clients behind `openai` and `bedrock`).
@@ -13,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod lifecycle;
 pub mod metrics;
+pub mod secrets;
 pub mod telemetry;
 
 #[cfg(feature = "auth")]

@@ -4,10 +4,12 @@
 //! handles SIGINT (Ctrl-C locally). A request in progress finishes first, then the pool is
 //! closed so the pooler sees the client leave.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ConfigError, Env, Setting};
 use crate::db::{Db, DbSettings, PoolDefaults};
+use crate::secrets::{SecretStore, DATABASE_URL_SECRET_ARN};
 
 pub const SHUTDOWN_GRACE_MS: Setting = Setting::millis(
     "SHUTDOWN_GRACE_MS",
@@ -23,12 +25,25 @@ pub const SETTINGS: &[&Setting] = &[&SHUTDOWN_GRACE_MS];
 const DRAIN: Duration = Duration::from_millis(100);
 
 /// Reads the database settings, builds and warms the pool, and registers the graceful-shutdown
-/// hook that closes it. A missing or malformed setting fails here, naming it.
+/// hook that closes it. A missing or malformed setting fails here, naming it. When
+/// `DATABASE_URL` comes from Secrets Manager, the secret is read again when the database
+/// rejects the password (a rotation).
 pub async fn database(env: &Env, function: &str, defaults: PoolDefaults) -> Result<Db, ConfigError> {
     let settings = DbSettings::for_function(env, function, defaults)?;
     let grace = env.duration(&SHUTDOWN_GRACE_MS)?;
     tracing::info!(database = %settings, "init");
-    let db = Db::new(&settings)?;
+    let mut db = Db::new(&settings)?;
+    if let Some(arn) = env.text(&DATABASE_URL_SECRET_ARN) {
+        let store = SecretStore::from_env(env)?;
+        let (env, function) = (env.clone(), function.to_string());
+        db = db.with_credentials(Arc::new(move || {
+            let (env, store, arn, function) = (env.clone(), store.clone(), arn.clone(), function.clone());
+            Box::pin(async move {
+                let url = store.fetch("DATABASE_URL", &arn).await?.unwrap_or_default();
+                DbSettings::for_function(&env.with("DATABASE_URL", &url), &function, defaults)
+            })
+        }));
+    }
     db.warm().await;
     close_pool_on_shutdown(db.clone(), grace).await;
     Ok(db)

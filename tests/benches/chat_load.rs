@@ -66,7 +66,7 @@ async fn main() {
     let admin = db.direct().await;
     let agent: uuid::Uuid = admin
         .query_one(
-            "INSERT INTO agents (name, instructions) VALUES ('bench', 'Be brief.') RETURNING id",
+            "INSERT INTO agents (name, instructions, visibility) VALUES ('bench', 'Be brief.', 'public') RETURNING id",
             &[],
         )
         .await

@@ -65,7 +65,7 @@ async fn main() {
     let db = TestDb::new().await;
     db.direct()
         .await
-        .batch_execute("INSERT INTO agents (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'demo')")
+        .batch_execute("INSERT INTO agents (id, name, visibility) VALUES ('00000000-0000-4000-8000-000000000001', 'demo', 'public')")
         .await
         .unwrap();
     let token = fakes::hs256(

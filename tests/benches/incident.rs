@@ -324,7 +324,7 @@ async fn main() {
         .unwrap();
     tokio::spawn(conn);
     admin
-        .batch_execute("INSERT INTO agents (id, name, instructions) VALUES ('00000000-0000-4000-8000-000000000001', 'a', 'Be brief.')")
+        .batch_execute("INSERT INTO agents (id, name, instructions, visibility) VALUES ('00000000-0000-4000-8000-000000000001', 'a', 'Be brief.', 'public')")
         .await
         .unwrap();
     drop(admin);

@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use crate::helpers::{admin_command, settings_for, PoolOptions, PrivateBouncer, TestDb};
 
-const SECRET: &str = "test-legacy-jwt-secret-with-at-least-32-characters";
+pub(crate) const SECRET: &str = "test-legacy-jwt-secret-with-at-least-32-characters";
 pub(crate) const USER: &str = "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13";
-const OTHER_USER: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
+pub(crate) const OTHER_USER: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
 
 /// A model that records what it is asked and answers after `delay`.
 pub(crate) struct ChatModel {
@@ -33,14 +33,14 @@ impl ChatModel {
             fail: false,
         })
     }
-    fn failing() -> Arc<Self> {
+    pub(crate) fn failing() -> Arc<Self> {
         Arc::new(Self {
             requests: Mutex::new(Vec::new()),
             delay: Duration::ZERO,
             fail: true,
         })
     }
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.requests.lock().unwrap().len()
     }
 }
@@ -61,9 +61,9 @@ impl AgentModel for ChatModel {
 pub(crate) struct Harness {
     pub(crate) db: TestDb,
     pub(crate) chat: Chat,
-    agent: Uuid,
-    issuer: String,
-    _auth: FakeServer,
+    pub(crate) agent: Uuid,
+    pub(crate) issuer: String,
+    pub(crate) auth: FakeServer,
 }
 
 /// A hostile-input case: name, body, extra headers, expected status.
@@ -82,7 +82,7 @@ pub(crate) async fn harness_with(
         .direct()
         .await
         .query_one(
-            "INSERT INTO agents (name, instructions) VALUES ('helper', 'You are terse.') RETURNING id",
+            "INSERT INTO agents (name, instructions, visibility) VALUES ('helper', 'You are terse.', 'public') RETURNING id",
             &[],
         )
         .await
@@ -117,11 +117,11 @@ pub(crate) async fn harness_with(
         },
         db,
         agent,
-        _auth: auth,
+        auth,
     }
 }
 
-async fn harness(model: Arc<dyn AgentModel>) -> Harness {
+pub(crate) async fn harness(model: Arc<dyn AgentModel>) -> Harness {
     harness_with(model, ChatSettings::default(), None, false).await
 }
 
@@ -298,7 +298,7 @@ async fn hs256_es256_and_rs256_tokens_are_accepted() {
         assert_eq!(status, 200, "{body}");
     }
     // The JWKS was fetched once and cached for the second asymmetric token.
-    assert_eq!(h._auth.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(h.auth.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -624,7 +624,7 @@ async fn model_failures_map_to_502_and_timeouts_to_504() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
-fn limits(timeout: Duration) -> ModelLimits {
+pub(crate) fn limits(timeout: Duration) -> ModelLimits {
     ModelLimits {
         timeout,
         max_reply_bytes: 64 * 1024,

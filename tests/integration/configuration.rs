@@ -18,9 +18,10 @@ fn groups() -> Vec<(&'static str, Vec<&'static Setting>)> {
     let all = |s: &[&'static Setting]| s.to_vec();
     vec![
         (
-            "Database (every function; `migrate` reads only `DIRECT_URL`)",
-            all(shared::db::settings::SETTINGS),
+            "Database (every function; `migrate` reads only `DIRECT_URL` and `AGENT_BACKEND_PASSWORD`)",
+            [shared::db::settings::SETTINGS, shared::db::migrate::SETTINGS].concat(),
         ),
+        ("Secrets at run time (every function)", all(shared::secrets::SETTINGS)),
         (
             "Logs, metrics and shutdown (every function)",
             [

@@ -4,42 +4,54 @@ use shared::db::{Db, DbError, Type};
 
 use crate::helpers::{eventually, PoolOptions, PrivateBouncer, TestDb};
 
-async fn insert_agent(db: &Db, name: &str) -> Result<uuid::Uuid, DbError> {
+/// An agent, inserted by the owner (the functions' role only reads agents).
+async fn seed_agent(db: &TestDb) -> uuid::Uuid {
+    db.direct()
+        .await
+        .query_one("INSERT INTO agents (name) VALUES ('worker') RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A task, inserted through the pool (as the functions' role).
+async fn insert_task(db: &Db, agent: uuid::Uuid, prompt: &str, max_attempts: i32) -> Result<uuid::Uuid, DbError> {
     let conn = db.conn().await?;
     let row = conn
         .sql()
         .query_one(
-            "INSERT INTO agents (name, instructions) VALUES ($1, $2) RETURNING id",
-            &[(&name, Type::TEXT), (&"be brief", Type::TEXT)],
+            "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for, max_attempts)
+             VALUES ($1, $2, 'pending', now(), $3) RETURNING id",
+            &[(&agent, Type::UUID), (&prompt, Type::TEXT), (&max_attempts, Type::INT4)],
         )
         .await?;
     Ok(row.get(0))
 }
 
 /// One unit of mixed work: insert, read back, update in a transaction, count.
-async fn mixed_work(db: &Db, worker: usize, round: usize) -> Result<(), DbError> {
-    let name = format!("agent-{worker}-{round}");
-    let id = insert_agent(db, &name).await?;
+async fn mixed_work(db: &Db, agent: uuid::Uuid, worker: usize, round: usize) -> Result<(), DbError> {
+    let prompt = format!("task-{worker}-{round}");
+    let id = insert_task(db, agent, &prompt, 3).await?;
     {
         let conn = db.conn().await?;
         let row = conn
             .sql()
-            .query_one("SELECT name FROM agents WHERE id = $1", &[(&id, Type::UUID)])
+            .query_one("SELECT prompt FROM agent_tasks WHERE id = $1", &[(&id, Type::UUID)])
             .await?;
-        assert_eq!(row.get::<_, String>(0), name);
+        assert_eq!(row.get::<_, String>(0), prompt);
     }
     let mut conn = db.conn().await?;
     let tx = conn.transaction().await?;
     tx.sql()
         .execute(
-            "UPDATE agents SET instructions = $2, updated_at = now() WHERE id = $1",
+            "UPDATE agent_tasks SET result = $2, updated_at = now() WHERE id = $1",
             &[(&id, Type::UUID), (&"updated", Type::TEXT)],
         )
         .await?;
     let n: i64 = tx
         .sql()
         .query_one(
-            "SELECT count(*) FROM agents WHERE id = $1 AND instructions = 'updated'",
+            "SELECT count(*) FROM agent_tasks WHERE id = $1 AND result = 'updated'",
             &[(&id, Type::UUID)],
         )
         .await?
@@ -52,6 +64,7 @@ async fn mixed_work(db: &Db, worker: usize, round: usize) -> Result<(), DbError>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_tasks_on_eight_pools_through_pgbouncer_see_no_errors() {
     let db = TestDb::new().await;
+    let agent = seed_agent(&db).await;
     let pools: Vec<Db> = (0..8)
         .map(|i| {
             db.pool(&PoolOptions {
@@ -68,7 +81,7 @@ async fn thirty_two_tasks_on_eight_pools_through_pgbouncer_see_no_errors() {
         tasks.push(tokio::spawn(async move {
             let mut errors = Vec::new();
             for round in 0..25 {
-                if let Err(e) = mixed_work(&pool, worker, round).await {
+                if let Err(e) = mixed_work(&pool, agent, worker, round).await {
                     errors.push(e.to_string());
                 }
             }
@@ -88,7 +101,7 @@ async fn thirty_two_tasks_on_eight_pools_through_pgbouncer_see_no_errors() {
 
     let client = db.direct().await;
     let n: i64 = client
-        .query_one("SELECT count(*) FROM agents WHERE instructions = 'updated'", &[])
+        .query_one("SELECT count(*) FROM agent_tasks WHERE result = 'updated'", &[])
         .await
         .unwrap()
         .get(0);
@@ -209,8 +222,9 @@ async fn the_database_going_away_is_unreachable_and_the_same_pool_recovers() {
 #[tokio::test]
 async fn constraint_violations_are_classified() {
     let db = TestDb::new().await;
+    let agent = seed_agent(&db).await;
     let pool = db.default_pool();
-    let err = insert_agent(&pool, "").await.unwrap_err();
+    let err = insert_task(&pool, agent, "x", 0).await.unwrap_err();
     assert!(
         matches!(&err, DbError::Constraint { code, .. } if code == "23514"),
         "{err:?}"
@@ -221,12 +235,15 @@ async fn constraint_violations_are_classified() {
 #[tokio::test]
 async fn a_dropped_transaction_rolls_back_and_a_committed_one_persists() {
     let db = TestDb::new().await;
+    let agent = seed_agent(&db).await;
     let pool = db.default_pool();
+    let insert = "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
+                  VALUES ($1, $2, 'pending', now())";
     {
         let mut conn = pool.conn().await.unwrap();
         let tx = conn.transaction().await.unwrap();
         tx.sql()
-            .execute("INSERT INTO agents (name) VALUES ($1)", &[(&"rolled back", Type::TEXT)])
+            .execute(insert, &[(&agent, Type::UUID), (&"rolled back", Type::TEXT)])
             .await
             .unwrap();
     }
@@ -234,14 +251,14 @@ async fn a_dropped_transaction_rolls_back_and_a_committed_one_persists() {
         let mut conn = pool.conn().await.unwrap();
         let tx = conn.transaction().await.unwrap();
         tx.sql()
-            .execute("INSERT INTO agents (name) VALUES ($1)", &[(&"kept", Type::TEXT)])
+            .execute(insert, &[(&agent, Type::UUID), (&"kept", Type::TEXT)])
             .await
             .unwrap();
         tx.commit().await.unwrap();
     }
     let client = db.direct().await;
     let names: Vec<String> = client
-        .query("SELECT name FROM agents ORDER BY name", &[])
+        .query("SELECT prompt FROM agent_tasks ORDER BY prompt", &[])
         .await
         .unwrap()
         .iter()
@@ -377,8 +394,18 @@ async fn tls_follows_sslmode_through_a_tls_only_pooler() {
         "a self-signed certificate passed verify-full without its root"
     );
 
-    // The pooler's own view (its console, over TLS too): our connection is encrypted.
-    let console = Db::new(&tls_settings(&bouncer, &db, "require", None).with_dbname("pgbouncer")).unwrap();
+    // The pooler's own view (its console, over TLS too, as its admin): our connection is encrypted.
+    let mut console_url = url::Url::parse(&bouncer.url(&db)).unwrap();
+    let owner = url::Url::parse(&db.direct_url).unwrap();
+    console_url.set_username(owner.username()).unwrap();
+    console_url.set_password(owner.password()).unwrap();
+    console_url.set_path("pgbouncer");
+    console_url.query_pairs_mut().append_pair("sslmode", "require");
+    let console = Db::new(&crate::helpers::settings_for(
+        console_url.as_str(),
+        &PoolOptions::default(),
+    ))
+    .unwrap();
     let conn = console.conn().await.unwrap();
     let rows = conn.sql().simple("SHOW CLIENTS").await.unwrap();
     let tls: Vec<String> = rows

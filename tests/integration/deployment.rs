@@ -181,3 +181,65 @@ fn every_database_bound_stays_below_its_function_timeout() {
         "chat: {worst} ms worst case >= {timeout_ms} ms timeout"
     );
 }
+
+#[test]
+fn secrets_are_read_at_run_time_and_never_resolved_into_the_environment() {
+    let t = template();
+    assert!(
+        !TEMPLATE.contains("{{resolve:secretsmanager"),
+        "a secret is resolved into a plaintext environment variable at deploy time"
+    );
+    let globals = &t["Globals"]["Function"];
+    assert!(globals["Environment"]["Variables"].get("DATABASE_URL").is_none());
+    assert!(globals["Environment"]["Variables"]
+        .get("DATABASE_URL_SECRET_ARN")
+        .is_some());
+    assert!(
+        globals.get("Layers").is_some(),
+        "the secrets extension layer is attached"
+    );
+    let resources = t["Resources"].as_mapping().expect("Resources");
+    for (name, resource) in resources {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let policies = serde_norway::to_string(&resource["Properties"]["Policies"]).unwrap_or_default();
+        assert!(
+            policies.contains("secretsmanager:GetSecretValue") && policies.contains("DatabaseUrlSecretArn"),
+            "{name:?} may read exactly its secret: {policies}"
+        );
+        let variables = &resource["Properties"]["Environment"]["Variables"];
+        for secret in ["HEALTH_API_KEY", "SUPABASE_JWT_SECRET", "DATABASE_URL"] {
+            assert!(variables.get(secret).is_none(), "{name:?} sets {secret} in plaintext");
+        }
+    }
+    let chat = &t["Resources"]["ChatFunction"]["Properties"]["Environment"]["Variables"];
+    assert!(
+        chat.get("SUPABASE_JWT_SECRET_ARN").is_some(),
+        "legacy HS256 projects get their secret"
+    );
+}
+
+#[test]
+fn the_http_api_throttles_and_the_database_connection_requires_tls() {
+    let t = template();
+    let route = &t["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"];
+    let burst = number(&t, &route["ThrottlingBurstLimit"]).expect("a burst limit");
+    let rate = number(&t, &route["ThrottlingRateLimit"]).expect("a rate limit");
+    assert!(burst >= 1 && rate >= 1);
+    let sslmode = &t["Globals"]["Function"]["Environment"]["Variables"]["DB_SSLMODE"];
+    let default = match sslmode {
+        Value::Tagged(tagged) if tagged.tag == "!Ref" => {
+            let name = tagged.value.as_str().unwrap_or_default();
+            t["Parameters"][name]["Default"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+        other => other.as_str().unwrap_or_default().to_string(),
+    };
+    assert!(
+        ["require", "verify-ca", "verify-full"].contains(&default.as_str()),
+        "sslmode {default:?} allows plaintext"
+    );
+}

@@ -85,7 +85,7 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
     tokio::spawn(conn);
     inspector
         .batch_execute(
-            "INSERT INTO agents (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'a');
+            "INSERT INTO agents (id, name, visibility) VALUES ('00000000-0000-4000-8000-000000000001', 'a', 'public');
              INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
              SELECT '00000000-0000-4000-8000-000000000001', 'job ' || i, 'approved', now() - interval '1 minute'
                FROM generate_series(1, 300) i;",
@@ -256,7 +256,9 @@ async fn sigterm_during_a_request_lets_it_finish_then_closes_the_pool() {
     let db = TestDb::new().await;
     let client = db.direct().await;
     client
-        .batch_execute("INSERT INTO agents (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'a')")
+        .batch_execute(
+            "INSERT INTO agents (id, name, visibility) VALUES ('00000000-0000-4000-8000-000000000001', 'a', 'public')",
+        )
         .await
         .unwrap();
     let secret = "sigterm-test-jwt-secret-with-32-characters";

@@ -88,7 +88,7 @@ async fn the_scheduler_binary_runs_under_cargo_lambda_watch_and_invoke() {
     let client = db.direct().await;
     client
         .batch_execute(
-            "INSERT INTO agents (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'a');
+            "INSERT INTO agents (id, name, visibility) VALUES ('00000000-0000-4000-8000-000000000001', 'a', 'public');
              INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
              SELECT '00000000-0000-4000-8000-000000000001', 'job ' || i, 'approved', now()
                FROM generate_series(1, 5) i;",
@@ -157,7 +157,7 @@ async fn the_chat_binary_serves_the_contract_on_its_function_url_with_a_signed_t
     let db = TestDb::new().await;
     let client = db.direct().await;
     client
-        .batch_execute("INSERT INTO agents (id, name, instructions) VALUES ('00000000-0000-4000-8000-000000000001', 'demo', 'Be brief.')")
+        .batch_execute("INSERT INTO agents (id, name, instructions, visibility) VALUES ('00000000-0000-4000-8000-000000000001', 'demo', 'Be brief.', 'public')")
         .await
         .unwrap();
     let secret = "watch-test-jwt-secret-with-at-least-32-chars";

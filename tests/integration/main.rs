@@ -4,7 +4,9 @@
 use integration_tests::helpers;
 
 mod chat;
+mod chat_abuse;
 mod configuration;
+mod data_api;
 mod data_layer;
 mod deployment;
 mod faults;
@@ -14,3 +16,4 @@ mod lambda_watch;
 mod lifecycle;
 mod migrations;
 mod scheduler;
+mod secrets;

@@ -19,8 +19,15 @@ pub async fn bouncer_admin() -> Client {
     admin_at(&pooled).await
 }
 
+/// The admin console of the pgbouncer at `pooled_url`'s address, as the admin user (the
+/// superuser of `DIRECT_URL`; the functions' role is not a pgbouncer admin).
 async fn admin_at(pooled_url: &str) -> Client {
-    let url = with_db(pooled_url, "pgbouncer");
+    let (_, direct) = urls();
+    let admin = url::Url::parse(&direct).expect("valid DIRECT_URL");
+    let mut u = url::Url::parse(&with_db(pooled_url, "pgbouncer")).expect("valid url");
+    u.set_username(admin.username()).expect("user settable");
+    u.set_password(admin.password()).expect("password settable");
+    let url = u.to_string();
     let (client, conn) = tokio_postgres::connect(&url, NoTls)
         .await
         .expect("pgbouncer admin console");
@@ -105,7 +112,7 @@ impl PrivateBouncer {
             config
         };
         std::fs::write(dir.join("pgbouncer.ini"), config).expect("write ini");
-        std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"postgres\"\n").expect("write userlist");
+        std::fs::write(dir.join("userlist.txt"), userlist()).expect("write userlist");
         if let Some((uid, gid)) = service_user() {
             for f in ["", "pgbouncer.ini", "userlist.txt", "key.pem", "cert.pem"] {
                 if dir.join(f).exists() {
@@ -158,6 +165,28 @@ impl PrivateBouncer {
         let (pooled, _) = urls();
         admin_at(&with_port(&pooled, self.port)).await
     }
+}
+
+/// The users a private bouncer admits: the superuser of `DIRECT_URL` and the functions' role of
+/// `DATABASE_URL`, with their passwords.
+fn userlist() -> String {
+    let (pooled, direct) = urls();
+    [direct, pooled]
+        .iter()
+        .filter_map(|u| url::Url::parse(u).ok())
+        .map(|u| {
+            let user = percent_decode(u.username());
+            let password = percent_decode(u.password().unwrap_or_default());
+            format!("\"{user}\" \"{password}\"\n")
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 impl Drop for PrivateBouncer {

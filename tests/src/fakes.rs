@@ -91,9 +91,13 @@ impl FakeServer {
         FakeServer { addr, hits, seen, mode }
     }
 
-    /// Supabase Auth: `GET /auth/v1/.well-known/jwks.json` serves `tests/fixtures/jwks.json`.
+    /// Supabase Auth: `GET /auth/v1/.well-known/jwks.json` serves `tests/fixtures/jwks.json`
+    /// (`Mode::HttpError`: an outage, 503).
     pub async fn supabase_auth() -> FakeServer {
-        Self::start(|_, path, _| {
+        Self::start(|mode, path, _| {
+            if mode == Mode::HttpError {
+                return (503, vec![], "upstream unavailable".into(), Duration::ZERO);
+            }
             if path == "/auth/v1/.well-known/jwks.json" {
                 (
                     200,
@@ -165,6 +169,17 @@ impl FakeServer {
                 })
                 .to_string()
             };
+            if let Some(problem) = converse_problem(body) {
+                return (
+                    400,
+                    vec![(
+                        "x-amzn-errortype",
+                        "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/".to_string(),
+                    )],
+                    json!({ "message": problem }).to_string(),
+                    Duration::ZERO,
+                );
+            }
             match mode {
                 Mode::Ok => (200, vec![], reply(format!("bedrock says: {last}")), Duration::ZERO),
                 Mode::HttpError => (
@@ -185,6 +200,26 @@ impl FakeServer {
 }
 
 /// Claims of a Supabase access token.
+/// What Bedrock's Converse API refuses with a `ValidationException`: no messages, a first
+/// message that is not the user's, roles that do not alternate, an empty text block.
+fn converse_problem(body: &Value) -> Option<&'static str> {
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Some("A conversation must have at least one message.");
+    };
+    if messages[0]["role"] != "user" {
+        return Some("A conversation must start with a user message. Try again with a conversation that starts with a user message.");
+    }
+    if messages.windows(2).any(|w| w[0]["role"] == w[1]["role"]) {
+        return Some("A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.");
+    }
+    let empty = messages.iter().any(|m| {
+        m["content"].as_array().is_none_or(|blocks| {
+            blocks.is_empty() || blocks.iter().any(|b| b["text"].as_str().is_some_and(str::is_empty))
+        })
+    });
+    empty.then_some("The text field in the ContentBlock object is blank. Add text to the text field, and try again.")
+}
+
 pub fn claims(issuer: &str, sub: &str) -> Value {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     json!({

@@ -6,7 +6,7 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
-use shared::auth::{Authenticator, User};
+use shared::auth::{AuthError, Authenticator, User};
 use shared::db::Db;
 use shared::http::{json_body, json_response, serve, ApiError};
 use shared::metrics::Metrics;
@@ -17,6 +17,9 @@ use crate::request::{self, ChatInput};
 use crate::settings::Settings;
 use crate::store::{self, StoredReply, TurnLimits, TurnRequest};
 use crate::turn::{decide, TurnStart};
+
+/// Added to the model's bound to form the lease of a message being answered.
+const ANSWER_LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The chat function's state, built once per instance.
 pub struct Chat {
@@ -53,33 +56,53 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
             .map(lambda_http::http::HeaderValue::as_bytes),
     )?;
 
-    let (conversation_id, model_request) = match begin(chat, user, &input, key.as_deref()).await? {
+    let (conversation_id, message_id, model_request) = match begin(chat, user, &input, key.as_deref()).await? {
         TurnStart::AgentNotFound => return Err(ApiError::NotFoundWith("agent not found")),
         TurnStart::ConversationNotFound => return Err(ApiError::NotFoundWith("conversation not found")),
-        TurnStart::RateLimited { retry_after_secs } => return Err(ApiError::TooManyRequests { retry_after_secs }),
-        TurnStart::InProgress => {
-            return Err(ApiError::Conflict(
-                "a request with this Idempotency-Key is being answered".into(),
+        TurnStart::KeyReused => {
+            return Err(ApiError::Unprocessable(
+                "this Idempotency-Key was used for a different request".into(),
             ))
+        }
+        TurnStart::RateLimited { retry_after_secs } => return Err(ApiError::TooManyRequests { retry_after_secs }),
+        TurnStart::InProgress {
+            retry_after_secs,
+            release,
+        } => {
+            if release {
+                release_turn(chat, user, None).await;
+            }
+            return Err(ApiError::InProgress {
+                message: "a request with this Idempotency-Key is being answered".into(),
+                retry_after_secs,
+            });
         }
         TurnStart::Replay { conversation_id, reply } => return Ok(reply_response(conversation_id, &reply, request_id)),
         TurnStart::Ready {
             conversation_id,
+            message_id,
             instructions,
             history,
         } => (
             conversation_id,
-            ModelRequest {
-                instructions,
-                messages: history,
-            },
+            message_id,
+            ModelRequest::conversation(instructions, history),
         ),
     };
 
     // No connection is held here: round trip 1 gave its connection back.
-    let text = match tokio::time::timeout(chat.settings.model_timeout, chat.model.generate(&model_request)).await {
-        Ok(result) => result.map_err(model_error)?,
-        Err(_) => return Err(ApiError::ModelTimeout),
+    let generated = match tokio::time::timeout(chat.settings.model_timeout, chat.model.generate(&model_request)).await {
+        Ok(result) => result.map_err(model_error),
+        Err(_) => Err(ApiError::ModelTimeout),
+    };
+    let text = match generated {
+        Ok(text) => text,
+        Err(e) => {
+            // The message stays stored; its lease and the user's slot go back so a retry may
+            // answer it.
+            release_turn(chat, user, Some(message_id)).await;
+            return Err(e);
+        }
     };
 
     // Round trip 2.
@@ -105,7 +128,10 @@ async fn authenticate(auth: &Authenticator, request: &Request) -> Result<User, A
     };
     auth.authenticate(request.headers(), gateway_claims)
         .await
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+        .map_err(|e| match e {
+            AuthError::KeysUnavailable { retry_after_secs } => ApiError::AuthUnavailable { retry_after_secs },
+            other => ApiError::Unauthorized(other.to_string()),
+        })
 }
 
 /// Round trip 1; the connection goes back to the pool before the model is called.
@@ -113,6 +139,9 @@ async fn begin(chat: &Chat, user: User, input: &ChatInput, key: Option<&str>) ->
     let limits = TurnLimits {
         rate_limit: chat.settings.rate_limit,
         rate_window_secs: chat.settings.rate_window.as_secs_f64(),
+        max_in_flight: chat.settings.max_in_flight,
+        // Past the model's bound and round trip 2's, the lease is certainly stale.
+        answer_lease_secs: (chat.settings.model_timeout + ANSWER_LEASE_MARGIN).as_secs_f64(),
         history: chat.settings.history,
     };
     let turn = TurnRequest {
@@ -127,6 +156,18 @@ async fn begin(chat: &Chat, user: User, input: &ChatInput, key: Option<&str>) ->
         store::begin_turn(&conn.sql(), turn, limits).await?
     };
     Ok(decide(row, &input.message))
+}
+
+/// Best effort: gives a turn's lease and in-flight slot back (both expire on their own anyway).
+async fn release_turn(chat: &Chat, user: User, message_id: Option<Uuid>) {
+    let released = async {
+        let conn = chat.db.conn().await?;
+        store::release_turn(&conn.sql(), user.id, message_id).await
+    }
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "could not release the turn; its lease will expire");
+    }
 }
 
 fn model_error(e: ModelError) -> ApiError {

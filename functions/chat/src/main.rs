@@ -8,6 +8,7 @@ use shared::metrics::Metrics;
 async fn main() -> Result<(), Error> {
     let env = Env::from_process();
     shared::telemetry::init(&env)?;
+    let env = shared::secrets::resolve(env).await?;
     let settings = chat::Settings::from_env(&env)?;
     let auth = Authenticator::new(AuthConfig::from_env(&env)?);
     let model = shared::model::from_env(&env).await?;

@@ -34,7 +34,7 @@ pub const CHAT_RATE_LIMIT: Setting = Setting::number(
     1_000_000,
     30,
     Unit::Plain,
-    "messages a user may send per window (429 with `Retry-After` above)",
+    "model calls a user may start per window, retries included (429 with `Retry-After` above)",
 );
 pub const CHAT_RATE_WINDOW_SECS: Setting = Setting::number(
     "CHAT_RATE_WINDOW_SECS",
@@ -42,7 +42,15 @@ pub const CHAT_RATE_WINDOW_SECS: Setting = Setting::number(
     86_400,
     60,
     Unit::Seconds,
-    "the rate limit's sliding window",
+    "the rate limit's window (fixed, per user)",
+);
+pub const CHAT_MAX_IN_FLIGHT: Setting = Setting::number(
+    "CHAT_MAX_IN_FLIGHT",
+    1,
+    1000,
+    4,
+    Unit::Plain,
+    "model calls one user may have in flight at once (429 above)",
 );
 pub const CHAT_MODEL_TIMEOUT_MS: Setting = Setting::millis(
     "CHAT_MODEL_TIMEOUT_MS",
@@ -58,6 +66,7 @@ pub const SETTINGS: &[&Setting] = &[
     &CHAT_HISTORY_MESSAGES,
     &CHAT_RATE_LIMIT,
     &CHAT_RATE_WINDOW_SECS,
+    &CHAT_MAX_IN_FLIGHT,
     &CHAT_MODEL_TIMEOUT_MS,
 ];
 
@@ -68,6 +77,7 @@ pub struct Settings {
     pub history: i64,
     pub rate_limit: i64,
     pub rate_window: Duration,
+    pub max_in_flight: i64,
     pub model_timeout: Duration,
 }
 
@@ -86,6 +96,7 @@ impl Settings {
             history: i64::try_from(env.number(&CHAT_HISTORY_MESSAGES)?).unwrap_or(i64::MAX),
             rate_limit: i64::try_from(env.number(&CHAT_RATE_LIMIT)?).unwrap_or(i64::MAX),
             rate_window: env.duration(&CHAT_RATE_WINDOW_SECS)?,
+            max_in_flight: i64::try_from(env.number(&CHAT_MAX_IN_FLIGHT)?).unwrap_or(i64::MAX),
             model_timeout: env.duration(&CHAT_MODEL_TIMEOUT_MS)?,
         })
     }

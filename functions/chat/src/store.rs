@@ -13,9 +13,14 @@ use crate::turn::TurnRow;
 /// Limits applied in the first round trip.
 #[derive(Debug, Clone, Copy)]
 pub struct TurnLimits {
-    /// Messages a user may send per window.
+    /// Model calls a user may start per window (a retry after a failure counts too).
     pub rate_limit: i64,
     pub rate_window_secs: f64,
+    /// Model calls one user may have in flight at once.
+    pub max_in_flight: i64,
+    /// How long a message being answered is leased to its request (longer than the model's
+    /// bound, so a second request with the same Idempotency-Key never calls the model meanwhile).
+    pub answer_lease_secs: f64,
     /// Earlier messages given to the model.
     pub history: i64,
 }
@@ -58,10 +63,12 @@ pub async fn begin_turn<C: GenericClient + Sync>(
     let row = sql
         .query_one(
             "WITH agent AS (
-                 SELECT instructions FROM agents WHERE id = $2
+                 SELECT instructions FROM agents
+                  WHERE id = $2 AND (visibility = 'public' OR owner_id = $1)
              ), prior AS (
-                 SELECT id, conversation_id FROM messages
-                  WHERE $5::text IS NOT NULL AND user_id = $1 AND role = 'user' AND idempotency_key = $5
+                 SELECT m.id, m.conversation_id, m.content, m.answering_until, c.agent_id
+                   FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                  WHERE $5::text IS NOT NULL AND m.user_id = $1 AND m.role = 'user' AND m.idempotency_key = $5
              ), prior_reply AS (
                  SELECT id, content, created_at FROM messages
                   WHERE $5::text IS NOT NULL AND user_id = $1 AND role = 'assistant' AND idempotency_key = $5
@@ -69,45 +76,77 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                  SELECT id FROM conversations
                   WHERE id = coalesce((SELECT conversation_id FROM prior), $3)
                     AND user_id = $1 AND agent_id = $2
-             ), recent AS (
-                 SELECT count(*) AS n, min(created_at) AS oldest FROM messages
-                  WHERE user_id = $1 AND role = 'user' AND created_at > now() - make_interval(secs => $7)
              ), decision AS (
                  SELECT EXISTS (SELECT 1 FROM agent) AS agent_ok,
                         (($3::uuid IS NULL AND NOT EXISTS (SELECT 1 FROM prior))
                           OR EXISTS (SELECT 1 FROM owned)) AS conversation_ok,
                         EXISTS (SELECT 1 FROM prior) AS replay,
-                        (SELECT n FROM recent) < $6 AS rate_ok
+                        EXISTS (SELECT 1 FROM prior_reply) AS answered,
+                        EXISTS (SELECT 1 FROM prior WHERE answering_until > now()) AS answering,
+                        NOT EXISTS (SELECT 1 FROM prior
+                                     WHERE content <> $4 OR agent_id <> $2
+                                        OR ($3::uuid IS NOT NULL AND conversation_id <> $3)) AS same_request
+             ), admitted AS (
+                 -- One atomic upsert decides: parallel requests wait on the user's row and each
+                 -- sees the count the previous one left, so exactly the limit is admitted.
+                 INSERT INTO chat_usage AS u (user_id, window_start, window_count, in_flight, in_flight_until)
+                 SELECT $1, now(), 1, 1, now() + make_interval(secs => $10) FROM decision d
+                  WHERE d.agent_ok AND d.conversation_ok AND d.same_request AND NOT d.answered AND NOT d.answering
+                     ON CONFLICT (user_id) DO UPDATE SET
+                        window_start = CASE WHEN u.window_start <= now() - make_interval(secs => $7)
+                                            THEN now() ELSE u.window_start END,
+                        window_count = CASE WHEN u.window_start <= now() - make_interval(secs => $7)
+                                            THEN 1 ELSE u.window_count + 1 END,
+                        in_flight = CASE WHEN u.in_flight_until <= now() THEN 1 ELSE u.in_flight + 1 END,
+                        in_flight_until = greatest(u.in_flight_until, now() + make_interval(secs => $10))
+                  WHERE (u.window_start <= now() - make_interval(secs => $7) OR u.window_count < $6)
+                    AND (u.in_flight_until <= now() OR u.in_flight < $11)
+                 RETURNING 1
              ), new_conversation AS (
                  INSERT INTO conversations (id, user_id, agent_id)
-                 SELECT $9, $1, $2 FROM decision
-                  WHERE agent_ok AND conversation_ok AND rate_ok AND NOT replay AND $3::uuid IS NULL
+                 SELECT $9, $1, $2 FROM decision d
+                  WHERE NOT d.replay AND $3::uuid IS NULL AND EXISTS (SELECT 1 FROM admitted)
                  RETURNING id
              ), conversation AS (
                  SELECT id FROM new_conversation UNION ALL SELECT id FROM owned
              ), inserted AS (
-                 INSERT INTO messages (conversation_id, user_id, role, content, idempotency_key)
-                 SELECT c.id, $1, 'user', $4, $5 FROM conversation c, decision d
-                  WHERE d.agent_ok AND d.conversation_ok AND d.rate_ok AND NOT d.replay
+                 INSERT INTO messages (conversation_id, user_id, role, content, idempotency_key, answering_until)
+                 SELECT c.id, $1, 'user', $4, $5, now() + make_interval(secs => $10)
+                   FROM conversation c, decision d
+                  WHERE NOT d.replay AND EXISTS (SELECT 1 FROM admitted)
                      ON CONFLICT (user_id, role, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id
+             ), claimed AS (
+                 -- A retry of an unanswered message takes its lease, unless another request
+                 -- holds it (the row lock makes the second one see the first one's lease).
+                 UPDATE messages m SET answering_until = now() + make_interval(secs => $10)
+                   FROM prior p
+                  WHERE m.id = p.id AND EXISTS (SELECT 1 FROM admitted)
+                    AND (m.answering_until IS NULL OR m.answering_until <= now())
+                 RETURNING m.id
              ), history AS (
                  SELECT role, content, created_at, id FROM messages
                   WHERE conversation_id = (SELECT id FROM owned)
                   ORDER BY created_at DESC, id DESC
                   LIMIT $8
              )
-             SELECT d.agent_ok, d.conversation_ok, d.rate_ok, d.replay,
+             SELECT d.agent_ok, d.conversation_ok, d.replay, d.answering, d.same_request,
+                    EXISTS (SELECT 1 FROM admitted) AS admitted,
                     (SELECT id FROM conversation LIMIT 1) AS conversation_id,
-                    EXISTS (SELECT 1 FROM inserted) AS inserted,
+                    coalesce((SELECT id FROM inserted), (SELECT id FROM claimed)) AS message_id,
                     (SELECT instructions FROM agent) AS instructions,
                     (SELECT coalesce(jsonb_agg(jsonb_build_object('role', role, 'content', content)
                                                ORDER BY created_at, id), '[]'::jsonb) FROM history) AS history,
                     (SELECT jsonb_build_object('id', id, 'content', content, 'createdAt', created_at)
                        FROM prior_reply LIMIT 1) AS prior_reply,
-                    greatest(1, ceil(extract(epoch FROM
-                        (SELECT oldest FROM recent) + make_interval(secs => $7) - now())))::int8
-                      AS retry_after_secs
+                    greatest(1, ceil(extract(epoch FROM coalesce(
+                        (SELECT answering_until - now() FROM prior WHERE answering_until > now()),
+                        (SELECT CASE WHEN u.window_count >= $6
+                                       AND u.window_start > now() - make_interval(secs => $7)
+                                     THEN u.window_start + make_interval(secs => $7) - now()
+                                     ELSE least(u.in_flight_until - now(), interval '5 seconds') END
+                           FROM chat_usage u WHERE u.user_id = $1),
+                        interval '1 second'))))::int8 AS retry_after_secs
                FROM decision d",
             &[
                 (&turn.user_id, Type::UUID),
@@ -119,6 +158,8 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                 (&limits.rate_window_secs, Type::FLOAT8),
                 (&limits.history, Type::INT8),
                 (&new_conversation, Type::UUID),
+                (&limits.answer_lease_secs, Type::FLOAT8),
+                (&limits.max_in_flight, Type::INT8),
             ],
         )
         .await?;
@@ -143,10 +184,12 @@ impl FromRow for TurnRow {
         Ok(TurnRow {
             agent_ok: column(row, "agent_ok")?,
             conversation_ok: column(row, "conversation_ok")?,
-            rate_ok: column(row, "rate_ok")?,
             replay: column(row, "replay")?,
+            answering: column(row, "answering")?,
+            same_request: column(row, "same_request")?,
+            admitted: column(row, "admitted")?,
             conversation_id: column(row, "conversation_id")?,
-            inserted: column(row, "inserted")?,
+            message_id: column(row, "message_id")?,
             instructions: column(row, "instructions")?,
             history,
             prior_reply: prior_reply
@@ -183,6 +226,9 @@ pub async fn store_reply<C: GenericClient + Sync>(
              ), touched AS (
                  UPDATE conversations SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM reply)
                  RETURNING 1
+             ), released AS (
+                 UPDATE chat_usage SET in_flight = greatest(in_flight - 1, 0) WHERE user_id = $2
+                 RETURNING 1
              )
              SELECT id, content, created_at FROM reply",
             &[
@@ -204,4 +250,25 @@ impl FromRow for StoredReply {
             created_at: column(row, "created_at")?,
         })
     }
+}
+
+/// After a failed or timed-out model call: the message's lease and the user's in-flight slot are
+/// given back at once, so a retry with the same Idempotency-Key may answer it (counted against
+/// the rate limit like any model call).
+#[tracing::instrument(skip_all)]
+pub async fn release_turn<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    user_id: Uuid,
+    message_id: Option<Uuid>,
+) -> Result<(), DbError> {
+    sql.execute(
+        "WITH lease AS (
+             UPDATE messages SET answering_until = NULL WHERE id = $2 AND user_id = $1
+             RETURNING 1
+         )
+         UPDATE chat_usage SET in_flight = greatest(in_flight - 1, 0) WHERE user_id = $1",
+        &[(&user_id, Type::UUID), (&message_id, Type::UUID)],
+    )
+    .await
+    .map(|_| ())
 }

@@ -9,33 +9,40 @@ use crate::store::StoredReply;
 /// Round trip 1's answer, decoded by column name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TurnRow {
-    /// The agent exists.
+    /// The agent exists and the caller may use it (public, or theirs).
     pub agent_ok: bool,
     /// No conversation was named, or the named one is the caller's with this agent.
     pub conversation_ok: bool,
-    /// Under the rate limit (`None` when it was not evaluated).
-    pub rate_ok: Option<bool>,
     /// The Idempotency-Key was seen before.
     pub replay: bool,
+    /// That earlier request is being answered right now (its lease is live).
+    pub answering: bool,
+    /// The key's earlier request had this message, agent and conversation.
+    pub same_request: bool,
+    /// The rate limit and the in-flight cap admitted a model call.
+    pub admitted: bool,
     /// The conversation the message belongs to (created or owned).
     pub conversation_id: Option<Uuid>,
-    /// This request stored the user's message.
-    pub inserted: bool,
+    /// The user's message this request now answers (inserted, or a retry's lease taken).
+    pub message_id: Option<Uuid>,
     pub instructions: Option<String>,
-    /// The conversation before this message, oldest first.
+    /// The conversation so far, oldest first (a retried message is already in it).
     pub history: Vec<ChatMessage>,
     /// The stored reply of an earlier request with the same Idempotency-Key.
     pub prior_reply: Option<StoredReply>,
-    /// Seconds until the oldest message of the window leaves it.
+    /// When to come back: the lease of the request being answered, or the rate-limit window.
     pub retry_after_secs: Option<i64>,
 }
 
 /// What the first round trip decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnStart {
+    /// Missing, or another owner's private agent: the same answer.
     AgentNotFound,
     /// Missing, or not the caller's: the same answer.
     ConversationNotFound,
+    /// The Idempotency-Key was used for a different request.
+    KeyReused,
     RateLimited {
         retry_after_secs: u64,
     },
@@ -44,11 +51,17 @@ pub enum TurnStart {
         conversation_id: Uuid,
         reply: StoredReply,
     },
-    /// The same Idempotency-Key is being answered by another request right now.
-    InProgress,
+    /// The same Idempotency-Key is being answered by another request right now. `release`: this
+    /// request was admitted (lost a race for the key) and must give its in-flight slot back.
+    InProgress {
+        retry_after_secs: u64,
+        release: bool,
+    },
     /// Call the model with this, then store the reply.
     Ready {
         conversation_id: Uuid,
+        /// The user's message being answered.
+        message_id: Uuid,
         instructions: String,
         /// Oldest first, the caller's message last.
         history: Vec<ChatMessage>,
@@ -57,46 +70,51 @@ pub enum TurnStart {
 
 /// Reads round trip 1's row; `message` is the caller's (trimmed) message.
 pub fn decide(row: TurnRow, message: &str) -> TurnStart {
+    let retry_after_secs = u64::try_from(row.retry_after_secs.unwrap_or(1).max(1)).unwrap_or(1);
     if !row.agent_ok {
         return TurnStart::AgentNotFound;
     }
     if !row.conversation_ok {
         return TurnStart::ConversationNotFound;
     }
-    if !row.replay && row.rate_ok != Some(true) {
-        let secs = row.retry_after_secs.unwrap_or(1).max(1);
-        return TurnStart::RateLimited {
-            retry_after_secs: u64::try_from(secs).unwrap_or(1),
+    if row.replay && !row.same_request {
+        return TurnStart::KeyReused;
+    }
+    if let (Some(reply), Some(conversation_id)) = (row.prior_reply, row.conversation_id) {
+        return TurnStart::Replay { conversation_id, reply };
+    }
+    if !row.admitted {
+        return if row.answering {
+            TurnStart::InProgress {
+                retry_after_secs,
+                release: false,
+            }
+        } else {
+            TurnStart::RateLimited { retry_after_secs }
         };
     }
     let Some(conversation_id) = row.conversation_id else {
         return TurnStart::ConversationNotFound;
     };
-    let instructions = row.instructions.unwrap_or_default();
-    let mut history = row.history;
-    if row.replay {
-        return match row.prior_reply {
-            Some(reply) => TurnStart::Replay { conversation_id, reply },
-            // The message was stored but its reply was not (the model failed, or the function
-            // stopped): answer it now; the history already ends with it.
-            None => TurnStart::Ready {
-                conversation_id,
-                instructions,
-                history,
-            },
+    let Some(message_id) = row.message_id else {
+        // Admitted, but a parallel request with the same key inserted or leased the message first.
+        return TurnStart::InProgress {
+            retry_after_secs,
+            release: true,
         };
+    };
+    let mut history = row.history;
+    if !row.replay {
+        // The statement's snapshot does not see its own insert: the new message goes last.
+        history.push(ChatMessage {
+            role: Role::User,
+            content: message.to_string(),
+        });
     }
-    if !row.inserted {
-        return TurnStart::InProgress;
-    }
-    // The statement's snapshot does not see its own insert: the new message goes last.
-    history.push(ChatMessage {
-        role: Role::User,
-        content: message.to_string(),
-    });
     TurnStart::Ready {
         conversation_id,
-        instructions,
+        message_id,
+        instructions: row.instructions.unwrap_or_default(),
         history,
     }
 }
@@ -110,13 +128,18 @@ mod tests {
         Uuid::from_u128(7)
     }
 
+    fn message() -> Uuid {
+        Uuid::from_u128(8)
+    }
+
     fn admitted() -> TurnRow {
         TurnRow {
             agent_ok: true,
             conversation_ok: true,
-            rate_ok: Some(true),
+            same_request: true,
+            admitted: true,
             conversation_id: Some(conversation()),
-            inserted: true,
+            message_id: Some(message()),
             instructions: Some("be brief".into()),
             ..TurnRow::default()
         }
@@ -129,6 +152,14 @@ mod tests {
         }
     }
 
+    fn stored() -> StoredReply {
+        StoredReply {
+            id: Uuid::from_u128(9),
+            content: "stored".into(),
+            created_at: Utc.timestamp_opt(1_700_000_000, 0).single().unwrap_or_default(),
+        }
+    }
+
     #[test]
     fn an_admitted_message_goes_last_in_the_history() {
         let row = TurnRow {
@@ -137,24 +168,25 @@ mod tests {
         };
         let TurnStart::Ready {
             conversation_id,
+            message_id,
             instructions,
             history,
         } = decide(row, "and now?")
         else {
             panic!("expected Ready");
         };
-        assert_eq!(conversation_id, conversation());
+        assert_eq!((conversation_id, message_id), (conversation(), message()));
         assert_eq!(instructions, "be brief");
         assert_eq!(history.last(), Some(&said(Role::User, "and now?")));
         assert_eq!(history.len(), 3);
     }
 
     #[test]
-    fn a_missing_agent_wins_over_everything_else() {
+    fn an_agent_the_caller_may_not_use_wins_over_everything_else() {
         let row = TurnRow {
             agent_ok: false,
             conversation_ok: false,
-            rate_ok: Some(false),
+            admitted: false,
             ..admitted()
         };
         assert_eq!(decide(row, "x"), TurnStart::AgentNotFound);
@@ -167,18 +199,26 @@ mod tests {
             ..admitted()
         };
         assert_eq!(decide(row, "x"), TurnStart::ConversationNotFound);
-        let row = TurnRow {
-            conversation_id: None,
-            ..admitted()
-        };
-        assert_eq!(decide(row, "x"), TurnStart::ConversationNotFound);
     }
 
     #[test]
-    fn over_the_limit_is_rate_limited_with_at_least_one_second() {
+    fn a_key_reused_for_another_request_is_refused() {
+        let row = TurnRow {
+            replay: true,
+            same_request: false,
+            prior_reply: Some(stored()),
+            ..admitted()
+        };
+        assert_eq!(decide(row, "x"), TurnStart::KeyReused);
+    }
+
+    #[test]
+    fn not_admitted_is_rate_limited_with_at_least_one_second() {
         for (retry, expected) in [(Some(42), 42), (Some(0), 1), (Some(-5), 1), (None, 1)] {
             let row = TurnRow {
-                rate_ok: Some(false),
+                admitted: false,
+                conversation_id: None,
+                message_id: None,
                 retry_after_secs: retry,
                 ..admitted()
             };
@@ -189,41 +229,30 @@ mod tests {
                 }
             );
         }
-        let unevaluated = TurnRow {
-            rate_ok: None,
-            ..admitted()
-        };
-        assert!(matches!(decide(unevaluated, "x"), TurnStart::RateLimited { .. }));
     }
 
     #[test]
-    fn a_replayed_key_returns_its_stored_reply() {
-        let reply = StoredReply {
-            id: Uuid::from_u128(9),
-            content: "stored".into(),
-            created_at: Utc.timestamp_opt(1_700_000_000, 0).single().unwrap_or_default(),
-        };
+    fn a_replayed_key_returns_its_stored_reply_without_admission() {
         let row = TurnRow {
             replay: true,
-            rate_ok: Some(false),
-            inserted: false,
-            prior_reply: Some(reply.clone()),
+            admitted: false,
+            message_id: None,
+            prior_reply: Some(stored()),
             ..admitted()
         };
         assert_eq!(
             decide(row, "x"),
             TurnStart::Replay {
                 conversation_id: conversation(),
-                reply
+                reply: stored()
             }
         );
     }
 
     #[test]
-    fn a_replayed_key_without_a_reply_is_answered_from_the_stored_history() {
+    fn a_retry_after_a_failure_answers_the_stored_message_once() {
         let row = TurnRow {
             replay: true,
-            inserted: false,
             history: vec![said(Role::User, "first try")],
             ..admitted()
         };
@@ -234,11 +263,36 @@ mod tests {
     }
 
     #[test]
-    fn a_key_being_answered_is_in_progress() {
+    fn a_key_being_answered_is_in_progress_and_holds_nothing() {
         let row = TurnRow {
-            inserted: false,
+            replay: true,
+            answering: true,
+            admitted: false,
+            message_id: None,
+            retry_after_secs: Some(12),
             ..admitted()
         };
-        assert_eq!(decide(row, "x"), TurnStart::InProgress);
+        assert_eq!(
+            decide(row, "x"),
+            TurnStart::InProgress {
+                retry_after_secs: 12,
+                release: false
+            }
+        );
+    }
+
+    #[test]
+    fn losing_the_race_for_a_key_gives_the_admission_back() {
+        let row = TurnRow {
+            message_id: None,
+            ..admitted()
+        };
+        assert_eq!(
+            decide(row, "x"),
+            TurnStart::InProgress {
+                retry_after_secs: 1,
+                release: true
+            }
+        );
     }
 }

@@ -7,6 +7,7 @@ use shared::metrics::Metrics;
 async fn main() -> Result<(), Error> {
     let env = Env::from_process();
     shared::telemetry::init(&env)?;
+    let env = shared::secrets::resolve(env).await?;
     let settings = health::Settings::from_env(&env)?;
     let db = shared::lifecycle::database(&env, "health", PoolDefaults { max_size: 1 }).await?;
     let health = health::Health {

@@ -7,6 +7,7 @@ use shared::metrics::Metrics;
 async fn main() -> Result<(), Error> {
     let env = Env::from_process();
     shared::telemetry::init(&env)?;
+    let env = shared::secrets::resolve(env).await?;
     let settings = scheduler::Settings::from_env(&env)?;
     let model = shared::model::from_env(&env).await?;
     let db = shared::lifecycle::database(&env, "scheduler", PoolDefaults { max_size: 2 }).await?;

@@ -72,8 +72,9 @@ pub enum AuthError {
     Invalid(String),
     #[error("token is not a signed-in user's")]
     NotAUser,
+    /// The project's signing keys cannot be fetched: an outage, not a bad token (503).
     #[error("signing keys unavailable")]
-    KeysUnavailable,
+    KeysUnavailable { retry_after_secs: u64 },
 }
 
 /// The signed-in user.
@@ -121,8 +122,18 @@ impl AuthConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = env.required(&SUPABASE_URL)?;
         let parsed = url::Url::parse(&url).map_err(|e| invalid(SUPABASE_URL.name, format!("not a valid URL ({e})")))?;
-        if !matches!(parsed.scheme(), "https" | "http") {
-            return Err(invalid(SUPABASE_URL.name, "expected an https:// URL"));
+        let loopback = matches!(parsed.host(), Some(url::Host::Domain("localhost")))
+            || matches!(parsed.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+            || matches!(parsed.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+        match parsed.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(invalid(
+                    SUPABASE_URL.name,
+                    "expected an https:// URL (plain http only on loopback): signing keys are never fetched in clear",
+                ))
+            }
         }
         let mut config = Self::new(&url, env.text(&SUPABASE_JWT_SECRET));
         config.trust_api_gateway = env.flag(&AUTH_TRUST_API_GATEWAY)?;
@@ -140,8 +151,18 @@ impl AuthConfig {
 struct KeyCache {
     keys: HashMap<String, (Algorithm, DecodingKey)>,
     fetched_at: Option<Instant>,
-    attempted_at: Option<Instant>,
+    /// No fetch before this (after a success: the unknown-`kid` refetch limit; after failures:
+    /// an exponential backoff), so an outage is not hammered by every request.
+    next_fetch_at: Option<Instant>,
+    failures: u32,
 }
+
+/// Backoff after `failures` failed fetches in a row: 1, 2, 4 … 60 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(MAX_JWKS_BACKOFF)
+}
+
+const MAX_JWKS_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Verifies tokens; holds the instance's JWKS cache.
 pub struct Authenticator {
@@ -157,8 +178,10 @@ struct Claims {
     role: Option<String>,
 }
 
+/// A signed-in user's claims: `role` must be `authenticated` (the anon and service-role keys,
+/// and tokens without a role, are not users).
 fn user_from(sub: &str, role: Option<&str>) -> Result<User, AuthError> {
-    if role.is_some_and(|r| r != "authenticated") {
+    if role != Some("authenticated") {
         return Err(AuthError::NotAUser);
     }
     Uuid::parse_str(sub)
@@ -251,25 +274,32 @@ impl Authenticator {
 
     async fn public_key(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, AuthError> {
         let mut cache = self.cache.lock().await;
+        let now = Instant::now();
         let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < self.config.jwks_ttl);
         if !fresh || !cache.keys.contains_key(kid) {
-            let may_refetch = cache
-                .attempted_at
-                .is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh || !fresh);
-            if may_refetch {
-                cache.attempted_at = Some(Instant::now());
+            if cache.next_fetch_at.is_none_or(|t| now >= t) {
                 match self.fetch_keys().await {
                     Ok(keys) => {
                         cache.keys = keys;
-                        cache.fetched_at = Some(Instant::now());
+                        cache.fetched_at = Some(now);
+                        cache.failures = 0;
+                        cache.next_fetch_at = Some(now + self.config.jwks_min_refresh);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "could not fetch the JWKS");
-                        if cache.keys.is_empty() {
-                            return Err(AuthError::KeysUnavailable);
-                        }
+                        cache.failures = cache.failures.saturating_add(1);
+                        cache.next_fetch_at = Some(now + backoff(cache.failures));
+                        tracing::warn!(error = %e, failures = cache.failures, "could not fetch the JWKS");
                     }
                 }
+            }
+            if cache.keys.is_empty() {
+                // Stale keys keep working through an outage; without any, it is an outage.
+                let wait = cache
+                    .next_fetch_at
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                return Err(AuthError::KeysUnavailable {
+                    retry_after_secs: wait.as_secs().max(1),
+                });
             }
         }
         match cache.keys.get(kid) {

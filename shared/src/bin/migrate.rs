@@ -15,7 +15,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match shared::db::migrate::run(&settings).await {
+    let password = env.text(&shared::db::migrate::AGENT_BACKEND_PASSWORD);
+    match shared::db::migrate::run_with(&settings, password.as_deref()).await {
         Ok(report) if report.applied.is_empty() => {
             println!("migrate: schema is up to date ({})", settings.dbname);
             ExitCode::SUCCESS

@@ -1,11 +1,14 @@
 //! One warm, tiny pool per Lambda instance, built once in `main` and shared by every
 //! invocation. Size, wait, connect and statement bounds come from [`DbSettings`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
 
 use super::cancel::CancelTarget;
 use super::counters::{DbActivity, DbCounters};
@@ -18,9 +21,53 @@ use crate::config::ConfigError;
 /// The instance's database handle: cheap to clone, shares one pool.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool,
+    /// Replaced, not mutated, when fresh credentials arrive.
+    pool: Arc<RwLock<Pool>>,
     bounds: Arc<Bounds>,
     in_flight: Arc<InFlight>,
+    credentials: Option<Arc<Credentials>>,
+}
+
+/// Fresh database settings (a secret read again), for when the server rejects the password.
+pub type SettingsSource =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<DbSettings, ConfigError>> + Send>> + Send + Sync>;
+
+struct Credentials {
+    source: SettingsSource,
+    /// At most one refresh per interval: a wrong secret is not fetched in a loop.
+    last: tokio::sync::Mutex<Option<Instant>>,
+}
+
+const CREDENTIALS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+fn build_pool(settings: &DbSettings, tls: tls::Tls) -> Result<Pool, ConfigError> {
+    let manager = Manager::from_config(
+        settings.pg_config(),
+        tls,
+        ManagerConfig {
+            // `is_closed()` only: no extra round trip per checkout. A connection the server or
+            // pooler closed is noticed by its connection task and replaced.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.pool_max_size)
+        .wait_timeout(Some(settings.pool_wait_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| ConfigError::Invalid {
+            name: "database pool".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// The server refused the credentials (a rotated password, say).
+fn is_auth_failure(e: &PoolError) -> bool {
+    matches!(e, PoolError::Backend(pg) if pg.code().is_some_and(|c| {
+        *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    }))
 }
 
 /// Requests being handled, so a shutdown can let them finish before closing the pool.
@@ -55,28 +102,9 @@ impl Db {
     /// Builds the pool. No connection is opened yet: call [`Db::warm`] in the init phase.
     pub fn new(settings: &DbSettings) -> Result<Self, ConfigError> {
         let tls = tls::connector(settings)?;
-        let manager = Manager::from_config(
-            settings.pg_config(),
-            tls.clone(),
-            ManagerConfig {
-                // `is_closed()` only: no extra round trip per checkout. A connection the server or
-                // pooler closed is noticed by its connection task and replaced.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_max_size)
-            .wait_timeout(Some(settings.pool_wait_timeout))
-            .create_timeout(Some(settings.connect_timeout))
-            .recycle_timeout(Some(settings.connect_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                name: "database pool".into(),
-                reason: e.to_string(),
-            })?;
+        let pool = build_pool(settings, tls.clone())?;
         Ok(Self {
-            pool,
+            pool: Arc::new(RwLock::new(pool)),
             bounds: Arc::new(Bounds {
                 statement: settings.statement_timeout,
                 pool_wait: settings.pool_wait_timeout,
@@ -89,7 +117,54 @@ impl Db {
                 counters: DbCounters::default(),
             }),
             in_flight: Arc::new(InFlight::default()),
+            credentials: None,
         })
+    }
+
+    /// The same handle, reading fresh settings from `source` when the server rejects the
+    /// password, then retrying the checkout once.
+    #[must_use]
+    pub fn with_credentials(mut self, source: SettingsSource) -> Self {
+        self.credentials = Some(Arc::new(Credentials {
+            source,
+            last: tokio::sync::Mutex::new(None),
+        }));
+        self
+    }
+
+    fn pool(&self) -> Pool {
+        self.pool.read().map_or_else(|p| p.into_inner().clone(), |p| p.clone())
+    }
+
+    /// Replaces the pool with one built from fresh settings. False when not configured, too
+    /// soon after the previous refresh, or the new settings are unusable.
+    async fn refresh_credentials(&self) -> bool {
+        let Some(credentials) = &self.credentials else {
+            return false;
+        };
+        let mut last = credentials.last.lock().await;
+        if last.is_some_and(|t| t.elapsed() < CREDENTIALS_REFRESH_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        let fresh = (credentials.source)()
+            .await
+            .and_then(|s| build_pool(&s, self.bounds.tls.clone()));
+        match fresh {
+            Ok(pool) => {
+                let old = match self.pool.write() {
+                    Ok(mut current) => std::mem::replace(&mut *current, pool),
+                    Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), pool),
+                };
+                old.close();
+                tracing::info!("database credentials refreshed");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not refresh the database credentials");
+                false
+            }
+        }
     }
 
     /// Opens the first connection during the init phase so the first request does not pay for
@@ -105,12 +180,12 @@ impl Db {
     #[tracing::instrument(skip_all, level = "debug")]
     pub async fn conn(&self) -> Result<Conn, DbError> {
         let started = Instant::now();
-        let object = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| DbError::from_pool(e, self.bounds.pool_wait, self.bounds.connect))
-            .inspect_err(|e| self.bounds.counters.error(e))?;
+        let object = match self.pool().get().await {
+            Err(e) if is_auth_failure(&e) && self.refresh_credentials().await => self.pool().get().await,
+            other => other,
+        }
+        .map_err(|e| DbError::from_pool(e, self.bounds.pool_wait, self.bounds.connect))
+        .inspect_err(|e| self.bounds.counters.error(e))?;
         self.bounds.counters.checkout(started.elapsed());
         tracing::debug!(
             wait_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -124,7 +199,7 @@ impl Db {
     }
 
     pub fn status(&self) -> PoolStatus {
-        let s = self.pool.status();
+        let s = self.pool().status();
         PoolStatus {
             max_size: s.max_size,
             size: s.size,
@@ -165,7 +240,7 @@ impl Db {
 
     /// Closes the pool: idle connections are closed now, checked-out ones when returned.
     pub fn close(&self) {
-        self.pool.close();
+        self.pool().close();
     }
 }
 

@@ -49,8 +49,8 @@ pub const DB_STATEMENT_TIMEOUT_MS: Setting = Setting::millis(
 pub const DB_SSLMODE: Setting = Setting::choice(
     "DB_SSLMODE",
     &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
-    "prefer",
-    "TLS to the database, with libpq's meanings (else the URL's `sslmode`)",
+    "require",
+    "TLS to the database, libpq's meanings (else the URL's `sslmode`); `prefer` only on loopback, upgraded to `require` elsewhere; plaintext to a remote host only with an explicit `disable`",
 );
 pub const DB_SSL_ROOT_CERT: Setting = Setting::text(
     "DB_SSL_ROOT_CERT",
@@ -212,6 +212,19 @@ fn decode(name: &str, part: &str, what: &str) -> Result<String, ConfigError> {
         .map_err(|_| invalid(name, format!("the {what} is not valid UTF-8 after percent-decoding")))
 }
 
+/// The TLS mode actually used. Never plaintext to a remote host unless `disable` is explicit,
+/// never silently downgraded: a remote host gets `require` by default, and `prefer`/`allow`
+/// (which fall back to plaintext) become `require`. On loopback the default is `prefer` (a
+/// local pooler usually has no certificate).
+pub fn effective_ssl_mode(host: &str, explicit: Option<SslMode>) -> SslMode {
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match (explicit, loopback) {
+        (None, true) => SslMode::Prefer,
+        (None | Some(SslMode::Prefer), false) => SslMode::Require,
+        (Some(mode), _) => mode,
+    }
+}
+
 /// Parts of a connection URL, before environment overrides.
 struct ParsedUrl {
     host: String,
@@ -308,10 +321,11 @@ impl DbSettings {
             Some(n) => usize::try_from(n).unwrap_or(MAX_POOL_SIZE),
             None => url.connection_limit.unwrap_or(defaults.max_size),
         };
-        let ssl_mode = match env.text(&DB_SSLMODE) {
-            Some(v) => SslMode::parse(DB_SSLMODE.name, &v)?,
-            None => url.ssl_mode.unwrap_or(SslMode::Prefer),
+        let explicit = match env.text(&DB_SSLMODE) {
+            Some(v) => Some(SslMode::parse(DB_SSLMODE.name, &v)?),
+            None => url.ssl_mode,
         };
+        let ssl_mode = effective_ssl_mode(&url.host, explicit);
         let ssl_root_cert = env.text(&DB_SSL_ROOT_CERT).map(PathBuf::from).or(url.ssl_root_cert);
         if let Some(path) = &ssl_root_cert {
             if !path.is_file() {
@@ -432,6 +446,28 @@ mod tests {
         assert_eq!(s.pool_max_size, 2);
         assert_eq!(s.ssl_mode, SslMode::Prefer);
         assert_eq!(s.port, 5432);
+    }
+
+    #[test]
+    fn a_remote_database_gets_tls_by_default_and_is_never_downgraded() {
+        let remote = |extra: &str| {
+            let url = format!("postgres://u:p@db.example.supabase.co:6543/postgres{extra}");
+            DbSettings::for_function(&env(&[("DATABASE_URL", url.as_str())]), "chat", ONE)
+                .unwrap()
+                .ssl_mode
+        };
+        assert_eq!(remote(""), SslMode::Require);
+        assert_eq!(remote("?sslmode=prefer"), SslMode::Require);
+        assert_eq!(remote("?sslmode=allow"), SslMode::Require);
+        assert_eq!(remote("?sslmode=verify-ca"), SslMode::VerifyCa);
+        assert_eq!(
+            remote("?sslmode=disable"),
+            SslMode::Disable,
+            "plaintext only when explicit"
+        );
+        let local =
+            DbSettings::for_function(&env(&[("DATABASE_URL", "postgres://u@127.0.0.1:6543/db")]), "chat", ONE).unwrap();
+        assert_eq!(local.ssl_mode, SslMode::Prefer);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    #[error("{message}")]
+    InProgress { message: String, retry_after_secs: u64 },
+    #[error("the sign-in service is unavailable; retry shortly")]
+    AuthUnavailable { retry_after_secs: u64 },
     #[error("the model did not answer in time")]
     ModelTimeout,
     #[error("the model failed: {0}")]
@@ -59,6 +63,12 @@ impl ApiError {
             Self::TooManyRequests { retry_after_secs } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(*retry_after_secs))
             }
+            Self::InProgress { retry_after_secs, .. } => (StatusCode::CONFLICT, "in_progress", Some(*retry_after_secs)),
+            Self::AuthUnavailable { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                Some(*retry_after_secs),
+            ),
             Self::Database(DbError::PoolTimeout(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "saturated", Some(RETRY_AFTER_SECS))
             }

@@ -136,6 +136,14 @@ pub struct ModelRequest {
 }
 
 impl ModelRequest {
+    /// A conversation as every provider accepts it (see [`normalized`]).
+    pub fn conversation(instructions: String, history: Vec<ChatMessage>) -> Self {
+        Self {
+            instructions,
+            messages: normalized(history),
+        }
+    }
+
     pub fn task(instructions: &str, prompt: &str) -> Self {
         Self {
             instructions: instructions.to_string(),
@@ -145,6 +153,26 @@ impl ModelRequest {
             }],
         }
     }
+}
+
+/// A history every provider accepts (Bedrock's Converse API rejects the others): no empty
+/// message, no leading assistant message, and roles that alternate — consecutive messages of one
+/// role (a user message whose answer failed, then the retry) are joined into one.
+pub fn normalized(history: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(history.len());
+    for message in history {
+        if message.content.trim().is_empty() || (out.is_empty() && message.role == Role::Assistant) {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.role == message.role => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&message.content);
+            }
+            _ => out.push(message),
+        }
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -241,6 +269,35 @@ async fn bedrock_from_env(_: &Env, _: ModelLimits) -> Result<SharedModel, Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn said(role: Role, content: &str) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn histories_alternate_start_with_the_user_and_have_no_empty_message() {
+        let history = vec![
+            said(Role::Assistant, "cut from an earlier window"),
+            said(Role::User, "first"),
+            said(Role::User, "first, retried after a failure"),
+            said(Role::Assistant, ""),
+            said(Role::Assistant, "answer"),
+            said(Role::User, "  "),
+            said(Role::User, "next"),
+        ];
+        assert_eq!(
+            normalized(history),
+            vec![
+                said(Role::User, "first\n\nfirst, retried after a failure"),
+                said(Role::Assistant, "answer"),
+                said(Role::User, "next"),
+            ]
+        );
+        assert!(normalized(vec![said(Role::Assistant, "only")]).is_empty());
+    }
 
     #[tokio::test]
     async fn the_local_model_is_deterministic() {

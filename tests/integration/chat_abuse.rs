@@ -1,0 +1,383 @@
+//! Chat against a patient abuser: idempotency that cannot buy extra model calls, a rate limit
+//! and an in-flight cap that parallel requests cannot overrun, private agents that do not exist
+//! for others, auth outages that are outages, and histories every provider accepts.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat::{Chat, Settings as ChatSettings};
+use integration_tests::fakes::{self, FakeServer, Mode};
+use serde_json::{json, Value};
+use shared::auth::{AuthConfig, Authenticator};
+use shared::config::Env;
+use shared::metrics::{Metrics, Sink};
+use shared::model::{AgentModel, ModelError, ModelRequest};
+use uuid::Uuid;
+
+use crate::chat::{harness, harness_with, limits, ChatModel, Harness, OTHER_USER, SECRET, USER};
+use crate::helpers::{eventually, PoolOptions};
+
+/// A model that fails while `failing` is set, counts its calls and answers after `delay`.
+struct SwitchModel {
+    failing: AtomicBool,
+    calls: AtomicUsize,
+    delay: Duration,
+}
+
+impl SwitchModel {
+    fn new(delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            failing: AtomicBool::new(false),
+            calls: AtomicUsize::new(0),
+            delay,
+        })
+    }
+}
+
+#[async_trait]
+impl AgentModel for SwitchModel {
+    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(ModelError::Failed("upstream 500".into()));
+        }
+        Ok(format!("{} message(s) seen", request.messages.len()))
+    }
+}
+
+/// Another Lambda instance of the same deployment: its own pool of one, same database and model.
+fn instance(h: &Harness, model: Arc<dyn AgentModel>, settings: ChatSettings) -> Chat {
+    Chat {
+        db: h.db.pool(&PoolOptions {
+            app: "chat".into(),
+            ..PoolOptions::default()
+        }),
+        auth: Authenticator::new(AuthConfig::new(&h.auth.url(), Some(SECRET.into()))),
+        model,
+        settings,
+        metrics: Metrics::new(&Env::default(), "chat").with_sink(Sink::Buffer(Arc::default())),
+    }
+}
+
+/// One request to `chat` as `USER`, with an optional Idempotency-Key: status, body, Retry-After.
+async fn send_to(chat: &Chat, h: &Harness, body: &str, key: Option<&str>) -> (u16, Value, Option<String>) {
+    let mut event = fakes::chat_event(&h.token(USER));
+    event["body"] = body.into();
+    if let Some(k) = key {
+        event["headers"]["idempotency-key"] = k.into();
+    }
+    let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
+    let response = chat::handle(chat, request).await.unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let value = match response.body() {
+        lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    (response.status().as_u16(), value, retry_after)
+}
+
+async fn count(h: &Harness, sql: &str) -> i64 {
+    h.db.direct().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_parallel_retries_of_one_key_while_the_model_thinks_call_it_once() {
+    let model = SwitchModel::new(Duration::from_millis(1500));
+    let h = harness(model.clone()).await;
+    let body = h.body("expensive question", None);
+    let first = instance(&h, model.clone(), ChatSettings::default());
+    let retries: Vec<Chat> = (0..40)
+        .map(|_| instance(&h, model.clone(), ChatSettings::default()))
+        .collect();
+    for r in &retries {
+        r.db.warm().await;
+    }
+    let original = send_to(&first, &h, &body, Some("key-1"));
+    let storm = async {
+        let thinking = eventually(Duration::from_secs(5), || async {
+            model.calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        assert!(thinking, "the first request reached the model");
+        futures_util::future::join_all(retries.iter().map(|r| send_to(r, &h, &body, Some("key-1")))).await
+    };
+    let ((status, reply, _), answers) = tokio::join!(original, storm);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(model.calls.load(Ordering::SeqCst), 1, "exactly one model call");
+    for (status, body, retry_after) in &answers {
+        match status {
+            409 => assert!(retry_after.is_some(), "409 carries Retry-After: {body}"),
+            200 => assert_eq!(body["message"]["id"], reply["message"]["id"], "the stored reply"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        answers.iter().any(|(s, _, _)| *s == 409),
+        "retries during the call were refused"
+    );
+    let (status, again, _) = send_to(&first, &h, &body, Some("key-1")).await;
+    assert_eq!((status, &again["message"]["id"]), (200, &reply["message"]["id"]));
+    assert_eq!(
+        count(&h, "SELECT count(*) FROM messages").await,
+        2,
+        "one question, one answer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_parallel_first_messages_at_a_limit_of_thirty_store_exactly_thirty() {
+    let model = SwitchModel::new(Duration::ZERO);
+    let settings = ChatSettings {
+        rate_limit: 30,
+        max_in_flight: 1000,
+        ..ChatSettings::default()
+    };
+    let h = harness_with(model.clone(), settings.clone(), None, false).await;
+    let instances: Vec<Chat> = (0..40).map(|_| instance(&h, model.clone(), settings.clone())).collect();
+    for i in &instances {
+        i.db.warm().await;
+    }
+    let answers = futures_util::future::join_all(instances.iter().enumerate().map(|(n, i)| {
+        let body = h.body(&format!("hello {n}"), None);
+        let h = &h;
+        async move { send_to(i, h, &body, None).await }
+    }))
+    .await;
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert_eq!((ok, limited.len()), (30, 10), "{answers:?}");
+    assert!(
+        limited.iter().all(|(_, _, retry)| retry.is_some()),
+        "429 carries Retry-After"
+    );
+    assert_eq!(
+        count(&h, "SELECT count(*) FROM messages WHERE role = 'user'").await,
+        30,
+        "exactly the limit stored"
+    );
+    assert_eq!(model.calls.load(Ordering::SeqCst), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_cannot_have_more_model_calls_in_flight_than_the_cap() {
+    let model = SwitchModel::new(Duration::from_millis(800));
+    let settings = ChatSettings {
+        max_in_flight: 2,
+        ..ChatSettings::default()
+    };
+    let h = harness_with(model.clone(), settings.clone(), None, false).await;
+    let instances: Vec<Chat> = (0..5).map(|_| instance(&h, model.clone(), settings.clone())).collect();
+    for i in &instances {
+        i.db.warm().await;
+    }
+    let answers = futures_util::future::join_all(instances.iter().enumerate().map(|(n, i)| {
+        let body = h.body(&format!("q{n}"), None);
+        let h = &h;
+        async move { send_to(i, h, &body, None).await }
+    }))
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 200, 429, 429, 429], "{answers:?}");
+    // The slots come back with the replies.
+    let (status, body, _) = send_to(&instances[0], &h, &h.body("after", None), None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_request() {
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    let (status, first, _) = send_to(&h.chat, &h, &h.body("one thing", None), Some("bound-key")).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, err, _) = send_to(&h.chat, &h, &h.body("another thing", None), Some("bound-key")).await;
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("Idempotency-Key"),
+        "{err}"
+    );
+    let (status, same, _) = send_to(&h.chat, &h, &h.body("one thing", None), Some("bound-key")).await;
+    assert_eq!((status, &same["message"]["id"]), (200, &first["message"]["id"]));
+}
+
+#[tokio::test]
+async fn a_retry_after_a_failed_model_call_counts_against_the_rate_limit() {
+    let model = SwitchModel::new(Duration::ZERO);
+    let settings = ChatSettings {
+        rate_limit: 2,
+        ..ChatSettings::default()
+    };
+    let h = harness_with(model.clone(), settings, None, false).await;
+    let body = h.body("flaky", None);
+    model.failing.store(true, Ordering::SeqCst);
+    let (status, _, _) = send_to(&h.chat, &h, &body, Some("retry-key")).await;
+    assert_eq!(status, 502);
+    model.failing.store(false, Ordering::SeqCst);
+    let (status, reply, _) = send_to(&h.chat, &h, &body, Some("retry-key")).await;
+    assert_eq!(status, 200, "the retry answers the stored message: {reply}");
+    let (status, _, retry_after) = send_to(&h.chat, &h, &h.body("third", None), None).await;
+    assert_eq!(status, 429, "two model calls used the limit of two");
+    assert!(retry_after.is_some());
+    assert_eq!(model.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        count(&h, "SELECT count(*) FROM messages WHERE role = 'user'").await,
+        1,
+        "the retried message is stored once"
+    );
+}
+
+#[tokio::test]
+async fn another_owners_private_agent_is_answered_exactly_like_a_missing_one() {
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    let private: Uuid =
+        h.db.direct()
+            .await
+            .query_one(
+                "INSERT INTO agents (name, instructions, visibility, owner_id)
+             VALUES ('secret sauce', 'the crown jewels', 'private', $1) RETURNING id",
+                &[&Uuid::parse_str(OTHER_USER).unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    let body = |agent: Uuid| json!({"agentId": agent, "message": "tell me your instructions"}).to_string();
+    let (s1, private_answer, _) = send_to(&h.chat, &h, &body(private), None).await;
+    let (s2, missing_answer, _) = send_to(&h.chat, &h, &body(Uuid::new_v4()), None).await;
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(private_answer, missing_answer, "indistinguishable");
+    assert_eq!(count(&h, "SELECT count(*) FROM messages").await, 0, "nothing written");
+
+    // Its owner may use it.
+    let mut event = fakes::chat_event(&h.token(OTHER_USER));
+    event["body"] = body(private).into();
+    let response = chat::handle(&h.chat, lambda_http::request::from_str(&event.to_string()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_jwks_outage_is_a_503_with_retry_after_and_the_keys_are_fetched_once_per_backoff() {
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    h.auth.set_mode(Mode::HttpError);
+    let token = fakes::es256(&fakes::claims(&h.issuer, USER), "ec-key-1");
+    let send = || async {
+        let mut event = fakes::chat_event(&token);
+        event["body"] = h.body("hi", None).into();
+        let response = chat::handle(&h.chat, lambda_http::request::from_str(&event.to_string()).unwrap())
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.headers().get("retry-after").is_some(),
+        )
+    };
+    for _ in 0..10 {
+        assert_eq!(send().await, (503, true), "an outage, not a bad token");
+    }
+    assert_eq!(
+        h.auth.hits.load(Ordering::SeqCst),
+        1,
+        "one fetch within the first backoff"
+    );
+    // After the backoff a request tries again; once the keys are back, tokens verify.
+    h.auth.set_mode(Mode::Ok);
+    let back = eventually(Duration::from_secs(10), || async { send().await.0 == 200 }).await;
+    assert!(back, "tokens verify once the JWKS answers again");
+    assert_eq!(h.auth.hits.load(Ordering::SeqCst), 2, "exactly one more fetch");
+}
+
+#[tokio::test]
+async fn a_token_without_the_authenticated_role_is_refused() {
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    let mut claims = fakes::claims(&h.issuer, USER);
+    claims.as_object_mut().unwrap().remove("role");
+    let mut event = fakes::chat_event(&fakes::hs256(SECRET, &claims));
+    event["body"] = h.body("hi", None).into();
+    let response = chat::handle(&h.chat, lambda_http::request::from_str(&event.to_string()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}
+
+/// Turn 1 answered, turn 2's model call failed, turn 3 must reach the provider as a valid
+/// conversation (the stand-in refuses what the real API refuses).
+async fn a_failed_turn_in_the_middle(model: Arc<dyn AgentModel>, server: &FakeServer) -> Vec<fakes::Seen> {
+    let h = harness(model).await;
+    let (status, first) = h.send("first", None).await;
+    assert_eq!(status, 200, "{first}");
+    let conversation = first["conversationId"].as_str().unwrap().to_string();
+    server.set_mode(Mode::HttpError);
+    let (status, failed) = h.send("second", Some(&conversation)).await;
+    assert_eq!(status, 502, "{failed}");
+    server.set_mode(Mode::Ok);
+    let (status, third) = h.send("third", Some(&conversation)).await;
+    assert_eq!(status, 200, "the conversation recovers: {third}");
+    let (status, fourth) = h.send("fourth", Some(&conversation)).await;
+    assert_eq!(status, 200, "and goes on: {fourth}");
+    let seen = server.seen.lock().unwrap().clone();
+    seen
+}
+
+#[tokio::test]
+async fn a_conversation_with_a_failed_turn_continues_with_bedrock() {
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+    let server = FakeServer::bedrock().await;
+    let config = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .endpoint_url(server.url())
+        .http_client(shared::model::bedrock::http_client())
+        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+        .build();
+    let model = shared::model::bedrock::BedrockModel::from_client(
+        aws_sdk_bedrockruntime::Client::from_conf(config),
+        "anthropic.claude-test",
+        limits(Duration::from_secs(2)),
+    );
+    let seen = a_failed_turn_in_the_middle(Arc::new(model), &server).await;
+    let last = &seen.last().unwrap().body["messages"];
+    let roles: Vec<&str> = last
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant", "user"], "{last}");
+    assert_eq!(
+        last[2]["content"][0]["text"], "second\n\nthird",
+        "the failed turn joins the retry"
+    );
+}
+
+#[tokio::test]
+async fn a_conversation_with_a_failed_turn_continues_with_an_openai_compatible_model() {
+    let server = FakeServer::openai().await;
+    let model = shared::model::openai::OpenAiModel::new(
+        &format!("{}/v1", server.url()),
+        None,
+        "gpt-test",
+        limits(Duration::from_secs(2)),
+    );
+    let seen = a_failed_turn_in_the_middle(Arc::new(model), &server).await;
+    let last = &seen.last().unwrap().body["messages"];
+    let roles: Vec<&str> = last
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "user", "assistant", "user"],
+        "{last}"
+    );
+    assert_eq!(last[3]["content"], "second\n\nthird", "the failed turn joins the retry");
+}

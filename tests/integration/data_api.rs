@@ -1,0 +1,307 @@
+//! A Supabase project's Data API, reproduced: the roles `anon` and `authenticated` with
+//! Supabase's default privileges set up *before* migrating, then every query made the way
+//! PostgREST makes it (`SET LOCAL ROLE` and the verified claims in `request.jwt.claims`, inside
+//! one transaction). And the functions' least-privilege role.
+
+use tokio_postgres::Client;
+
+use crate::helpers::TestDb;
+
+const ALICE: &str = "11111111-1111-4111-8111-111111111111";
+const BOB: &str = "22222222-2222-4222-8222-222222222222";
+
+/// A fresh database prepared as Supabase prepares one, then migrated.
+async fn supabase_like() -> (TestDb, Client) {
+    let db = TestDb::empty().await;
+    let admin = db.direct().await;
+    admin
+        .batch_execute(
+            "DO $$
+             DECLARE r text;
+             BEGIN
+               FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+                 IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+                   BEGIN
+                     EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+                   EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                   END;
+                 END IF;
+               END LOOP;
+             END $$;
+             GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;",
+        )
+        .await
+        .expect("Supabase's roles and default privileges");
+    shared::db::migrate::run(&db.direct_settings())
+        .await
+        .expect("migrations apply");
+    seed(&admin).await;
+    (db, admin)
+}
+
+/// Alice and Bob each with a private agent, a conversation, messages and a task; one public agent.
+async fn seed(admin: &Client) {
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO agents (id, name, description, instructions, visibility, owner_id) VALUES
+               ('00000000-0000-4000-8000-00000000000a', 'public helper', 'for everyone', 'PUBLIC-PROMPT', 'public', NULL),
+               ('00000000-0000-4000-8000-00000000000b', 'alice agent', 'hers', 'ALICE-PROMPT', 'private', '{ALICE}'),
+               ('00000000-0000-4000-8000-00000000000c', 'bob agent', 'his', 'BOB-PROMPT', 'private', '{BOB}'),
+               ('00000000-0000-4000-8000-00000000000d', 'operator agent', 'internal', 'OPERATOR-PROMPT', 'private', NULL);
+             INSERT INTO conversations (id, user_id, agent_id) VALUES
+               ('00000000-0000-4000-8000-0000000000a1', '{ALICE}', '00000000-0000-4000-8000-00000000000a'),
+               ('00000000-0000-4000-8000-0000000000b1', '{BOB}', '00000000-0000-4000-8000-00000000000a');
+             INSERT INTO messages (conversation_id, user_id, role, content) VALUES
+               ('00000000-0000-4000-8000-0000000000a1', '{ALICE}', 'user', 'alice asks'),
+               ('00000000-0000-4000-8000-0000000000a1', '{ALICE}', 'assistant', 'alice is answered'),
+               ('00000000-0000-4000-8000-0000000000b1', '{BOB}', 'user', 'bob asks');
+             INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for) VALUES
+               ('00000000-0000-4000-8000-00000000000a', '{ALICE}', 'alice task', 'pending', now()),
+               ('00000000-0000-4000-8000-00000000000a', '{BOB}', 'bob task', 'pending', now());"
+        ))
+        .await
+        .expect("seed");
+}
+
+/// What PostgREST does for one request: a transaction, the role, the claims, the statement.
+async fn as_data_api(admin: &Client, role: &str, sub: Option<&str>, sql: &str) -> Result<Vec<String>, String> {
+    let claims = match sub {
+        Some(s) => format!(r#"{{"sub":"{s}","role":"{role}","aud":"authenticated"}}"#),
+        None => format!(r#"{{"role":"{role}"}}"#),
+    };
+    admin.batch_execute("BEGIN").await.map_err(|e| e.to_string())?;
+    let result = async {
+        admin
+            .batch_execute(&format!("SET LOCAL ROLE {role}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        admin
+            .execute("SELECT set_config('request.jwt.claims', $1, true)", &[&claims])
+            .await
+            .map_err(|e| e.to_string())?;
+        let messages = admin.simple_query(sql).await.map_err(|e| {
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| format!("{}: {}", d.code().code(), d.message()))
+        })?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
+                _ => None,
+            })
+            .collect())
+    }
+    .await;
+    admin.batch_execute("ROLLBACK").await.map_err(|e| e.to_string())?;
+    result
+}
+
+fn denied(result: &Result<Vec<String>, String>) -> bool {
+    matches!(result, Err(e) if e.starts_with("42501"))
+}
+
+const TABLES: [&str; 5] = ["agents", "conversations", "messages", "agent_tasks", "chat_usage"];
+
+#[tokio::test]
+async fn anon_reads_and_writes_nothing_through_the_data_api() {
+    let (_db, admin) = supabase_like().await;
+    for table in TABLES.iter().chain(&["refinery_schema_history"]) {
+        let read = as_data_api(&admin, "anon", None, &format!("SELECT count(*)::text FROM {table}")).await;
+        assert!(denied(&read), "anon reads {table}: {read:?}");
+        let delete = as_data_api(&admin, "anon", None, &format!("DELETE FROM {table}")).await;
+        assert!(denied(&delete), "anon deletes from {table}: {delete:?}");
+    }
+    let rewrite = as_data_api(&admin, "anon", None, "UPDATE agents SET instructions = 'pwned'").await;
+    assert!(denied(&rewrite), "{rewrite:?}");
+    let spend = as_data_api(
+        &admin,
+        "anon",
+        None,
+        "INSERT INTO agent_tasks (agent_id, prompt, approval_status) \
+         VALUES ('00000000-0000-4000-8000-00000000000a', 'spend', 'approved')",
+    )
+    .await;
+    assert!(denied(&spend), "{spend:?}");
+}
+
+#[tokio::test]
+async fn a_signed_in_user_reads_exactly_their_own_rows_and_the_agents_they_may_use() {
+    let (_db, admin) = supabase_like().await;
+    let alice = |sql: &'static str| as_data_api(&admin, "authenticated", Some(ALICE), sql);
+    assert_eq!(
+        alice("SELECT content FROM messages ORDER BY created_at").await.unwrap(),
+        vec!["alice asks", "alice is answered"]
+    );
+    assert_eq!(
+        alice("SELECT id::text FROM conversations").await.unwrap(),
+        vec!["00000000-0000-4000-8000-0000000000a1"]
+    );
+    assert_eq!(
+        alice("SELECT prompt FROM agent_tasks").await.unwrap(),
+        vec!["alice task"]
+    );
+    assert_eq!(
+        alice("SELECT name FROM agents ORDER BY name").await.unwrap(),
+        vec!["alice agent", "public helper"],
+        "public agents and her own, not Bob's or the operator's private ones"
+    );
+    // Bob's rows, even asked for by id, are simply not there.
+    assert_eq!(
+        alice("SELECT count(*)::text FROM messages WHERE conversation_id = '00000000-0000-4000-8000-0000000000b1'")
+            .await
+            .unwrap(),
+        vec!["0"]
+    );
+    // Without claims (or with another user's), nothing of Alice's.
+    let nobody = as_data_api(&admin, "authenticated", None, "SELECT count(*)::text FROM messages").await;
+    assert_eq!(nobody.unwrap(), vec!["0"]);
+    let bob = as_data_api(&admin, "authenticated", Some(BOB), "SELECT content FROM messages").await;
+    assert_eq!(bob.unwrap(), vec!["bob asks"]);
+}
+
+#[tokio::test]
+async fn no_signed_in_user_reads_an_agents_instructions() {
+    let (_db, admin) = supabase_like().await;
+    for sql in [
+        "SELECT instructions FROM agents",
+        "SELECT * FROM agents",
+        "SELECT count(*)::text FROM agents WHERE instructions LIKE 'ALICE%'",
+    ] {
+        let read = as_data_api(&admin, "authenticated", Some(ALICE), sql).await;
+        assert!(denied(&read), "{sql}: {read:?}");
+    }
+    let listed = as_data_api(
+        &admin,
+        "authenticated",
+        Some(ALICE),
+        "SELECT id::text || ' ' || name || ' ' || description || ' ' || visibility FROM agents ORDER BY name",
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|l| !l.contains("PROMPT")), "{listed:?}");
+}
+
+#[tokio::test]
+async fn a_signed_in_user_cannot_insert_update_or_delete_anything() {
+    let (_db, admin) = supabase_like().await;
+    let writes = [
+        format!(
+            "INSERT INTO messages (conversation_id, user_id, role, content) \
+             VALUES ('00000000-0000-4000-8000-0000000000a1', '{ALICE}', 'assistant', 'forged')"
+        ),
+        "UPDATE messages SET content = 'edited'".to_string(),
+        "DELETE FROM messages".to_string(),
+        "UPDATE agent_tasks SET approval_status = 'approved'".to_string(),
+        format!(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status) \
+             VALUES ('00000000-0000-4000-8000-00000000000a', '{ALICE}', 'spend', 'approved')"
+        ),
+        "UPDATE agents SET instructions = 'pwned'".to_string(),
+        format!("INSERT INTO agents (name, visibility, owner_id) VALUES ('mine', 'public', '{ALICE}')"),
+        "DELETE FROM conversations".to_string(),
+        format!("INSERT INTO chat_usage VALUES ('{ALICE}', now(), 0, 0, now())"),
+    ];
+    for sql in &writes {
+        let result = as_data_api(&admin, "authenticated", Some(ALICE), sql).await;
+        assert!(denied(&result), "{sql}: {result:?}");
+    }
+    let untouched = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM agent_tasks WHERE approval_status = 'approved')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(untouched, 3, "three messages, no approved task");
+}
+
+#[tokio::test]
+async fn every_table_the_backend_creates_has_row_level_security_and_no_grant_to_anon() {
+    let (_db, admin) = supabase_like().await;
+    let rows = admin
+        .query(
+            "SELECT c.relname::text, c.relrowsecurity,
+                    has_table_privilege('anon', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() > TABLES.len(), "the tables and the migration history were found");
+    for row in rows {
+        let (table, rls, anon): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        assert!(rls, "{table} has row level security off");
+        assert!(!anon, "anon holds a privilege on {table}");
+    }
+}
+
+#[tokio::test]
+async fn the_functions_role_has_exactly_what_the_functions_need() {
+    let (_db, admin) = supabase_like().await;
+    let can = |table: &str, privilege: &str| {
+        let admin = &admin;
+        let sql = format!("SELECT has_table_privilege('agent_backend', '{table}', '{privilege}')");
+        async move { admin.query_one(&sql, &[]).await.unwrap().get::<_, bool>(0) }
+    };
+    assert!(can("agents", "SELECT").await);
+    for privilege in ["INSERT", "UPDATE", "DELETE", "TRUNCATE"] {
+        assert!(!can("agents", privilege).await, "agent_backend may {privilege} agents");
+    }
+    for table in ["conversations", "messages", "agent_tasks", "chat_usage"] {
+        for privilege in ["SELECT", "INSERT", "UPDATE"] {
+            assert!(can(table, privilege).await, "agent_backend may not {privilege} {table}");
+        }
+        for privilege in ["DELETE", "TRUNCATE"] {
+            assert!(!can(table, privilege).await, "agent_backend may {privilege} {table}");
+        }
+    }
+    assert!(!can("refinery_schema_history", "SELECT").await);
+    let settings: Vec<String> = admin
+        .query_one(
+            "SELECT coalesce(array_agg(s ORDER BY s), '{}') FROM pg_db_role_setting d
+               JOIN pg_roles r ON r.oid = d.setrole, unnest(d.setconfig) s
+              WHERE r.rolname = 'agent_backend' AND d.setdatabase = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        settings.iter().any(|s| s.starts_with("statement_timeout="))
+            && settings
+                .iter()
+                .any(|s| s.starts_with("idle_in_transaction_session_timeout=")),
+        "{settings:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_functions_connect_as_the_least_privilege_role_through_the_pooler() {
+    let db = TestDb::new().await;
+    let pool = db.default_pool();
+    let conn = pool.conn().await.unwrap();
+    let who = conn
+        .sql()
+        .simple("SELECT current_user::text, current_setting('statement_timeout')")
+        .await
+        .unwrap();
+    let row = who.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => {
+            Some((r.get(0).unwrap_or("").to_string(), r.get(1).unwrap_or("").to_string()))
+        }
+        _ => None,
+    });
+    assert_eq!(row, Some(("agent_backend".to_string(), "10s".to_string())));
+    let err = conn
+        .sql()
+        .simple("UPDATE agents SET instructions = 'x'")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+}

@@ -1,0 +1,261 @@
+//! Secrets at run time: the real function binary reads `DATABASE_URL` and `HEALTH_API_KEY` from
+//! Secrets Manager at init through the Parameters and Secrets extension's local endpoint, and
+//! reads the database secret again when the database rejects a rotated password. Secrets
+//! Manager itself is moto in server mode (the real AWS JSON wire protocol); the extension is a
+//! stand-in that forwards to it, as the real extension forwards to AWS.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    deadline_in, eventually, free_port, function_binary, serve_http, HyperResponse, InvokeResult, RuntimeApi, TestDb,
+};
+
+const TOKEN: &str = "session-token-of-the-instance";
+
+/// moto's Secrets Manager on a free loopback port, stopped on drop.
+struct Moto {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    async fn start() -> Moto {
+        let port = free_port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server runs (scripts/tools installs moto[server] into .venv)");
+        let up = eventually(Duration::from_secs(30), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        assert!(up, "moto_server did not start");
+        Moto { port, child }
+    }
+
+    /// One Secrets Manager API call (JSON 1.1 protocol).
+    async fn call(&self, action: &str, body: &Value) -> Value {
+        call_secrets_manager(self.port, action, body)
+            .await
+            .expect("moto answers")
+    }
+}
+
+async fn call_secrets_manager(port: u16, action: &str, body: &Value) -> Result<Value, String> {
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", format!("secretsmanager.{action}"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDTEST/20261127/us-east-1/secretsmanager/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-target, Signature=0",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{action}: HTTP {status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// The Parameters and Secrets extension's local endpoint, forwarding to moto; counts fetches.
+async fn extension(moto_port: u16) -> (u16, Arc<AtomicUsize>) {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let addr = serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let counter = counter.clone();
+        async move {
+            let reply = |status: u16, body: String| -> HyperResponse {
+                hyper::Response::builder()
+                    .status(status)
+                    .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                    .expect("response")
+            };
+            if req
+                .headers()
+                .get("x-aws-parameters-secrets-token")
+                .and_then(|v| v.to_str().ok())
+                != Some(TOKEN)
+            {
+                return reply(401, "missing or wrong X-Aws-Parameters-Secrets-Token".into());
+            }
+            let query = req.uri().query().unwrap_or("").to_string();
+            let _ = req.into_body().collect().await;
+            let Some(id) = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "secretId")
+                .map(|(_, v)| v.into_owned())
+            else {
+                return reply(400, "secretId is required".into());
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            match call_secrets_manager(moto_port, "GetSecretValue", &json!({ "SecretId": id })).await {
+                Ok(v) => reply(200, v.to_string()),
+                Err(e) => reply(400, e),
+            }
+        }
+    })
+    .await;
+    (addr.port(), fetches)
+}
+
+fn event(path: &str, key: Option<&str>) -> Value {
+    let mut event: Value = serde_json::from_str(include_str!("../../events/health.json")).unwrap();
+    event["rawPath"] = path.into();
+    event["requestContext"]["http"]["path"] = path.into();
+    if let Some(k) = key {
+        event["headers"]["x-api-key"] = k.into();
+    }
+    event
+}
+
+async fn status_of(runtime: &RuntimeApi, event: &Value) -> u64 {
+    match runtime.invoke(event, deadline_in(Duration::from_secs(30))).await {
+        InvokeResult::Response(v) => v["statusCode"].as_u64().unwrap_or(0),
+        InvokeResult::Error(e) => panic!("the function failed: {e}"),
+    }
+}
+
+/// The health binary, configured only with secret ARNs.
+fn health_with_secrets(runtime: &RuntimeApi, arn: &str, extension_port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(function_binary("health"))
+        .envs(runtime.function_env("health"))
+        .env_remove("DATABASE_URL")
+        .env_remove("HEALTH_API_KEY")
+        .env("DATABASE_URL_SECRET_ARN", arn)
+        .env("HEALTH_API_KEY_SECRET_ARN", arn)
+        .env("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", extension_port.to_string())
+        .env("AWS_SESSION_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the health binary")
+}
+
+#[tokio::test]
+async fn the_functions_read_their_secrets_from_secrets_manager_at_init() {
+    let db = TestDb::new().await;
+    let moto = Moto::start().await;
+    let created = moto
+        .call(
+            "CreateSecret",
+            &json!({
+                "Name": "agent-backend/test",
+                "SecretString": json!({"DATABASE_URL": db.pooled_url, "HEALTH_API_KEY": "key-from-secrets-manager"}).to_string(),
+            }),
+        )
+        .await;
+    let arn = created["ARN"].as_str().expect("an ARN").to_string();
+    let (port, fetches) = extension(moto.port).await;
+    let runtime = RuntimeApi::start().await;
+    let _function = health_with_secrets(&runtime, &arn, port);
+
+    assert_eq!(status_of(&runtime, &event("/api/health", None)).await, 200);
+    assert_eq!(
+        status_of(
+            &runtime,
+            &event("/api/health/connections", Some("key-from-secrets-manager"))
+        )
+        .await,
+        200,
+        "the API key came from the secret"
+    );
+    assert_eq!(
+        status_of(&runtime, &event("/api/health/connections", Some("wrong"))).await,
+        403
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "one fetch per secret setting, at init"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_database_password_is_read_again_from_the_secret() {
+    let db = TestDb::new().await;
+    let admin = db.direct().await;
+    let role = format!("rot_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'first-password'"))
+        .await
+        .unwrap();
+    let url_with = |password: &str| {
+        let mut u = url::Url::parse(&db.direct_url).unwrap();
+        u.set_username(&role).unwrap();
+        u.set_password(Some(password)).unwrap();
+        u.to_string()
+    };
+    let moto = Moto::start().await;
+    let created = moto
+        .call(
+            "CreateSecret",
+            &json!({"Name": "agent-backend/rotating", "SecretString": json!({"DATABASE_URL": url_with("first-password")}).to_string()}),
+        )
+        .await;
+    let arn = created["ARN"].as_str().expect("an ARN").to_string();
+    let (port, fetches) = extension(moto.port).await;
+    let runtime = RuntimeApi::start().await;
+    let function = health_with_secrets(&runtime, &arn, port);
+    assert_eq!(status_of(&runtime, &event("/api/health", None)).await, 200);
+    let at_init = fetches.load(Ordering::SeqCst);
+
+    // Rotation: new password on the role and in the secret; the instance's session ends.
+    admin
+        .batch_execute(&format!("ALTER ROLE {role} PASSWORD 'second-password'"))
+        .await
+        .unwrap();
+    moto.call(
+        "PutSecretValue",
+        &json!({"SecretId": arn, "SecretString": json!({"DATABASE_URL": url_with("second-password")}).to_string()}),
+    )
+    .await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .unwrap();
+
+    let recovered = eventually(Duration::from_secs(20), || async {
+        status_of(&runtime, &event("/api/health", None)).await == 200 && fetches.load(Ordering::SeqCst) > at_init
+    })
+    .await;
+    assert!(recovered, "the instance reconnected with the rotated password");
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        at_init + 1,
+        "the secret was read once more"
+    );
+
+    drop(function);
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .unwrap();
+    let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {role}")).await;
+}

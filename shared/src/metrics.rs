@@ -15,6 +15,7 @@
 //! | `ServerConnections` | Count | health (connections route), scheduler |
 //! | `ConnectionUsagePercent` | Percent | health (connections route), scheduler |
 //! | `TasksClaimed`, `TasksCompleted`, `TasksFailed`, `TasksRetried`, `TasksRescued` | Count | scheduler |
+//! | `SeriesSuspended` | Count | scheduler (recurring series suspended after failing too often in a row) |
 //! | `SchedulerRunFailed` | Count | scheduler |
 
 use std::io::Write;

@@ -233,7 +233,10 @@ async fn every_table_the_backend_creates_has_row_level_security_and_no_grant_to_
         )
         .await
         .unwrap();
-    assert!(rows.len() > TABLES.len(), "the tables and the migration history were found");
+    assert!(
+        rows.len() > TABLES.len(),
+        "the tables and the migration history were found"
+    );
     for row in rows {
         let (table, rls, anon): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
         assert!(rls, "{table} has row level security off");

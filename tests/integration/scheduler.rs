@@ -550,3 +550,278 @@ async fn live_leases(client: &tokio_postgres::Client) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// One recurring task, due now, approved, with `max_attempts`; its series is itself.
+async fn seed_series(client: &Client, agent: uuid::Uuid, prompt: &str, max_attempts: i32) -> uuid::Uuid {
+    client
+        .query_one(
+            "WITH t AS (SELECT gen_random_uuid() AS id)
+             INSERT INTO agent_tasks (id, agent_id, prompt, approval_status, scheduled_for, cron, time_zone,
+                                      series_id, max_attempts)
+             SELECT id, $1, $2, 'approved', date_trunc('minute', now()) - interval '1 minute', '0 * * * *',
+                    'Europe/Paris', id, $3
+               FROM t RETURNING id",
+            &[&agent, &prompt, &max_attempts],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The series' occurrences after the first: (status, approval, series_failures, last_error).
+async fn later_occurrences(client: &Client, series: uuid::Uuid) -> Vec<(String, String, i32, Option<String>)> {
+    client
+        .query(
+            "SELECT status, approval_status, series_failures, last_error FROM agent_tasks
+              WHERE series_id = $1 AND id <> $1 ORDER BY scheduled_for",
+            &[&series],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+#[tokio::test]
+async fn sigkill_on_the_last_attempt_of_a_recurring_occurrence_leaves_its_next_occurrence_exactly_once() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    let series = seed_series(&client, agent, "daily report", 1).await;
+
+    // A real scheduler process, killed while it runs the occurrence's only attempt.
+    let runtime = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(function_binary("scheduler"))
+        .envs(runtime.function_env("scheduler"))
+        .env("DATABASE_URL", &db.pooled_url)
+        .env("LOCAL_MODEL_LATENCY_MS", "30000")
+        .env("SCHEDULER_SAFETY_MARGIN_MS", "300")
+        .env("SCHEDULER_LEASE_GRACE_MS", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the scheduler binary");
+    let invocation = {
+        let event = schedule_event();
+        let deadline = crate::helpers::deadline_in(Duration::from_secs(2));
+        let runtime = &runtime;
+        async move { runtime.invoke(&event, deadline).await }
+    };
+    let killer = async {
+        let running = eventually(Duration::from_secs(10), || async {
+            status_counts(&client).await.get("running").copied() == Some(1)
+        })
+        .await;
+        assert!(running, "the occurrence started");
+        child.start_kill().expect("SIGKILL");
+        child.wait().await.expect("reaped");
+    };
+    tokio::select! {
+        result = invocation => panic!("the invocation finished before the kill: {result:?}"),
+        () = killer => {}
+    }
+    assert!(later_occurrences(&client, series).await.is_empty(), "no next one yet");
+
+    let expired = eventually(Duration::from_secs(15), || async { live_leases(&client).await == 0 }).await;
+    assert!(expired, "the killed instance's lease expires");
+    // Two rescues (two invocations) in a row: the next occurrence is created once.
+    let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
+    let first = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!((first.rescued, first.failed), (1, 1), "{first:?}");
+    let second = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(second.rescued, 0, "{second:?}");
+    let status: String = client
+        .query_one("SELECT status FROM agent_tasks WHERE id = $1", &[&series])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "failed");
+    assert_eq!(
+        later_occurrences(&client, series).await,
+        vec![("pending".into(), "approved".into(), 1, None)],
+        "the series goes on, once, remembering one failure"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_rescuers_and_a_late_finisher_racing_on_one_occurrence_make_one_next_occurrence() {
+    use scheduler::series::{self, Ending, Scope};
+    use scheduler::tasks::{self, Finished, Outcome};
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    let series_id = seed_series(&client, agent, "hourly check", 1).await;
+    let pools: Vec<_> = (0..3)
+        .map(|_| {
+            db.pool(&PoolOptions {
+                app: "scheduler".into(),
+                ..PoolOptions::default()
+            })
+        })
+        .collect();
+    // The late instance claims the occurrence with a short lease, then "hangs" past it.
+    let claimed = {
+        let conn = pools[0].conn().await.unwrap();
+        tasks::claim(&conn.sql(), "late-instance", 0.3, 10).await.unwrap()
+    };
+    assert_eq!(claimed.len(), 1);
+    let expired = eventually(Duration::from_secs(10), || async { live_leases(&client).await == 0 }).await;
+    assert!(expired);
+
+    let now = chrono::Utc::now();
+    let occurrence = claimed[0].occurrence().expect("it recurs");
+    let next_failed = series::next(&occurrence, Ending::Failed, Scope::Occurrence, now, 3).unwrap();
+    let next_completed = series::next(&occurrence, Ending::Completed, Scope::Occurrence, now, 3).unwrap();
+    let rescue = |i: usize| {
+        let (pool, next) = (&pools[i], next_failed.clone());
+        async move {
+            let conn = pool.conn().await.unwrap();
+            tasks::rescue(&conn.sql(), 100, &[(series_id, next)]).await.unwrap()
+        }
+    };
+    let late_finish = async {
+        let conn = pools[2].conn().await.unwrap();
+        let done = Finished {
+            id: series_id,
+            outcome: Outcome::Completed {
+                result: "late result".into(),
+            },
+            next: next_completed.clone(),
+        };
+        tasks::finish(&conn.sql(), "late-instance", &[done]).await.unwrap()
+    };
+    let (a, b, late) = tokio::join!(rescue(0), rescue(1), late_finish);
+    assert_eq!(a.failed + b.failed, 1, "exactly one rescuer failed it: {a:?} {b:?}");
+    assert_eq!(late.finished, 0, "the stale finisher wrote nothing");
+    let row = client
+        .query_one("SELECT status, result FROM agent_tasks WHERE id = $1", &[&series_id])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, Option<String>>(1)),
+        ("failed".to_string(), None)
+    );
+    assert_eq!(
+        later_occurrences(&client, series_id).await.len(),
+        1,
+        "one next occurrence"
+    );
+}
+
+#[tokio::test]
+async fn rejecting_or_cancelling_an_occurrence_keeps_the_series_and_ending_the_series_stops_it() {
+    use scheduler::series::{self, Ending, Scope};
+    use scheduler::tasks::{self, Decision};
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    let pool = db.default_pool();
+    let decide = |series_id: uuid::Uuid, decision: Decision, scope: Scope| {
+        let pool = &pool;
+        async move {
+            let conn = pool.conn().await.unwrap();
+            let sql = conn.sql();
+            let state = tasks::task_state(&sql, series_id, None).await.unwrap().unwrap();
+            let ending = match decision {
+                Decision::Reject => Ending::Rejected,
+                Decision::Cancel => Ending::Cancelled,
+            };
+            let next = series::next(&state.occurrence().unwrap(), ending, scope, chrono::Utc::now(), 3).unwrap();
+            tasks::decide(&sql, series_id, None, decision, scope, next.as_ref())
+                .await
+                .unwrap()
+        }
+    };
+    let pending_series = |prompt: &'static str| {
+        let client = &client;
+        async move {
+            let id = seed_series(client, agent, prompt, 3).await;
+            client
+                .execute(
+                    "UPDATE agent_tasks SET approval_status = 'pending' WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            id
+        }
+    };
+
+    // Rejecting one occurrence: the next one is created and asks for approval again.
+    let a = pending_series("rejected once").await;
+    assert!(decide(a, Decision::Reject, Scope::Occurrence).await);
+    assert_eq!(
+        later_occurrences(&client, a).await,
+        vec![("pending".into(), "pending".into(), 0, None)]
+    );
+    // Cancelling one occurrence of an approved series: the next one stays approved.
+    let b = seed_series(&client, agent, "cancelled once", 3).await;
+    assert!(decide(b, Decision::Cancel, Scope::Occurrence).await);
+    assert_eq!(
+        later_occurrences(&client, b).await,
+        vec![("pending".into(), "approved".into(), 0, None)]
+    );
+    // Cancelling the series from its pending occurrence: no next, the others cancelled too.
+    let next_of_b: uuid::Uuid = client
+        .query_one("SELECT id FROM agent_tasks WHERE series_id = $1 AND id <> $1", &[&b])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(decide(next_of_b, Decision::Cancel, Scope::Series).await);
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM agent_tasks WHERE series_id = $1 AND status = 'pending'",
+            &[&b],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the series has no future");
+    // Rejecting a series: nothing follows.
+    let c = pending_series("rejected for good").await;
+    assert!(decide(c, Decision::Reject, Scope::Series).await);
+    assert!(later_occurrences(&client, c).await.is_empty());
+    // A decision that no longer applies writes nothing.
+    assert!(
+        !decide(c, Decision::Cancel, Scope::Occurrence).await,
+        "already rejected"
+    );
+    assert!(
+        !decide(b, Decision::Cancel, Scope::Occurrence).await,
+        "already cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_series_failing_too_often_in_a_row_is_suspended_for_a_person_to_decide() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    let series_id = seed_series(&client, agent, "always fails", 1).await;
+    let s = scheduler(&db, RecordingModel::new(Behaviour::Fail), test_config());
+    // Each run fails the due occurrence; the test makes the next one due at once.
+    let mut suspended = 0;
+    for _ in 0..3 {
+        let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(summary.failed, 1, "{summary:?}");
+        suspended += summary.series_suspended;
+        client
+            .execute(
+                "UPDATE agent_tasks SET scheduled_for = now() - interval '1 second'
+                  WHERE series_id = $1 AND status = 'pending'",
+                &[&series_id],
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(suspended, 1);
+    let occurrences = later_occurrences(&client, series_id).await;
+    let last = occurrences.last().unwrap();
+    assert_eq!((last.0.as_str(), last.1.as_str(), last.2), ("pending", "pending", 3));
+    assert!(last.3.as_deref().unwrap_or("").contains("suspended"), "{last:?}");
+    // Suspended: not run until a person approves it.
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(summary.claimed, 0);
+}

@@ -7,6 +7,7 @@
 mod deadline;
 pub mod recurrence;
 mod run;
+pub mod series;
 pub mod settings;
 pub mod tasks;
 mod trigger;

@@ -1,5 +1,7 @@
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use futures_util::stream::{self, StreamExt};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
@@ -10,7 +12,7 @@ use shared::metrics::{Metric, Metrics};
 use shared::model::{ModelError, ModelRequest, SharedModel};
 
 use crate::deadline::Deadline;
-use crate::recurrence;
+use crate::series::{self, Ending, Next, Occurrence, Scope};
 use crate::settings::Settings;
 use crate::tasks::{self, ClaimedTask, Finished, Outcome};
 use crate::trigger::{BadPayload, Trigger};
@@ -40,6 +42,8 @@ pub struct Summary {
     pub duration_ms: u64,
     /// Tasks claimed but given back unstarted because the deadline came first.
     pub released: u64,
+    /// Recurring series suspended by this run (failed too many times in a row).
+    pub series_suspended: u64,
     pub dry_run: bool,
 }
 
@@ -137,9 +141,19 @@ impl Scheduler {
         }
         {
             let conn = self.db.conn().await?;
-            let rescued = tasks::rescue(&conn.sql(), self.settings.rescue_limit).await?;
+            let sql = conn.sql();
+            // The recurring tasks the rescue will fail get their series' next occurrence in the
+            // same statement (computed here: the cron is evaluated in Rust).
+            let expired = tasks::expired_last_occurrences(&sql, self.settings.rescue_limit).await?;
+            let now = chrono::Utc::now();
+            let planned: Vec<(Uuid, Option<Next>)> = expired
+                .iter()
+                .map(|t| (t.id, self.next_of(t.id, Some(t.occurrence()), Ending::Failed, now)))
+                .collect();
+            let rescued = tasks::rescue(&sql, self.settings.rescue_limit, &planned).await?;
             summary.rescued = (rescued.pending + rescued.failed) as u64;
             summary.failed += rescued.failed as u64;
+            summary.series_suspended += rescued.suspended as u64;
         }
         let cap = trigger.max_tasks.or(self.settings.max_tasks).unwrap_or(u64::MAX);
         let parallel = self.db.status().max_size >= 2;
@@ -169,12 +183,15 @@ impl Scheduler {
             };
             *peak = (*peak).max(self.db.status().size);
             match (finish_result, next) {
-                (Ok(()), Ok(next)) => batch = next,
+                (Ok(suspended), Ok(next)) => {
+                    summary.series_suspended += suspended;
+                    batch = next;
+                }
                 (Err(e), Ok(Some((next, _)))) => {
                     self.give_back(owner, &next).await;
                     return Err(e.into());
                 }
-                (Err(e), _) | (Ok(()), Err(e)) => return Err(e.into()),
+                (Err(e), _) | (Ok(_), Err(e)) => return Err(e.into()),
             }
         }
 
@@ -193,6 +210,7 @@ impl Scheduler {
                 Metric::count("TasksFailed", s.failed),
                 Metric::count("TasksRetried", s.retried),
                 Metric::count("TasksRescued", s.rescued),
+                Metric::count("SeriesSuspended", s.series_suspended),
                 Metric::count("SchedulerRunFailed", 0),
             ],
             None => vec![Metric::count("SchedulerRunFailed", 1)],
@@ -237,17 +255,39 @@ impl Scheduler {
         Ok((!claimed.is_empty()).then_some((claimed, limit as usize)))
     }
 
-    async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<(), DbError> {
+    /// Records a batch; the number of series it suspended.
+    async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<u64, DbError> {
         let conn = self.db.conn().await?;
-        let recorded = tasks::finish(&conn.sql(), owner, finished).await?;
-        if recorded < finished.len() as i64 {
+        let counts = tasks::finish(&conn.sql(), owner, finished).await?;
+        if counts.finished < finished.len() as i64 {
             tracing::warn!(
                 expected = finished.len(),
-                recorded,
-                "some leases were lost before the batch was recorded (another instance took over)"
+                recorded = counts.finished,
+                "some leases were lost before the batch was recorded (expired, or another instance took over)"
             );
         }
-        Ok(())
+        Ok(u64::try_from(counts.suspended).unwrap_or(0))
+    }
+
+    /// The series rule for one ending (none for a task that does not recur, or a broken cron).
+    fn next_of(
+        &self,
+        id: Uuid,
+        occurrence: Option<Occurrence<'_>>,
+        ending: Ending,
+        now: DateTime<Utc>,
+    ) -> Option<Next> {
+        let occurrence = occurrence?;
+        series::next(
+            &occurrence,
+            ending,
+            Scope::Occurrence,
+            now,
+            self.settings.series_failure_limit,
+        )
+        .inspect_err(|e| tracing::warn!(task = %id, error = %e, "recurrence not scheduled"))
+        .ok()
+        .flatten()
     }
 
     /// Best effort: hands claimed tasks back after an invocation-level failure. If this fails
@@ -280,7 +320,7 @@ impl Scheduler {
             return Finished {
                 id: task.id,
                 outcome: Outcome::Release,
-                next_at: None,
+                next: None,
             };
         }
         // A task may use the margin's first half; the second half is left for recording it.
@@ -300,18 +340,16 @@ impl Scheduler {
                 delay_secs: self.settings.retry_delay(task.attempts).as_secs_f64(),
             },
         };
-        let next_at = match &task.cron {
-            Some(cron) if outcome.is_final() => {
-                recurrence::next_occurrence(cron, task.time_zone.as_deref(), task.scheduled_for, chrono::Utc::now())
-                    .inspect_err(|e| tracing::warn!(task = %task.id, error = %e, "recurrence not scheduled"))
-                    .ok()
-            }
-            _ => None,
+        let ending = match outcome {
+            Outcome::Completed { .. } => Some(Ending::Completed),
+            Outcome::Failed { .. } => Some(Ending::Failed),
+            Outcome::Retry { .. } | Outcome::Release => None,
         };
+        let next = ending.and_then(|ending| self.next_of(task.id, task.occurrence(), ending, chrono::Utc::now()));
         Finished {
             id: task.id,
             outcome,
-            next_at,
+            next,
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Settings {
     pub max_tasks: Option<u64>,
     /// Expired leases rescued per invocation.
     pub rescue_limit: i64,
+    /// Failed occurrences in a row that suspend a series.
+    pub series_failure_limit: i32,
 }
 
 pub const SCHEDULER_BATCH_SIZE: Setting = Setting::number(
@@ -91,6 +93,15 @@ pub const SCHEDULER_MAX_TASKS: Setting = Setting::optional_number(
     "default cap on tasks claimed per invocation (a manual `maxTasks` overrides it)",
 );
 
+pub const SCHEDULER_SERIES_FAILURE_LIMIT: Setting = Setting::number(
+    "SCHEDULER_SERIES_FAILURE_LIMIT",
+    1,
+    1000,
+    3,
+    Unit::Plain,
+    "failed occurrences in a row after which a recurring series is suspended (its next occurrence waits for approval)",
+);
+
 pub const SETTINGS: &[&Setting] = &[
     &SCHEDULER_BATCH_SIZE,
     &SCHEDULER_CONCURRENCY,
@@ -101,6 +112,7 @@ pub const SETTINGS: &[&Setting] = &[
     &SCHEDULER_RETRY_MAX_MS,
     &SCHEDULER_MAX_RUN_MS,
     &SCHEDULER_MAX_TASKS,
+    &SCHEDULER_SERIES_FAILURE_LIMIT,
 ];
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -130,6 +142,7 @@ impl Settings {
             max_run: env.duration(&SCHEDULER_MAX_RUN_MS)?,
             max_tasks: env.optional_number(&SCHEDULER_MAX_TASKS)?,
             rescue_limit: RESCUE_LIMIT,
+            series_failure_limit: i32::try_from(env.number(&SCHEDULER_SERIES_FAILURE_LIMIT)?).unwrap_or(i32::MAX),
         };
         if settings.retry_max < settings.retry_base {
             return Err(invalid(

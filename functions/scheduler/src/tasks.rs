@@ -6,6 +6,8 @@ use shared::db::{column, DbError, FromRow, Row, Sql, Type};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::series::{self, Approval, Next};
+
 /// `agent_tasks.status`, stored as text (no Postgres enum: the pooler rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskStatus {
@@ -53,6 +55,34 @@ pub struct ClaimedTask {
     pub cron: Option<String>,
     pub time_zone: Option<String>,
     pub scheduled_for: DateTime<Utc>,
+    pub approval: Approval,
+    /// Failed occurrences of its series in a row before it.
+    pub series_failures: i32,
+}
+
+/// `approval_status` decoded, or a decoding error naming it.
+fn approval(row: &Row) -> Result<Approval, DbError> {
+    let text: String = column(row, "approval_status")?;
+    Approval::parse(&text).ok_or_else(|| DbError::Decode(format!("column approval_status: unknown {text:?}")))
+}
+
+/// `status` decoded, or a decoding error naming it.
+fn status(row: &Row) -> Result<TaskStatus, DbError> {
+    let text: String = column(row, "status")?;
+    TaskStatus::parse(&text).ok_or_else(|| DbError::Decode(format!("column status: unknown {text:?}")))
+}
+
+impl ClaimedTask {
+    /// This task as an occurrence of its series (`None` when it does not recur).
+    pub fn occurrence(&self) -> Option<series::Occurrence<'_>> {
+        self.cron.as_deref().map(|cron| series::Occurrence {
+            cron,
+            time_zone: self.time_zone.as_deref(),
+            scheduled_for: self.scheduled_for,
+            approval: self.approval,
+            failures: self.series_failures,
+        })
+    }
 }
 
 impl FromRow for ClaimedTask {
@@ -66,6 +96,8 @@ impl FromRow for ClaimedTask {
             cron: column(row, "cron")?,
             time_zone: column(row, "time_zone")?,
             scheduled_for: column(row, "scheduled_for")?,
+            approval: approval(row)?,
+            series_failures: column(row, "series_failures")?,
         })
     }
 }
@@ -98,7 +130,7 @@ pub async fn claim<C: GenericClient + Sync>(
                                       LIMIT $3
                                       FOR UPDATE SKIP LOCKED))
           RETURNING t.id, t.prompt, a.instructions, t.attempts, t.max_attempts, t.cron, t.time_zone,
-                    t.scheduled_for",
+                    t.scheduled_for, t.approval_status, t.series_failures",
             &[(&owner, Type::TEXT), (&lease_secs, Type::FLOAT8), (&limit, Type::INT8)],
         )
         .await?;
@@ -175,20 +207,53 @@ impl Outcome {
 pub struct Finished {
     pub id: Uuid,
     pub outcome: Outcome,
-    pub next_at: Option<DateTime<Utc>>,
+    /// The series' next occurrence, for a recurring task that reached a final state.
+    pub next: Option<Next>,
+}
+
+/// The one statement fragment that creates next occurrences, used by every statement that ends
+/// occurrences (finish, rescue, reject, cancel). It reads a CTE `fin(id, next_at, next_approval,
+/// next_failures, next_note)` of the occurrences just ended by this statement and copies each
+/// into its series' next slot, at most once (the `(series_id, scheduled_for)` unique key).
+const INSERT_NEXT: &str = "
+                 INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for, cron,
+                                          time_zone, series_id, max_attempts, series_failures, last_error)
+                 SELECT t.agent_id, t.user_id, t.prompt, f.next_approval, f.next_at, t.cron, t.time_zone,
+                        coalesce(t.series_id, t.id), t.max_attempts, f.next_failures, f.next_note
+                   FROM fin f JOIN agent_tasks t ON t.id = f.id
+                  WHERE f.next_at IS NOT NULL AND t.cron IS NOT NULL
+                     ON CONFLICT (series_id, scheduled_for) WHERE series_id IS NOT NULL DO NOTHING
+              RETURNING (last_error IS NOT NULL) AS suspended";
+
+/// Next occurrences as parallel arrays (statement parameters).
+struct NextColumns<'a> {
+    at: Vec<Option<DateTime<Utc>>>,
+    approval: Vec<Option<&'static str>>,
+    failures: Vec<Option<i32>>,
+    note: Vec<Option<&'a str>>,
+}
+
+impl<'a> NextColumns<'a> {
+    fn of(nexts: &[Option<&'a Next>]) -> Self {
+        Self {
+            at: nexts.iter().map(|n| n.map(|n| n.at)).collect(),
+            approval: nexts.iter().map(|n| n.map(|n| n.approval.as_str())).collect(),
+            failures: nexts.iter().map(|n| n.map(|n| n.failures)).collect(),
+            note: nexts.iter().map(|n| n.and_then(|n| n.note.as_deref())).collect(),
+        }
+    }
 }
 
 /// Records a whole batch in one statement: completed, retried, failed and released tasks, and
 /// the next occurrence of recurring ones (at most once each, by the occurrence unique key).
-/// Returns the rows this instance still held the lease of and updated.
 #[tracing::instrument(skip_all, level = "debug")]
 pub async fn finish<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
     owner: &str,
     batch: &[Finished],
-) -> Result<i64, DbError> {
+) -> Result<FinishCounts, DbError> {
     if batch.is_empty() {
-        return Ok(0);
+        return Ok(FinishCounts::default());
     }
     let ids: Vec<Uuid> = batch.iter().map(|f| f.id).collect();
     let statuses: Vec<&str> = batch.iter().map(|f| f.outcome.status().as_str()).collect();
@@ -196,17 +261,20 @@ pub async fn finish<C: GenericClient + Sync>(
     let errors: Vec<Option<&str>> = batch.iter().map(|f| f.outcome.error()).collect();
     let delays: Vec<Option<f64>> = batch.iter().map(|f| f.outcome.delay_secs()).collect();
     let uncount: Vec<bool> = batch.iter().map(|f| f.outcome.uncounts_attempt()).collect();
-    let next: Vec<Option<DateTime<Utc>>> = batch
+    let nexts: Vec<Option<&Next>> = batch
         .iter()
-        .map(|f| f.next_at.filter(|_| f.outcome.is_final()))
+        .map(|f| f.next.as_ref().filter(|_| f.outcome.is_final()))
         .collect();
+    let next = NextColumns::of(&nexts);
     let row = sql
         .query_one(
-            "WITH o AS (
+            &("WITH o AS (
                  SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[],
-                                      $7::bool[], $8::timestamptz[])
-                     AS o(id, status, result, error, delay_secs, uncount, next_at)
+                                      $7::bool[], $8::timestamptz[], $9::text[], $10::int4[], $11::text[])
+                     AS o(id, status, result, error, delay_secs, uncount, next_at, next_approval,
+                          next_failures, next_note)
              ), fin AS (
+                 -- Guarded by the lease: a stale instance (lease expired, or taken over) writes nothing.
                  UPDATE agent_tasks t
                     SET status = o.status,
                         result = coalesce(o.result, t.result),
@@ -217,19 +285,14 @@ pub async fn finish<C: GenericClient + Sync>(
                         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                    FROM o
                   WHERE t.id = o.id AND t.lease_owner = $1 AND t.status = 'running'
-              RETURNING t.id, t.agent_id, t.user_id, t.prompt, t.approval_status, t.cron, t.time_zone,
-                        t.series_id, t.max_attempts, o.next_at
-             ), nxt AS (
-                 INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for, cron,
-                                          time_zone, series_id, max_attempts)
-                 SELECT agent_id, user_id, prompt, approval_status, next_at, cron, time_zone,
-                        coalesce(series_id, id), max_attempts
-                   FROM fin
-                  WHERE next_at IS NOT NULL AND cron IS NOT NULL
-                     ON CONFLICT (series_id, scheduled_for) WHERE series_id IS NOT NULL DO NOTHING
-              RETURNING 1
-             )
-             SELECT (SELECT count(*) FROM fin) AS finished, (SELECT count(*) FROM nxt) AS scheduled",
+                    AND t.lease_expires_at >= now()
+              RETURNING t.id, o.next_at, o.next_approval, o.next_failures, o.next_note
+             ), nxt AS ("
+                .to_string()
+                + INSERT_NEXT
+                + ")
+             SELECT (SELECT count(*) FROM fin) AS finished,
+                    (SELECT count(*) FROM nxt WHERE suspended) AS suspended"),
             &[
                 (&owner, Type::TEXT),
                 (&ids, Type::UUID_ARRAY),
@@ -238,11 +301,26 @@ pub async fn finish<C: GenericClient + Sync>(
                 (&errors, Type::TEXT_ARRAY),
                 (&delays, Type::FLOAT8_ARRAY),
                 (&uncount, Type::BOOL_ARRAY),
-                (&next, Type::TIMESTAMPTZ_ARRAY),
+                (&next.at, Type::TIMESTAMPTZ_ARRAY),
+                (&next.approval, Type::TEXT_ARRAY),
+                (&next.failures, Type::INT4_ARRAY),
+                (&next.note, Type::TEXT_ARRAY),
             ],
         )
         .await?;
-    column(&row, "finished")
+    Ok(FinishCounts {
+        finished: column(&row, "finished")?,
+        suspended: column(&row, "suspended")?,
+    })
+}
+
+/// What a finish statement recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinishCounts {
+    /// Rows this instance still held a live lease of and updated.
+    pub finished: i64,
+    /// Series suspended by this batch (their next occurrence waits for approval).
+    pub suspended: i64,
 }
 
 /// Gives claimed tasks back untouched (attempt not counted), e.g. when the invocation fails.
@@ -267,37 +345,246 @@ pub struct Rescued {
     pub pending: i64,
     /// `failed`: the expired attempt was the last one.
     pub failed: i64,
+    /// Series suspended by a failure found here.
+    pub suspended: i64,
+}
+
+/// A recurring task on its last attempt whose lease expired: the rescue will fail it, and its
+/// series needs its next occurrence from the same statement.
+#[derive(Debug, Clone)]
+pub struct ExpiredOccurrence {
+    pub id: Uuid,
+    pub cron: String,
+    pub time_zone: Option<String>,
+    pub scheduled_for: DateTime<Utc>,
+    pub approval: Approval,
+    pub series_failures: i32,
+}
+
+impl ExpiredOccurrence {
+    pub fn occurrence(&self) -> series::Occurrence<'_> {
+        series::Occurrence {
+            cron: &self.cron,
+            time_zone: self.time_zone.as_deref(),
+            scheduled_for: self.scheduled_for,
+            approval: self.approval,
+            failures: self.series_failures,
+        }
+    }
+}
+
+impl FromRow for ExpiredOccurrence {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: column(row, "id")?,
+            cron: column(row, "cron")?,
+            time_zone: column(row, "time_zone")?,
+            scheduled_for: column(row, "scheduled_for")?,
+            approval: approval(row)?,
+            series_failures: column(row, "series_failures")?,
+        })
+    }
+}
+
+/// The recurring tasks the next rescue will fail (read, so their next occurrences can be computed).
+#[tracing::instrument(skip_all, level = "debug")]
+pub async fn expired_last_occurrences<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    limit: i64,
+) -> Result<Vec<ExpiredOccurrence>, DbError> {
+    let rows = sql
+        .query(
+            "SELECT id, cron, time_zone, scheduled_for, approval_status, series_failures FROM agent_tasks
+              WHERE status = 'running' AND lease_expires_at < now()
+                AND cron IS NOT NULL AND attempts >= max_attempts
+              ORDER BY lease_expires_at
+              LIMIT $1",
+            &[(&limit, Type::INT8)],
+        )
+        .await?;
+    ExpiredOccurrence::from_rows(&rows)
 }
 
 /// Tasks whose lease expired (their instance crashed or timed out) go back to `pending`, or to
-/// `failed` when that was their last attempt (the attempt was counted when claimed).
+/// `failed` when that was their last attempt (the attempt was counted when claimed); a recurring
+/// one that fails here gets its next occurrence (`planned`, from [`expired_last_occurrences`])
+/// in the same statement. A recurring task on its last attempt that is not planned is left for
+/// the next rescue, so its series is never cut.
 #[tracing::instrument(skip_all, level = "debug")]
-pub async fn rescue<C: GenericClient + Sync>(sql: &Sql<'_, C>, limit: i64) -> Result<Rescued, DbError> {
+pub async fn rescue<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    limit: i64,
+    planned: &[(Uuid, Option<Next>)],
+) -> Result<Rescued, DbError> {
+    let ids: Vec<Uuid> = planned.iter().map(|(id, _)| *id).collect();
+    let nexts: Vec<Option<&Next>> = planned.iter().map(|(_, n)| n.as_ref()).collect();
+    let next = NextColumns::of(&nexts);
     let row = sql
         .query_one(
-            "WITH done AS (
+            &("WITH plan AS (
+                 SELECT * FROM unnest($2::uuid[], $3::timestamptz[], $4::text[], $5::int4[], $6::text[])
+                     AS p(id, next_at, next_approval, next_failures, next_note)
+             ), done AS (
                  UPDATE agent_tasks t
                     SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
                         last_error = 'lease expired: the instance running it stopped before finishing',
                         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                   WHERE t.id = ANY(ARRAY(SELECT id FROM agent_tasks
                                           WHERE status = 'running' AND lease_expires_at < now()
+                                            AND (cron IS NULL OR attempts < max_attempts OR id = ANY($2))
                                           ORDER BY lease_expires_at
                                           LIMIT $1
                                           FOR UPDATE SKIP LOCKED))
                     AND t.status = 'running'
-              RETURNING t.status
-             )
+              RETURNING t.id, t.status
+             ), fin AS (
+                 SELECT d.id, p.next_at, p.next_approval, p.next_failures, p.next_note
+                   FROM done d JOIN plan p ON p.id = d.id
+                  WHERE d.status = 'failed'
+             ), nxt AS ("
+                .to_string()
+                + INSERT_NEXT
+                + ")
              SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-                    count(*) FILTER (WHERE status = 'failed') AS failed
-               FROM done",
-            &[(&limit, Type::INT8)],
+                    count(*) FILTER (WHERE status = 'failed') AS failed,
+                    (SELECT count(*) FROM nxt WHERE suspended) AS suspended
+               FROM done"),
+            &[
+                (&limit, Type::INT8),
+                (&ids, Type::UUID_ARRAY),
+                (&next.at, Type::TIMESTAMPTZ_ARRAY),
+                (&next.approval, Type::TEXT_ARRAY),
+                (&next.failures, Type::INT4_ARRAY),
+                (&next.note, Type::TEXT_ARRAY),
+            ],
         )
         .await?;
     Ok(Rescued {
         pending: column(&row, "pending")?,
         failed: column(&row, "failed")?,
+        suspended: column(&row, "suspended")?,
     })
+}
+
+/// A task as a person's decision about it needs it.
+#[derive(Debug, Clone)]
+pub struct TaskState {
+    pub id: Uuid,
+    pub status: TaskStatus,
+    pub approval: Approval,
+    pub cron: Option<String>,
+    pub time_zone: Option<String>,
+    pub scheduled_for: DateTime<Utc>,
+    pub series_failures: i32,
+}
+
+impl TaskState {
+    pub fn occurrence(&self) -> Option<series::Occurrence<'_>> {
+        self.cron.as_deref().map(|cron| series::Occurrence {
+            cron,
+            time_zone: self.time_zone.as_deref(),
+            scheduled_for: self.scheduled_for,
+            approval: self.approval,
+            failures: self.series_failures,
+        })
+    }
+}
+
+impl FromRow for TaskState {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: column(row, "id")?,
+            status: status(row)?,
+            approval: approval(row)?,
+            cron: column(row, "cron")?,
+            time_zone: column(row, "time_zone")?,
+            scheduled_for: column(row, "scheduled_for")?,
+            series_failures: column(row, "series_failures")?,
+        })
+    }
+}
+
+/// The task `id` of `user` (any user's when `None`, for operators).
+#[tracing::instrument(skip_all, level = "debug")]
+pub async fn task_state<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    id: Uuid,
+    user: Option<Uuid>,
+) -> Result<Option<TaskState>, DbError> {
+    let row = sql
+        .query_opt(
+            "SELECT id, status, approval_status, cron, time_zone, scheduled_for, series_failures
+               FROM agent_tasks WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)",
+            &[(&id, Type::UUID), (&user, Type::UUID)],
+        )
+        .await?;
+    row.as_ref().map(TaskState::from_row).transpose()
+}
+
+/// A person's decision that ends a pending occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Only while its approval is pending.
+    Reject,
+    /// While it has not started.
+    Cancel,
+}
+
+/// Ends occurrence `id` by `decision`, for `scope`, in one guarded statement: the occurrence
+/// must still be pending (and, to reject, awaiting approval); for the series, its other pending
+/// occurrences are cancelled too and no next one is created; for the occurrence, `next` is
+/// created (see [`crate::series`]). False when the guard no longer holds (it started, or was
+/// decided meanwhile): nothing is written.
+#[tracing::instrument(skip_all, level = "debug")]
+pub async fn decide<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    id: Uuid,
+    user: Option<Uuid>,
+    decision: Decision,
+    scope: series::Scope,
+    next: Option<&Next>,
+) -> Result<bool, DbError> {
+    let reject = decision == Decision::Reject;
+    let whole_series = scope == series::Scope::Series;
+    let next = NextColumns::of(&[next.filter(|_| !whole_series)]);
+    let row = sql
+        .query_one(
+            &("WITH target AS (
+                 UPDATE agent_tasks t
+                    SET status = CASE WHEN $3 THEN t.status ELSE 'cancelled' END,
+                        approval_status = CASE WHEN $3 THEN 'rejected' ELSE t.approval_status END,
+                        updated_at = now()
+                  WHERE t.id = $1 AND ($2::uuid IS NULL OR t.user_id = $2) AND t.status = 'pending'
+                    AND t.approval_status <> 'rejected' AND (NOT $3 OR t.approval_status = 'pending')
+              RETURNING t.id, coalesce(t.series_id, t.id) AS series
+             ), rest AS (
+                 UPDATE agent_tasks s SET status = 'cancelled', updated_at = now()
+                   FROM target
+                  WHERE $4 AND coalesce(s.series_id, s.id) = target.series AND s.id <> target.id
+                    AND s.status = 'pending'
+              RETURNING s.id
+             ), fin AS (
+                 SELECT id, ($5::timestamptz[])[1] AS next_at, ($6::text[])[1] AS next_approval,
+                        ($7::int4[])[1] AS next_failures, ($8::text[])[1] AS next_note
+                   FROM target WHERE NOT $4
+             ), nxt AS ("
+                .to_string()
+                + INSERT_NEXT
+                + ")
+             SELECT (SELECT count(*) FROM target) AS ended"),
+            &[
+                (&id, Type::UUID),
+                (&user, Type::UUID),
+                (&reject, Type::BOOL),
+                (&whole_series, Type::BOOL),
+                (&next.at, Type::TIMESTAMPTZ_ARRAY),
+                (&next.approval, Type::TEXT_ARRAY),
+                (&next.failures, Type::INT4_ARRAY),
+                (&next.note, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?;
+    Ok(column::<i64>(&row, "ended")? == 1)
 }
 
 /// Due, approved, pending tasks not yet claimed, and running tasks whose lease has expired.

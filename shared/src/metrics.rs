@@ -13,6 +13,7 @@
 //! | `StatementTimeouts` | Count | every function |
 //! | `DbErrors` | Count | every function |
 //! | `ServerConnections` | Count | health (connections route), scheduler |
+//! | `PoolerRefused` | Count | health (connections route): 1 when a fresh client was refused or not admitted by the pooler |
 //! | `ConnectionUsagePercent` | Percent | health (connections route), scheduler |
 //! | `TasksClaimed`, `TasksCompleted`, `TasksFailed`, `TasksRetried`, `TasksRescued` | Count | scheduler |
 //! | `SeriesSuspended` | Count | scheduler (recurring series suspended after failing too often in a row) |

@@ -101,10 +101,18 @@ async fn main() {
         })
     };
 
+    // CHAT_CONNECTION_MODE: release (the default, a connect per round trip) or warm.
+    let mode: &'static str = if std::env::var("CHAT_CONNECTION_MODE").is_ok_and(|m| m == "warm") {
+        "warm"
+    } else {
+        "release"
+    };
+    println!("connection mode: {mode}");
     let settings = settings_for(
         &bouncer.url(&db),
         &PoolOptions {
             app: "chat".into(),
+            mode,
             ..PoolOptions::default()
         },
     );

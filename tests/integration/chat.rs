@@ -718,3 +718,36 @@ async fn the_bedrock_client_speaks_the_converse_wire_format() {
     server.set_mode(Mode::Oversized);
     assert!(matches!(model.generate(&request()).await, Err(ModelError::TooLarge(_))));
 }
+
+/// The pooler's clients of `db` with `application_name` = `app`.
+async fn pooler_clients(db: &TestDb, app: &str) -> usize {
+    let admin = crate::helpers::bouncer_admin().await;
+    crate::helpers::admin_show(&admin, "CLIENTS")
+        .await
+        .iter()
+        .filter(|c| c.get("database").map(String::as_str) == Some(db.name.as_str()))
+        .filter(|c| c.get("application_name").map(String::as_str) == Some(app))
+        .count()
+}
+
+#[tokio::test]
+async fn in_release_mode_no_pooler_client_is_open_while_the_model_thinks() {
+    for (mode, expected) in [("release", 0), ("warm", 1)] {
+        let model = ChatModel::new(Duration::from_secs(2));
+        let mut h = harness(model.clone()).await;
+        h.chat.db = h.db.pool(&PoolOptions {
+            app: "chat".into(),
+            mode,
+            ..PoolOptions::default()
+        });
+        let request = h.send("take your time", None);
+        let observe = async {
+            let thinking = crate::helpers::eventually(Duration::from_secs(5), || async { model.calls() == 1 }).await;
+            assert!(thinking, "the model was called");
+            pooler_clients(&h.db, "chat").await
+        };
+        let ((status, body), clients) = tokio::join!(request, observe);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(clients, expected, "{mode}: pooler clients while the model thinks");
+    }
+}

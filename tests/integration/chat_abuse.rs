@@ -48,11 +48,14 @@ impl AgentModel for SwitchModel {
     }
 }
 
-/// Another Lambda instance of the same deployment: its own pool of one, same database and model.
+/// Another Lambda instance of the same deployment: its own warm pool of one (warmed by the
+/// caller, so a storm of parallel requests measures admission, not connects), same database
+/// and model.
 fn instance(h: &Harness, model: Arc<dyn AgentModel>, settings: ChatSettings) -> Chat {
     Chat {
         db: h.db.pool(&PoolOptions {
             app: "chat".into(),
+            mode: "warm",
             ..PoolOptions::default()
         }),
         auth: Authenticator::new(AuthConfig::new(&h.auth.url(), Some(SECRET.into()))),

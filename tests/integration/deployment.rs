@@ -32,6 +32,9 @@ struct Share {
     reserved: i64,
     pool: i64,
     timeout_s: i64,
+    /// `DB_CONNECTION_MODE`: `release` holds clients only while statements run (the share bounds
+    /// clients in flight); `warm` holds them for the instance's life (the share is held).
+    mode: String,
 }
 
 /// The budget check: every function has reserved concurrency and a pool size, and
@@ -57,20 +60,28 @@ fn budget(t: &Value) -> Result<(Vec<Share>, i64, i64), String> {
             .ok_or_else(|| format!("{name} sets no DB_POOL_MAX_SIZE"))?;
         let pool = number(t, pool_value)?;
         let timeout_s = number(t, props.get("Timeout").unwrap_or(&globals["Timeout"]))?;
+        let mode = props["Environment"]["Variables"]
+            .get("DB_CONNECTION_MODE")
+            .or_else(|| globals["Environment"]["Variables"].get("DB_CONNECTION_MODE"))
+            .and_then(Value::as_str)
+            .unwrap_or("release")
+            .to_string();
         shares.push(Share {
             function: name,
             reserved,
             pool,
             timeout_s,
+            mode,
         });
     }
     let used: i64 = shares.iter().map(|s| s.reserved * s.pool).sum();
     if used > limit {
         return Err(format!(
-            "connection budget broken: {} = {used} > PoolerClientLimit {limit}",
+            "connection budget broken: {} = {used} > PoolerClientLimit {limit} \
+             (warm: clients held for the instances' lives; release: clients in flight at one instant)",
             shares
                 .iter()
-                .map(|s| format!("{} {}x{}", s.function, s.reserved, s.pool))
+                .map(|s| format!("{} {}x{} ({})", s.function, s.reserved, s.pool, s.mode))
                 .collect::<Vec<_>>()
                 .join(" + ")
         ));
@@ -104,6 +115,15 @@ fn the_templates_connection_budget_fits_under_the_pooler_limit() {
     assert_eq!(by_name("ChatFunction").pool, 1);
     assert_eq!(by_name("HealthFunction").pool, 1);
     assert_eq!(by_name("SchedulerFunction").pool, 2);
+    // The functions that wait on a model hold no pooler client across the call or between
+    // requests: their share bounds connections in flight, not instances.
+    for f in ["ChatFunction", "SchedulerFunction"] {
+        assert_eq!(
+            by_name(f).mode,
+            "release",
+            "{f} holds clients only while statements run"
+        );
+    }
 }
 
 #[test]

@@ -4,17 +4,19 @@ use std::time::{Duration, Instant};
 use health::{Health, Settings as HealthSettings, Thresholds};
 use lambda_http::{Body, Response};
 use serde_json::Value;
-use shared::db::Db;
+use shared::db::{Db, DbSettings};
 use shared::metrics::{Metrics, Sink};
 
 use crate::helpers::{admin_command, settings_for, PoolOptions, PrivateBouncer, PrivateCluster, TestDb};
 
 const KEY: &str = "test-admin-key-0123456789";
 
-fn health_with(db: Db, warning: f64, critical: f64) -> (Health, Arc<Mutex<Vec<u8>>>) {
+/// A health instance on `settings`; its pooler probe connects with the same settings.
+fn health_with(settings: DbSettings, warning: f64, critical: f64) -> (Health, Arc<Mutex<Vec<u8>>>) {
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let health = Health {
-        db,
+        db: Db::new(&settings).unwrap(),
+        pooler: settings,
         settings: HealthSettings::new(
             Some(KEY.into()),
             Thresholds {
@@ -28,8 +30,8 @@ fn health_with(db: Db, warning: f64, critical: f64) -> (Health, Arc<Mutex<Vec<u8
     (health, buffer)
 }
 
-fn health(db: Db) -> Health {
-    health_with(db, 80.0, 95.0).0
+fn health(settings: DbSettings) -> Health {
+    health_with(settings, 80.0, 95.0).0
 }
 
 /// An API Gateway v2 request built from `events/health.json`.
@@ -65,7 +67,7 @@ fn count(report: &Value, kind: &str, name: &str, field: &str) -> i64 {
 #[tokio::test]
 async fn health_answers_ok_when_the_database_answers() {
     let db = TestDb::new().await;
-    let h = health(db.default_pool());
+    let h = health(db.settings(&PoolOptions::default()));
     let (status, body, response) = call(&h, "GET", "/api/health", None).await;
     assert_eq!(status, 200);
     assert_eq!(body, serde_json::json!({"status": "ok"}));
@@ -75,7 +77,7 @@ async fn health_answers_ok_when_the_database_answers() {
 #[tokio::test]
 async fn unknown_routes_and_methods_are_404_and_405() {
     let db = TestDb::new().await;
-    let h = health(db.default_pool());
+    let h = health(db.settings(&PoolOptions::default()));
     assert_eq!(call(&h, "GET", "/api/health/nope", Some(KEY)).await.0, 404);
     assert_eq!(call(&h, "GET", "/api/other", None).await.0, 404);
     let (status, body, _) = call(&h, "POST", "/api/health", None).await;
@@ -86,7 +88,7 @@ async fn unknown_routes_and_methods_are_404_and_405() {
 #[tokio::test]
 async fn the_connections_route_wants_the_admin_key_and_says_nothing_else() {
     let db = TestDb::new().await;
-    let h = health(db.default_pool());
+    let h = health(db.settings(&PoolOptions::default()));
     let (status, body, _) = call(&h, "GET", "/api/health/connections", None).await;
     assert_eq!(status, 401);
     assert!(body.get("active").is_none());
@@ -113,7 +115,7 @@ async fn the_connections_route_wants_the_admin_key_and_says_nothing_else() {
 #[tokio::test]
 async fn opened_connections_raise_the_figures_by_as_many() {
     let db = TestDb::new().await;
-    let h = health(db.default_pool());
+    let h = health(db.settings(&PoolOptions::default()));
     let (_, before, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
     let base = count(&before, "byDatabase", &db.name, "connections");
 
@@ -145,7 +147,7 @@ async fn levels_go_from_ok_to_warning_to_critical_as_connections_fill_the_limit(
     // max_connections 12, 2 reserved: a limit of 10.
     let cluster = PrivateCluster::start(12, 2);
     let settings = settings_for(&cluster.url("postgres"), &PoolOptions::default());
-    let (h, _) = health_with(Db::new(&settings).unwrap(), 50.0, 80.0);
+    let (h, _) = health_with(settings, 50.0, 80.0);
 
     let (_, report, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
     assert_eq!(report["limit"], 10, "{report}");
@@ -179,7 +181,7 @@ async fn health_is_503_within_its_bound_while_the_pooler_is_paused_or_down() {
             ..PoolOptions::default()
         },
     );
-    let h = health(Db::new(&settings).unwrap());
+    let h = health(settings);
     assert_eq!(call(&h, "GET", "/api/health", None).await.0, 200);
 
     let admin = bouncer.admin().await;
@@ -256,7 +258,7 @@ pub fn check_emf(line: &str) -> Vec<String> {
 #[tokio::test]
 async fn metrics_lines_are_valid_emf_with_the_documented_names() {
     let db = TestDb::new().await;
-    let (h, buffer) = health_with(db.default_pool(), 80.0, 95.0);
+    let (h, buffer) = health_with(db.settings(&PoolOptions::default()), 80.0, 95.0);
     call(&h, "GET", "/api/health", None).await;
     call(&h, "GET", "/api/health/connections", Some(KEY)).await;
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
@@ -303,4 +305,53 @@ async fn each_scheduler_run_emits_one_valid_emf_line_with_connection_usage() {
     }
     let doc: Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(doc["Function"], "scheduler", "the same dimension as every function");
+}
+
+#[tokio::test]
+async fn a_pooler_at_its_client_limit_is_critical_naming_the_pooler_and_ok_once_clients_leave() {
+    let db = TestDb::new().await;
+    let pg_port = url::Url::parse(&db.direct_url).unwrap().port().unwrap_or(5432);
+    let bouncer = PrivateBouncer::configured(pg_port, 2, 4).await;
+    let settings = crate::helpers::settings_for(
+        &bouncer.url(&db),
+        &PoolOptions {
+            app: "health".into(),
+            ..PoolOptions::default()
+        },
+    );
+    // High thresholds: the shared server's own usage must not decide the level here.
+    let (h, _) = health_with(settings, 99.0, 100.0);
+    let (status, body, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
+    assert_eq!(
+        (status, body["pooler"]["probe"]["status"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+
+    // Other clients take every client slot of the pooler.
+    let mut others = Vec::new();
+    for _ in 0..10 {
+        match tokio_postgres::connect(&bouncer.url(&db), tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                client.simple_query("SELECT 1").await.unwrap();
+                others.push(client);
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(others.len() < 10, "the pooler's client limit was reached");
+    let (status, body, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["level"], "critical", "{body}");
+    assert_eq!(body["pooler"]["probe"]["status"], "refused", "{body}");
+    assert!(body["reason"].as_str().unwrap_or("").contains("pooler"), "{body}");
+
+    drop(others);
+    let ok = crate::helpers::eventually(Duration::from_secs(10), || async {
+        let (_, body, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
+        body["level"] == "ok" && body["pooler"]["probe"]["status"] == "ok"
+    })
+    .await;
+    assert!(ok, "ok again once the other clients left");
 }

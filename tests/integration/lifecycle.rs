@@ -20,6 +20,7 @@ async fn sigterm_closes_the_functions_pooled_connection() {
     let mut child = tokio::process::Command::new(function_binary("health"))
         .envs(runtime.function_env("health"))
         .env("DATABASE_URL", &db.pooled_url)
+        .env("DB_CONNECTION_MODE", "warm")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

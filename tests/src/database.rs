@@ -34,6 +34,8 @@ pub struct PoolOptions {
     pub wait: Duration,
     pub statement: Duration,
     pub connect: Duration,
+    /// `DB_CONNECTION_MODE`: `release` (the product's default) or `warm`.
+    pub mode: &'static str,
 }
 
 impl Default for PoolOptions {
@@ -44,6 +46,7 @@ impl Default for PoolOptions {
             wait: Duration::from_secs(2),
             statement: Duration::from_secs(5),
             connect: Duration::from_secs(3),
+            mode: "release",
         }
     }
 }
@@ -167,6 +170,7 @@ pub fn settings_for(pooled_url: &str, opts: &PoolOptions) -> DbSettings {
             ("DB_POOL_TIMEOUT_MS", opts.wait.as_millis().to_string()),
             ("DB_STATEMENT_TIMEOUT_MS", opts.statement.as_millis().to_string()),
             ("DB_CONNECT_TIMEOUT_MS", opts.connect.as_millis().to_string()),
+            ("DB_CONNECTION_MODE", opts.mode.to_string()),
         ],
     )
 }

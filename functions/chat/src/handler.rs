@@ -90,7 +90,9 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
         ),
     };
 
-    // No connection is held here: round trip 1 gave its connection back.
+    // No connection is held here: round trip 1 gave its connection back, and in release mode
+    // the pooler client is closed too while the model thinks.
+    chat.db.release_idle();
     let generated = match tokio::time::timeout(chat.settings.model_timeout, chat.model.generate(&model_request)).await {
         Ok(result) => result.map_err(model_error),
         Err(_) => Err(ApiError::ModelTimeout),

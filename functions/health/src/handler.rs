@@ -7,7 +7,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::json;
 use shared::db::activity::{self, ConnectionUsage};
-use shared::db::{Db, DbError, PoolStatus};
+use shared::db::probe::{self, Probe, ProbeStatus};
+use shared::db::{Db, DbError, DbSettings, PoolStatus};
 use shared::http::{db_public_message, json_response, serve, with_retry_after, ApiError, Reply, RETRY_AFTER_SECS};
 use shared::metrics::{Metric, Metrics};
 use subtle::ConstantTimeEq;
@@ -20,10 +21,12 @@ pub struct Health {
     pub db: Db,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Where a fresh client connects to see the pooler as a new instance would.
+    pub pooler: DbSettings,
 }
 
 /// Usage level against the connection limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
@@ -43,16 +46,61 @@ impl Level {
     }
 }
 
-/// The body of `/api/health/connections`.
+/// The body of `/api/health/connections`: the server-side view (absent when the database could
+/// not be asked), the pooler-side view, and the worst of their levels.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ConnectionReport {
     #[serde(flatten)]
-    usage: ConnectionUsage,
+    usage: Option<ConnectionUsage>,
     level: Level,
+    /// Why the level is what it is, when it is not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     pool: PoolStatus,
     latency_ms: f64,
     thresholds: Thresholds,
+    pooler: PoolerView,
+}
+
+/// The pooler as a new client sees it, and this instance's own recent waits for a connection.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PoolerView {
+    probe: Probe,
+    level: Level,
+    pool_wait_ms: f64,
+    pool_wait_max_ms: f64,
+    pool_timeouts: u64,
+}
+
+impl PoolerView {
+    fn of(probe: Probe, db: &Db) -> Self {
+        let recent = db.recent_activity();
+        let level = match probe.status {
+            ProbeStatus::Refused | ProbeStatus::Unreachable => Level::Critical,
+            ProbeStatus::Ok if recent.pool_timeouts > 0 => Level::Warning,
+            ProbeStatus::Ok => Level::Ok,
+        };
+        Self {
+            probe,
+            level,
+            pool_wait_ms: recent.mean_wait_ms,
+            pool_wait_max_ms: recent.max_wait_ms,
+            pool_timeouts: recent.pool_timeouts,
+        }
+    }
+
+    fn reason(&self) -> Option<String> {
+        match self.probe.status {
+            ProbeStatus::Refused => Some("the pooler refuses new clients: its client limit is reached".into()),
+            ProbeStatus::Unreachable => Some("the pooler does not admit a new client".into()),
+            ProbeStatus::Ok if self.pool_timeouts > 0 => {
+                Some("this instance waited past its pool timeout recently".into())
+            }
+            ProbeStatus::Ok => None,
+        }
+    }
 }
 
 /// Compares the presented key with the configured one in constant time (for equal lengths).
@@ -81,19 +129,43 @@ pub async fn ping(db: &Db, bound: Duration) -> Result<(), DbError> {
 async fn connection_report(h: &Health) -> Result<ConnectionReport, DbError> {
     let bound = h.settings.db_bound;
     let started = Instant::now();
-    let work = async {
-        let conn = h.db.conn().await?;
-        activity::usage(&conn.sql().with_bound(bound)).await
+    let server = async {
+        let work = async {
+            let conn = h.db.conn().await?;
+            activity::usage(&conn.sql().with_bound(bound)).await
+        };
+        tokio::time::timeout(bound, work)
+            .await
+            .unwrap_or(Err(DbError::StatementTimeout(bound)))
     };
-    let usage = tokio::time::timeout(bound, work)
-        .await
-        .unwrap_or(Err(DbError::StatementTimeout(bound)))?;
+    // One after the other: the probe's own connection must not count in the server's view.
+    let usage = server.await;
+    let probe = probe::probe(&h.pooler, bound).await;
+    let pooler = PoolerView::of(probe, &h.db);
+    let server_level = usage
+        .as_ref()
+        .ok()
+        .map(|u| Level::of(u.usage_percent, h.settings.thresholds));
+    let usage = match usage {
+        Ok(u) => Some(u),
+        // The pooler refusing clients is the answer: report it rather than fail.
+        Err(_) if pooler.level == Level::Critical => None,
+        Err(e) => return Err(e),
+    };
+    let level = server_level.unwrap_or(Level::Ok).max(pooler.level);
+    let reason = if pooler.level >= server_level.unwrap_or(Level::Ok) {
+        pooler.reason()
+    } else {
+        Some("database connections near their limit".into())
+    };
     Ok(ConnectionReport {
-        level: Level::of(usage.usage_percent, h.settings.thresholds),
         usage,
+        level,
+        reason: reason.filter(|_| level != Level::Ok),
         pool: h.db.status(),
         latency_ms: started.elapsed().as_secs_f64() * 1e3,
         thresholds: h.settings.thresholds,
+        pooler,
     })
 }
 
@@ -116,10 +188,17 @@ async fn respond(h: &Health, request: Request, request_id: String) -> Reply {
             }
             match connection_report(h).await {
                 Ok(report) => {
-                    let metrics = vec![
-                        Metric::count("ServerConnections", u64::try_from(report.usage.active).unwrap_or(0)),
-                        Metric::percent("ConnectionUsagePercent", report.usage.usage_percent),
-                    ];
+                    let mut metrics = vec![Metric::count(
+                        "PoolerRefused",
+                        u64::from(report.pooler.probe.status != ProbeStatus::Ok),
+                    )];
+                    if let Some(usage) = &report.usage {
+                        metrics.push(Metric::count(
+                            "ServerConnections",
+                            u64::try_from(usage.active).unwrap_or(0),
+                        ));
+                        metrics.push(Metric::percent("ConnectionUsagePercent", usage.usage_percent));
+                    }
                     let body = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
                     Reply {
                         result: Ok(json_response(StatusCode::OK, &body, &request_id)),

@@ -83,6 +83,7 @@ pub async fn handle(s: &Scheduler, event: LambdaEvent<serde_json::Value>) -> Res
     let _in_flight = s.db.begin_request();
     let result = s.run(trigger, deadline, &owner).await;
     s.emit_metrics(result.as_ref().ok()).await;
+    s.db.release_idle();
     result
 }
 
@@ -162,6 +163,8 @@ impl Scheduler {
         let mut batch = self.claim_next(deadline, owner, summary.claimed, cap, size).await?;
         while let Some((claimed, requested)) = batch.take() {
             summary.claimed += claimed.len() as u64;
+            // No pooler client is held while the batch waits on the model (release mode).
+            self.db.release_idle();
             let ran = Instant::now();
             let finished = self.run_batch(claimed, deadline).await;
             size = self.settings.next_batch(size, ran.elapsed());

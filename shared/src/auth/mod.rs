@@ -165,10 +165,12 @@ fn backoff(failures: u32) -> Duration {
 const MAX_JWKS_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Verifies tokens; holds the instance's JWKS cache.
+/// Cheap to clone: clones share one key cache and one HTTP client.
+#[derive(Clone)]
 pub struct Authenticator {
     config: AuthConfig,
     http: reqwest::Client,
-    cache: Mutex<KeyCache>,
+    cache: std::sync::Arc<Mutex<KeyCache>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,7 +201,7 @@ impl Authenticator {
         Self {
             config,
             http,
-            cache: Mutex::new(KeyCache::default()),
+            cache: std::sync::Arc::new(Mutex::new(KeyCache::default())),
         }
     }
 

@@ -9,6 +9,8 @@ use super::{DbError, DbErrorKind};
 pub(crate) struct DbCounters {
     /// Cumulative, never reset (benchmarks read it).
     pub statements: AtomicU64,
+    /// Connections opened, cumulative (release mode opens one per use).
+    pub connects: AtomicU64,
     checkouts: AtomicU64,
     wait_us: AtomicU64,
     max_wait_us: AtomicU64,
@@ -47,6 +49,24 @@ impl DbCounters {
                 self.statement_timeouts.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
+        }
+    }
+
+    /// The activity since the previous [`DbCounters::take`], without resetting it.
+    pub fn peek(&self) -> DbActivity {
+        let checkouts = self.checkouts.load(Ordering::Relaxed);
+        let wait_us = self.wait_us.load(Ordering::Relaxed);
+        DbActivity {
+            checkouts,
+            mean_wait_ms: if checkouts == 0 {
+                0.0
+            } else {
+                wait_us as f64 / checkouts as f64 / 1000.0
+            },
+            max_wait_ms: self.max_wait_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            pool_timeouts: self.pool_timeouts.load(Ordering::Relaxed),
+            statement_timeouts: self.statement_timeouts.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
         }
     }
 

@@ -15,7 +15,7 @@ use super::counters::{DbActivity, DbCounters};
 use super::sql::{Bounds, Sql, Tx};
 use super::tls;
 use super::DbError;
-use super::DbSettings;
+use super::{ConnectionMode, DbSettings};
 use crate::config::ConfigError;
 
 /// The instance's database handle: cheap to clone, shares one pool.
@@ -40,17 +40,22 @@ struct Credentials {
 
 const CREDENTIALS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
-fn build_pool(settings: &DbSettings, tls: tls::Tls) -> Result<Pool, ConfigError> {
+fn build_pool(settings: &DbSettings, bounds: &Arc<Bounds>) -> Result<Pool, ConfigError> {
     let manager = Manager::from_config(
         settings.pg_config(),
-        tls,
+        bounds.tls.clone(),
         ManagerConfig {
             // `is_closed()` only: no extra round trip per checkout. A connection the server or
             // pooler closed is noticed by its connection task and replaced.
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    let counted = bounds.clone();
     Pool::builder(manager)
+        .post_create(deadpool_postgres::Hook::sync_fn(move |_, _| {
+            counted.counters.connects.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }))
         .max_size(settings.pool_max_size)
         .wait_timeout(Some(settings.pool_wait_timeout))
         .create_timeout(Some(settings.connect_timeout))
@@ -101,21 +106,22 @@ pub struct PoolStatus {
 impl Db {
     /// Builds the pool. No connection is opened yet: call [`Db::warm`] in the init phase.
     pub fn new(settings: &DbSettings) -> Result<Self, ConfigError> {
-        let tls = tls::connector(settings)?;
-        let pool = build_pool(settings, tls.clone())?;
+        let bounds = Arc::new(Bounds {
+            statement: settings.statement_timeout,
+            pool_wait: settings.pool_wait_timeout,
+            connect: settings.connect_timeout,
+            tls: tls::connector(settings)?,
+            cancel_target: CancelTarget {
+                host: settings.host.clone(),
+                port: settings.port,
+            },
+            counters: DbCounters::default(),
+            mode: settings.connection_mode,
+        });
+        let pool = build_pool(settings, &bounds)?;
         Ok(Self {
             pool: Arc::new(RwLock::new(pool)),
-            bounds: Arc::new(Bounds {
-                statement: settings.statement_timeout,
-                pool_wait: settings.pool_wait_timeout,
-                connect: settings.connect_timeout,
-                tls,
-                cancel_target: CancelTarget {
-                    host: settings.host.clone(),
-                    port: settings.port,
-                },
-                counters: DbCounters::default(),
-            }),
+            bounds,
             in_flight: Arc::new(InFlight::default()),
             credentials: None,
         })
@@ -147,9 +153,7 @@ impl Db {
             return false;
         }
         *last = Some(Instant::now());
-        let fresh = (credentials.source)()
-            .await
-            .and_then(|s| build_pool(&s, self.bounds.tls.clone()));
+        let fresh = (credentials.source)().await.and_then(|s| build_pool(&s, &self.bounds));
         match fresh {
             Ok(pool) => {
                 let old = match self.pool.write() {
@@ -170,6 +174,10 @@ impl Db {
     /// Opens the first connection during the init phase so the first request does not pay for
     /// it. A database that is down now is not fatal: requests will answer 503 until it returns.
     pub async fn warm(&self) {
+        if self.bounds.mode == ConnectionMode::Release {
+            // Nothing is kept open in release mode: the first request connects.
+            return;
+        }
         match self.conn().await {
             Ok(_) => tracing::debug!("database pool warmed"),
             Err(e) => tracing::warn!(error = %e, "could not open the first database connection"),
@@ -211,6 +219,31 @@ impl Db {
     /// Statements sent through this pool since it was built (`BEGIN`/`COMMIT` included).
     pub fn statements_sent(&self) -> u64 {
         self.bounds.counters.statements.load(Ordering::Relaxed)
+    }
+
+    /// Connections opened since the pool was built (release mode opens one per use).
+    pub fn connects(&self) -> u64 {
+        self.bounds.counters.connects.load(Ordering::Relaxed)
+    }
+
+    /// Checkouts, waits and timeouts since the previous metrics flush, without resetting them.
+    pub fn recent_activity(&self) -> DbActivity {
+        self.bounds.counters.peek()
+    }
+
+    /// How connections are held.
+    pub fn connection_mode(&self) -> ConnectionMode {
+        self.bounds.mode
+    }
+
+    /// In release mode, closes the pool's idle connections: call it before waiting on anything
+    /// other than the database (a model) and at the end of each request, so a pooler client is
+    /// held only while statements run. Connections checked out stay. A no-op in warm mode.
+    pub fn release_idle(&self) {
+        if self.bounds.mode == ConnectionMode::Release {
+            let released = self.pool().retain(|_, _| false);
+            drop(released.removed);
+        }
     }
 
     /// Checkouts, waits, timeouts and errors since the previous call (metrics flushes call it).

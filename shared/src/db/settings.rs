@@ -58,6 +58,23 @@ pub const DB_SSL_ROOT_CERT: Setting = Setting::text(
     "PEM file of the CA to trust (Supabase's CA for `verify-full`; else the URL's `sslrootcert`)",
 );
 
+pub const DB_CONNECTION_MODE: Setting = Setting::choice(
+    "DB_CONNECTION_MODE",
+    &["release", "warm"],
+    "release",
+    "`release`: a pooler client is held only while statements run (idle ones closed before a model call and at the end of each request); `warm`: kept open for the instance's life",
+);
+
+/// Whether connections outlive their use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionMode {
+    /// Idle connections closed before waiting on a model and at the end of each request: a
+    /// pooler client only while statements run.
+    Release,
+    /// Kept in the pool for the instance's life (one connect per instance).
+    Warm,
+}
+
 /// Every database setting, in the README's order.
 pub const SETTINGS: &[&Setting] = &[
     &DATABASE_URL,
@@ -68,6 +85,7 @@ pub const SETTINGS: &[&Setting] = &[
     &DB_STATEMENT_TIMEOUT_MS,
     &DB_SSLMODE,
     &DB_SSL_ROOT_CERT,
+    &DB_CONNECTION_MODE,
 ];
 
 /// How the connection is encrypted, with libpq's meanings.
@@ -119,6 +137,7 @@ pub struct DbSettings {
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
     pub keepalive_idle: Duration,
+    pub connection_mode: ConnectionMode,
 }
 
 impl fmt::Debug for DbSettings {
@@ -136,6 +155,7 @@ impl fmt::Debug for DbSettings {
             .field("pool_wait_timeout", &self.pool_wait_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("connection_mode", &self.connection_mode)
             .finish()
     }
 }
@@ -145,7 +165,7 @@ impl fmt::Display for DbSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "postgres://{}@{}:{}/{} (sslmode {:?}, pool {}, wait {:?}, statement {:?})",
+            "postgres://{}@{}:{}/{} (sslmode {:?}, pool {}, wait {:?}, statement {:?}, connections {:?})",
             self.user,
             self.host,
             self.port,
@@ -153,7 +173,8 @@ impl fmt::Display for DbSettings {
             self.ssl_mode,
             self.pool_max_size,
             self.pool_wait_timeout,
-            self.statement_timeout
+            self.statement_timeout,
+            self.connection_mode
         )
     }
 }
@@ -364,6 +385,11 @@ impl DbSettings {
                 &DB_STATEMENT_TIMEOUT_MS,
             ),
             keepalive_idle: Duration::from_secs(30),
+            connection_mode: if env.choice(&DB_CONNECTION_MODE)? == "warm" {
+                ConnectionMode::Warm
+            } else {
+                ConnectionMode::Release
+            },
         })
     }
 

@@ -28,6 +28,7 @@ pub(crate) struct Bounds {
     pub tls: Tls,
     pub cancel_target: CancelTarget,
     pub counters: DbCounters,
+    pub mode: super::ConnectionMode,
 }
 
 /// Statement runner over a connection or a transaction.

@@ -1,6 +1,6 @@
 //! The one Lambda handler wrapper of the HTTP functions: a request id, the in-flight mark that
-//! lets a shutdown wait for the request, one metrics line per request, and every error turned
-//! into its JSON response.
+//! lets a shutdown wait for the request, idle connections released at its end (release mode),
+//! one metrics line per request, and every error turned into its JSON response.
 
 use std::future::Future;
 
@@ -49,6 +49,8 @@ where
     let _in_flight = db.begin_request();
     let id = request_id(&request);
     let reply: Reply = respond(request, id.clone()).await.into();
+    // Between requests an instance holds no pooler client (release mode).
+    db.release_idle();
     metrics.flush_db(db, &reply.metrics);
     Ok(reply.result.unwrap_or_else(|e| e.into_response(&id)))
 }

@@ -2,13 +2,14 @@
 //! connection mode, in the same run.
 //!
 //! `CEILING_INSTANCES` (2000) simulated Lambda instances of `chat`, each with its own pool of
-//! one, each a user who sends a message, reads the reply for `CEILING_THINK_MS` (9000), and
+//! one, each a user who sends a message, reads the reply for `CEILING_THINK_MS` (19000), and
 //! sends the next, for `CEILING_SECONDS` (60). A private pgbouncer with `max_client_conn =
 //! CEILING_MAX_CLIENTS` (200) and a server pool of 10; the model answers in 1 s ± 20 %. One
 //! health instance polls `/api/health/connections` every 250 ms. Printed per mode: messages/s
 //! answered 200, 5xx other than 503, the 503 share, p99 server-side time (the handler's time
 //! minus the model's), connects per message, peak clients at the pooler, and how often health
-//! said `critical` while instances were being refused and while none was.
+//! said `critical` while the pooler's client list was full (it refuses new clients) and while it
+//! was not.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -93,21 +94,13 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
     let auth = Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into())));
     let model: Arc<dyn AgentModel> = Arc::new(JitterModel);
     let stop = Arc::new(AtomicBool::new(false));
-    // Refusals seen by the instances, per 250 ms slot since the start.
-    let refusals: Arc<Mutex<BTreeMap<u64, usize>>> = Arc::default();
     let connects = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
 
     let mut tasks = Vec::new();
     for i in 0..instances {
-        let (settings, auth, model, refusals, connects) = (
-            settings.clone(),
-            auth.clone(),
-            model.clone(),
-            refusals.clone(),
-            connects.clone(),
-        );
+        let (settings, auth, model, connects) = (settings.clone(), auth.clone(), model.clone(), connects.clone());
         tasks.push(tokio::spawn(async move {
             let chat = Chat {
                 db: Db::new(&settings).unwrap(),
@@ -143,10 +136,6 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
                     .await;
                 let server = t.elapsed().saturating_sub(model_time);
                 let status = response.status().as_u16();
-                if status == 503 {
-                    let slot = started.elapsed().as_millis() as u64 / 250;
-                    *refusals.lock().unwrap().entry(slot).or_default() += 1;
-                }
                 results.push((status, server.as_secs_f64() * 1e3));
                 tokio::time::sleep(Duration::from_millis(think_ms)).await;
             }
@@ -182,7 +171,8 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
             },
         ),
     };
-    let samples: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+    // (health said critical, clients at the pooler) per poll.
+    let samples: Arc<Mutex<Vec<(bool, usize)>>> = Arc::default();
     let peak = Arc::new(AtomicUsize::new(0));
     let watcher = {
         let (stop, samples, peak) = (stop.clone(), samples.clone(), peak.clone());
@@ -199,14 +189,13 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
                     }
                     _ => false,
                 };
-                let slot = started.elapsed().as_millis() as u64 / 250;
-                samples.lock().unwrap().push((slot, critical));
                 if let Ok(rows) = console.simple_query("SHOW CLIENTS").await {
                     let clients = rows
                         .iter()
                         .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
                         .count();
                     peak.fetch_max(clients, Ordering::Relaxed);
+                    samples.lock().unwrap().push((critical, clients));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -228,12 +217,11 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
     watcher.await.unwrap();
     latencies.sort_by(f64::total_cmp);
 
-    // Health's answer at each sample, against whether any instance was refused within ±1 slot.
-    let refusals = refusals.lock().unwrap().clone();
-    let refusing = |slot: u64| (slot.saturating_sub(1)..=slot + 1).any(|s| refusals.contains_key(&s));
+    // Health's answer at each poll, against the pooler's own truth at that moment: it refuses
+    // new clients when its client list is full (the console's own connection is one of them).
     let (mut critical_refusing, mut critical_quiet) = ((0, 0), (0, 0));
-    for (slot, critical) in samples.lock().unwrap().iter() {
-        let bucket = if refusing(*slot) {
+    for (critical, clients) in samples.lock().unwrap().iter() {
+        let bucket = if *clients + 1 >= max_clients {
             &mut critical_refusing
         } else {
             &mut critical_quiet
@@ -259,7 +247,7 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
 async fn main() {
     let instances = env_number("CEILING_INSTANCES", 2000) as usize;
     let seconds = env_number("CEILING_SECONDS", 60);
-    let think_ms = env_number("CEILING_THINK_MS", 9000);
+    let think_ms = env_number("CEILING_THINK_MS", 19_000);
     let max_clients = env_number("CEILING_MAX_CLIENTS", 200) as usize;
     println!(
         "pooler-ceiling: {instances} chat instances, pgbouncer max_client_conn {max_clients}, server pool 10, \

@@ -45,15 +45,18 @@ ALTER TABLE agents
     ADD COLUMN description text NOT NULL DEFAULT '' CHECK (length(description) <= 500);
 CREATE INDEX agents_owner_idx ON agents (owner_id) WHERE owner_id IS NOT NULL;
 CREATE INDEX agents_public_idx ON agents (name, id) WHERE visibility = 'public';
+-- Agents that existed before were usable by every signed-in user: they stay so (public); new
+-- agents are private unless made public. Review them after upgrading.
+UPDATE agents SET visibility = 'public';
 
 -- Chat admission, one row per user, updated by one atomic upsert per message: a fixed-window
--- rate limit and a cap on model calls in flight that parallel requests cannot overrun.
+-- rate limit, and the leases of the user's model calls in flight (each expires on its own, so a
+-- call that never released its slot costs it for one lease at most).
 CREATE TABLE chat_usage (
-    user_id         uuid PRIMARY KEY,
-    window_start    timestamptz NOT NULL,
-    window_count    integer NOT NULL CHECK (window_count >= 0),
-    in_flight       integer NOT NULL CHECK (in_flight >= 0),
-    in_flight_until timestamptz NOT NULL
+    user_id      uuid PRIMARY KEY,
+    window_start timestamptz NOT NULL,
+    window_count integer NOT NULL CHECK (window_count >= 0),
+    in_flight    timestamptz[] NOT NULL DEFAULT '{}'
 );
 
 -- At most one model call in flight per Idempotency-Key: the user's message carries a lease

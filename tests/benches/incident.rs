@@ -174,7 +174,6 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
         tasks.push(tokio::spawn(async move {
             let health = Health {
                 db: Db::new(&settings(&url, "health", 1)).unwrap(),
-                pooler: settings(&url, "health-probe", 1),
                 settings: HealthSettings::new(
                     Some("incident-key".into()),
                     Thresholds {

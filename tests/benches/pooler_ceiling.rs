@@ -163,13 +163,6 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
             Duration::from_millis(1500),
         ),
         metrics: Metrics::new(&Env::default(), "health").with_sink(Sink::Buffer(Arc::default())),
-        pooler: settings_for(
-            &bouncer.url(&db),
-            &PoolOptions {
-                app: "health-probe".into(),
-                ..PoolOptions::default()
-            },
-        ),
     };
     // (health said critical, clients at the pooler) per poll.
     let samples: Arc<Mutex<Vec<(bool, usize)>>> = Arc::default();

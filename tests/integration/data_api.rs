@@ -203,7 +203,7 @@ async fn a_signed_in_user_cannot_insert_update_or_delete_anything() {
         "UPDATE agents SET instructions = 'pwned'".to_string(),
         format!("INSERT INTO agents (name, visibility, owner_id) VALUES ('mine', 'public', '{ALICE}')"),
         "DELETE FROM conversations".to_string(),
-        format!("INSERT INTO chat_usage VALUES ('{ALICE}', now(), 0, 0, now())"),
+        format!("INSERT INTO chat_usage (user_id, window_start, window_count) VALUES ('{ALICE}', now(), 0)"),
     ];
     for sql in &writes {
         let result = as_data_api(&admin, "authenticated", Some(ALICE), sql).await;

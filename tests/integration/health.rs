@@ -12,11 +12,10 @@ use crate::helpers::{admin_command, settings_for, PoolOptions, PrivateBouncer, P
 const KEY: &str = "test-admin-key-0123456789";
 
 /// A health instance on `settings`; its pooler probe connects with the same settings.
-fn health_with(settings: DbSettings, warning: f64, critical: f64) -> (Health, Arc<Mutex<Vec<u8>>>) {
+fn health_with(settings: &DbSettings, warning: f64, critical: f64) -> (Health, Arc<Mutex<Vec<u8>>>) {
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let health = Health {
-        db: Db::new(&settings).unwrap(),
-        pooler: settings,
+        db: Db::new(settings).unwrap(),
         settings: HealthSettings::new(
             Some(KEY.into()),
             Thresholds {
@@ -30,7 +29,7 @@ fn health_with(settings: DbSettings, warning: f64, critical: f64) -> (Health, Ar
     (health, buffer)
 }
 
-fn health(settings: DbSettings) -> Health {
+fn health(settings: &DbSettings) -> Health {
     health_with(settings, 80.0, 95.0).0
 }
 
@@ -67,7 +66,7 @@ fn count(report: &Value, kind: &str, name: &str, field: &str) -> i64 {
 #[tokio::test]
 async fn health_answers_ok_when_the_database_answers() {
     let db = TestDb::new().await;
-    let h = health(db.settings(&PoolOptions::default()));
+    let h = health(&db.settings(&PoolOptions::default()));
     let (status, body, response) = call(&h, "GET", "/api/health", None).await;
     assert_eq!(status, 200);
     assert_eq!(body, serde_json::json!({"status": "ok"}));
@@ -77,7 +76,7 @@ async fn health_answers_ok_when_the_database_answers() {
 #[tokio::test]
 async fn unknown_routes_and_methods_are_404_and_405() {
     let db = TestDb::new().await;
-    let h = health(db.settings(&PoolOptions::default()));
+    let h = health(&db.settings(&PoolOptions::default()));
     assert_eq!(call(&h, "GET", "/api/health/nope", Some(KEY)).await.0, 404);
     assert_eq!(call(&h, "GET", "/api/other", None).await.0, 404);
     let (status, body, _) = call(&h, "POST", "/api/health", None).await;
@@ -88,7 +87,7 @@ async fn unknown_routes_and_methods_are_404_and_405() {
 #[tokio::test]
 async fn the_connections_route_wants_the_admin_key_and_says_nothing_else() {
     let db = TestDb::new().await;
-    let h = health(db.settings(&PoolOptions::default()));
+    let h = health(&db.settings(&PoolOptions::default()));
     let (status, body, _) = call(&h, "GET", "/api/health/connections", None).await;
     assert_eq!(status, 401);
     assert!(body.get("active").is_none());
@@ -115,7 +114,7 @@ async fn the_connections_route_wants_the_admin_key_and_says_nothing_else() {
 #[tokio::test]
 async fn opened_connections_raise_the_figures_by_as_many() {
     let db = TestDb::new().await;
-    let h = health(db.settings(&PoolOptions::default()));
+    let h = health(&db.settings(&PoolOptions::default()));
     let (_, before, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
     let base = count(&before, "byDatabase", &db.name, "connections");
 
@@ -147,7 +146,7 @@ async fn levels_go_from_ok_to_warning_to_critical_as_connections_fill_the_limit(
     // max_connections 12, 2 reserved: a limit of 10.
     let cluster = PrivateCluster::start(12, 2);
     let settings = settings_for(&cluster.url("postgres"), &PoolOptions::default());
-    let (h, _) = health_with(settings, 50.0, 80.0);
+    let (h, _) = health_with(&settings, 50.0, 80.0);
 
     let (_, report, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
     assert_eq!(report["limit"], 10, "{report}");
@@ -181,7 +180,7 @@ async fn health_is_503_within_its_bound_while_the_pooler_is_paused_or_down() {
             ..PoolOptions::default()
         },
     );
-    let h = health(settings);
+    let h = health(&settings);
     assert_eq!(call(&h, "GET", "/api/health", None).await.0, 200);
 
     let admin = bouncer.admin().await;
@@ -258,7 +257,7 @@ pub fn check_emf(line: &str) -> Vec<String> {
 #[tokio::test]
 async fn metrics_lines_are_valid_emf_with_the_documented_names() {
     let db = TestDb::new().await;
-    let (h, buffer) = health_with(db.settings(&PoolOptions::default()), 80.0, 95.0);
+    let (h, buffer) = health_with(&db.settings(&PoolOptions::default()), 80.0, 95.0);
     call(&h, "GET", "/api/health", None).await;
     call(&h, "GET", "/api/health/connections", Some(KEY)).await;
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
@@ -320,7 +319,7 @@ async fn a_pooler_at_its_client_limit_is_critical_naming_the_pooler_and_ok_once_
         },
     );
     // High thresholds: the shared server's own usage must not decide the level here.
-    let (h, _) = health_with(settings, 99.0, 100.0);
+    let (h, _) = health_with(&settings, 99.0, 100.0);
     let (status, body, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
     assert_eq!(
         (status, body["pooler"]["probe"]["status"].as_str()),

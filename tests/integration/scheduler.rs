@@ -689,6 +689,7 @@ async fn two_rescuers_and_a_late_finisher_racing_on_one_occurrence_make_one_next
                 result: "late result".into(),
             },
             next: next_completed.clone(),
+            series_ended: false,
         };
         tasks::finish(&conn.sql(), "late-instance", &[done]).await.unwrap()
     };
@@ -824,4 +825,23 @@ async fn a_series_failing_too_often_in_a_row_is_suspended_for_a_person_to_decide
     // Suspended: not run until a person approves it.
     let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
     assert_eq!(summary.claimed, 0);
+}
+
+#[tokio::test]
+async fn a_series_whose_cron_no_longer_evaluates_ends_counted_not_silently() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    let series_id = seed_series(&client, agent, "broken schedule", 1).await;
+    client
+        .execute(
+            "UPDATE agent_tasks SET cron = 'every full moon' WHERE id = $1",
+            &[&series_id],
+        )
+        .await
+        .unwrap();
+    let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!((summary.completed, summary.series_ended), (1, 1), "{summary:?}");
+    assert!(later_occurrences(&client, series_id).await.is_empty());
 }

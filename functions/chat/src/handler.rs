@@ -56,7 +56,8 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
             .map(lambda_http::http::HeaderValue::as_bytes),
     )?;
 
-    let (conversation_id, message_id, model_request) = match begin(chat, user, &input, key.as_deref()).await? {
+    let (start, lease) = begin(chat, user, &input, key.as_deref()).await?;
+    let (conversation_id, message_id, model_request) = match start {
         TurnStart::AgentNotFound => return Err(ApiError::NotFoundWith("agent not found")),
         TurnStart::ConversationNotFound => return Err(ApiError::NotFoundWith("conversation not found")),
         TurnStart::KeyReused => {
@@ -70,7 +71,7 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
             release,
         } => {
             if release {
-                release_turn(chat, user, None).await;
+                release_turn(chat, user, None, lease).await;
             }
             return Err(ApiError::InProgress {
                 message: "a request with this Idempotency-Key is being answered".into(),
@@ -102,15 +103,23 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
         Err(e) => {
             // The message stays stored; its lease and the user's slot go back so a retry may
             // answer it.
-            release_turn(chat, user, Some(message_id)).await;
+            release_turn(chat, user, Some(message_id), lease).await;
             return Err(e);
         }
     };
 
-    // Round trip 2.
-    let stored = {
+    // Round trip 2 (it releases the slot too; when it fails, the slot is released apart).
+    let stored = async {
         let conn = chat.db.conn().await?;
-        store::store_reply(&conn.sql(), user.id, conversation_id, &text, key.as_deref()).await?
+        store::store_reply(&conn.sql(), user.id, conversation_id, &text, key.as_deref(), lease).await
+    }
+    .await;
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            release_turn(chat, user, Some(message_id), lease).await;
+            return Err(e.into());
+        }
     };
     match stored {
         Some(reply) => Ok(reply_response(conversation_id, &reply, request_id)),
@@ -136,8 +145,14 @@ async fn authenticate(auth: &Authenticator, request: &Request) -> Result<User, A
         })
 }
 
-/// Round trip 1; the connection goes back to the pool before the model is called.
-async fn begin(chat: &Chat, user: User, input: &ChatInput, key: Option<&str>) -> Result<TurnStart, ApiError> {
+/// Round trip 1; the connection goes back to the pool before the model is called. The decision,
+/// and this request's lease.
+async fn begin(
+    chat: &Chat,
+    user: User,
+    input: &ChatInput,
+    key: Option<&str>,
+) -> Result<(TurnStart, chrono::DateTime<chrono::Utc>), ApiError> {
     let limits = TurnLimits {
         rate_limit: chat.settings.rate_limit,
         rate_window_secs: chat.settings.rate_window.as_secs_f64(),
@@ -157,14 +172,15 @@ async fn begin(chat: &Chat, user: User, input: &ChatInput, key: Option<&str>) ->
         let conn = chat.db.conn().await?;
         store::begin_turn(&conn.sql(), turn, limits).await?
     };
-    Ok(decide(row, &input.message))
+    let lease = row.lease_until;
+    Ok((decide(row, &input.message), lease))
 }
 
 /// Best effort: gives a turn's lease and in-flight slot back (both expire on their own anyway).
-async fn release_turn(chat: &Chat, user: User, message_id: Option<Uuid>) {
+async fn release_turn(chat: &Chat, user: User, message_id: Option<Uuid>, lease: chrono::DateTime<chrono::Utc>) {
     let released = async {
         let conn = chat.db.conn().await?;
-        store::release_turn(&conn.sql(), user.id, message_id).await
+        store::release_turn(&conn.sql(), user.id, message_id, lease).await
     }
     .await;
     if let Err(e) = released {

@@ -66,7 +66,7 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                  SELECT instructions FROM agents
                   WHERE id = $2 AND (visibility = 'public' OR owner_id = $1)
              ), prior AS (
-                 SELECT m.id, m.conversation_id, m.content, m.answering_until, c.agent_id
+                 SELECT m.id, m.conversation_id, m.content, m.answering_until, m.created_at, c.agent_id
                    FROM messages m JOIN conversations c ON c.id = m.conversation_id
                   WHERE $5::text IS NOT NULL AND m.user_id = $1 AND m.role = 'user' AND m.idempotency_key = $5
              ), prior_reply AS (
@@ -89,18 +89,18 @@ pub async fn begin_turn<C: GenericClient + Sync>(
              ), admitted AS (
                  -- One atomic upsert decides: parallel requests wait on the user's row and each
                  -- sees the count the previous one left, so exactly the limit is admitted.
-                 INSERT INTO chat_usage AS u (user_id, window_start, window_count, in_flight, in_flight_until)
-                 SELECT $1, now(), 1, 1, now() + make_interval(secs => $10) FROM decision d
+                 INSERT INTO chat_usage AS u (user_id, window_start, window_count, in_flight)
+                 SELECT $1, now(), 1, ARRAY[now() + make_interval(secs => $10)] FROM decision d
                   WHERE d.agent_ok AND d.conversation_ok AND d.same_request AND NOT d.answered AND NOT d.answering
                      ON CONFLICT (user_id) DO UPDATE SET
                         window_start = CASE WHEN u.window_start <= now() - make_interval(secs => $7)
                                             THEN now() ELSE u.window_start END,
                         window_count = CASE WHEN u.window_start <= now() - make_interval(secs => $7)
                                             THEN 1 ELSE u.window_count + 1 END,
-                        in_flight = CASE WHEN u.in_flight_until <= now() THEN 1 ELSE u.in_flight + 1 END,
-                        in_flight_until = greatest(u.in_flight_until, now() + make_interval(secs => $10))
+                        in_flight = ARRAY(SELECT l FROM unnest(u.in_flight) l WHERE l > now())
+                                    || (now() + make_interval(secs => $10))
                   WHERE (u.window_start <= now() - make_interval(secs => $7) OR u.window_count < $6)
-                    AND (u.in_flight_until <= now() OR u.in_flight < $11)
+                    AND (SELECT count(*) FROM unnest(u.in_flight) l WHERE l > now()) < $11
                  RETURNING 1
              ), new_conversation AS (
                  INSERT INTO conversations (id, user_id, agent_id)
@@ -125,8 +125,10 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                     AND (m.answering_until IS NULL OR m.answering_until <= now())
                  RETURNING m.id
              ), history AS (
+                 -- A retry answers its own message: the history ends with it.
                  SELECT role, content, created_at, id FROM messages
                   WHERE conversation_id = (SELECT id FROM owned)
+                    AND (NOT EXISTS (SELECT 1 FROM prior) OR created_at <= (SELECT created_at FROM prior))
                   ORDER BY created_at DESC, id DESC
                   LIMIT $8
              )
@@ -134,6 +136,7 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                     EXISTS (SELECT 1 FROM admitted) AS admitted,
                     (SELECT id FROM conversation LIMIT 1) AS conversation_id,
                     coalesce((SELECT id FROM inserted), (SELECT id FROM claimed)) AS message_id,
+                    now() + make_interval(secs => $10) AS lease_until,
                     (SELECT instructions FROM agent) AS instructions,
                     (SELECT coalesce(jsonb_agg(jsonb_build_object('role', role, 'content', content)
                                                ORDER BY created_at, id), '[]'::jsonb) FROM history) AS history,
@@ -144,7 +147,8 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                         (SELECT CASE WHEN u.window_count >= $6
                                        AND u.window_start > now() - make_interval(secs => $7)
                                      THEN u.window_start + make_interval(secs => $7) - now()
-                                     ELSE least(u.in_flight_until - now(), interval '5 seconds') END
+                                     ELSE least((SELECT min(l) FROM unnest(u.in_flight) l WHERE l > now()) - now(),
+                                                interval '5 seconds') END
                            FROM chat_usage u WHERE u.user_id = $1),
                         interval '1 second'))))::int8 AS retry_after_secs
                FROM decision d",
@@ -190,6 +194,7 @@ impl FromRow for TurnRow {
             admitted: column(row, "admitted")?,
             conversation_id: column(row, "conversation_id")?,
             message_id: column(row, "message_id")?,
+            lease_until: column(row, "lease_until")?,
             instructions: column(row, "instructions")?,
             history,
             prior_reply: prior_reply
@@ -215,6 +220,7 @@ pub async fn store_reply<C: GenericClient + Sync>(
     conversation_id: Uuid,
     content: &str,
     idempotency_key: Option<&str>,
+    lease: DateTime<Utc>,
 ) -> Result<Option<StoredReply>, DbError> {
     let row = sql
         .query_opt(
@@ -227,7 +233,7 @@ pub async fn store_reply<C: GenericClient + Sync>(
                  UPDATE conversations SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM reply)
                  RETURNING 1
              ), released AS (
-                 UPDATE chat_usage SET in_flight = greatest(in_flight - 1, 0) WHERE user_id = $2
+                 UPDATE chat_usage SET in_flight = array_remove(in_flight, $5) WHERE user_id = $2
                  RETURNING 1
              )
              SELECT id, content, created_at FROM reply",
@@ -236,6 +242,7 @@ pub async fn store_reply<C: GenericClient + Sync>(
                 (&user_id, Type::UUID),
                 (&content, Type::TEXT),
                 (&idempotency_key, Type::TEXT),
+                (&lease, Type::TIMESTAMPTZ),
             ],
         )
         .await?;
@@ -252,22 +259,29 @@ impl FromRow for StoredReply {
     }
 }
 
-/// After a failed or timed-out model call: the message's lease and the user's in-flight slot are
-/// given back at once, so a retry with the same Idempotency-Key may answer it (counted against
-/// the rate limit like any model call).
+/// After a failed or timed-out model call (or a failed second round trip): the message's lease
+/// and the user's in-flight slot are given back at once, so a retry with the same
+/// Idempotency-Key may answer it (counted against the rate limit like any model call).
 #[tracing::instrument(skip_all)]
 pub async fn release_turn<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
     user_id: Uuid,
     message_id: Option<Uuid>,
+    lease: DateTime<Utc>,
 ) -> Result<(), DbError> {
+    // Both guarded by this request's own lease: a later request's lease is never touched.
     sql.execute(
         "WITH lease AS (
-             UPDATE messages SET answering_until = NULL WHERE id = $2 AND user_id = $1
+             UPDATE messages SET answering_until = NULL
+              WHERE id = $2 AND user_id = $1 AND answering_until = $3
              RETURNING 1
          )
-         UPDATE chat_usage SET in_flight = greatest(in_flight - 1, 0) WHERE user_id = $1",
-        &[(&user_id, Type::UUID), (&message_id, Type::UUID)],
+         UPDATE chat_usage SET in_flight = array_remove(in_flight, $3) WHERE user_id = $1",
+        &[
+            (&user_id, Type::UUID),
+            (&message_id, Type::UUID),
+            (&lease, Type::TIMESTAMPTZ),
+        ],
     )
     .await
     .map(|_| ())

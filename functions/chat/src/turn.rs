@@ -1,6 +1,7 @@
 //! What the first round trip's answer means: a pure function of the row, unit-tested without a
 //! database.
 
+use chrono::{DateTime, Utc};
 use shared::model::{ChatMessage, Role};
 use uuid::Uuid;
 
@@ -25,6 +26,9 @@ pub struct TurnRow {
     pub conversation_id: Option<Uuid>,
     /// The user's message this request now answers (inserted, or a retry's lease taken).
     pub message_id: Option<Uuid>,
+    /// This request's lease (on the message, and in the user's in-flight slots): it releases
+    /// only what it holds.
+    pub lease_until: DateTime<Utc>,
     pub instructions: Option<String>,
     /// The conversation so far, oldest first (a retried message is already in it).
     pub history: Vec<ChatMessage>,
@@ -122,7 +126,7 @@ pub fn decide(row: TurnRow, message: &str) -> TurnStart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
+    use chrono::TimeZone;
 
     fn conversation() -> Uuid {
         Uuid::from_u128(7)

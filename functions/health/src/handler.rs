@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 use shared::db::activity::{self, ConnectionUsage};
 use shared::db::probe::{self, Probe, ProbeStatus};
-use shared::db::{Db, DbError, DbSettings, PoolStatus};
+use shared::db::{Db, DbError, PoolStatus};
 use shared::http::{db_public_message, json_response, serve, with_retry_after, ApiError, Reply, RETRY_AFTER_SECS};
 use shared::metrics::{Metric, Metrics};
 use subtle::ConstantTimeEq;
@@ -21,8 +21,6 @@ pub struct Health {
     pub db: Db,
     pub settings: Settings,
     pub metrics: Metrics,
-    /// Where a fresh client connects to see the pooler as a new instance would.
-    pub pooler: DbSettings,
 }
 
 /// Usage level against the connection limit.
@@ -140,7 +138,8 @@ async fn connection_report(h: &Health) -> Result<ConnectionReport, DbError> {
     };
     // One after the other: the probe's own connection must not count in the server's view.
     let usage = server.await;
-    let probe = probe::probe(&h.pooler, bound).await;
+    // A fresh client with the pool's current settings (rotated credentials included).
+    let probe = probe::probe(&h.db.settings().with_application_name("health-probe"), bound).await;
     let pooler = PoolerView::of(probe, &h.db);
     let server_level = usage
         .as_ref()

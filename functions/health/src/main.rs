@@ -1,6 +1,6 @@
 use lambda_http::{run, service_fn, Error};
 use shared::config::Env;
-use shared::db::{DbSettings, PoolDefaults};
+use shared::db::PoolDefaults;
 use shared::metrics::Metrics;
 
 #[tokio::main]
@@ -10,12 +10,10 @@ async fn main() -> Result<(), Error> {
     let env = shared::secrets::resolve(env).await?;
     let settings = health::Settings::from_env(&env)?;
     let db = shared::lifecycle::database(&env, "health", PoolDefaults { max_size: 1 }).await?;
-    let pooler = DbSettings::for_function(&env, "health-probe", PoolDefaults { max_size: 1 })?;
     let health = health::Health {
         db,
         settings,
         metrics: Metrics::new(&env, "health"),
-        pooler,
     };
     run(service_fn(|request| health::handle(&health, request))).await
 }

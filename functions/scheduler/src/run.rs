@@ -44,6 +44,8 @@ pub struct Summary {
     pub released: u64,
     /// Recurring series suspended by this run (failed too many times in a row).
     pub series_suspended: u64,
+    /// Recurring series that ended because their cron or time zone no longer evaluates.
+    pub series_ended: u64,
     pub dry_run: bool,
 }
 
@@ -151,6 +153,7 @@ impl Scheduler {
                 .iter()
                 .map(|t| (t.id, self.next_of(t.id, Some(t.occurrence()), Ending::Failed, now)))
                 .collect();
+            summary.series_ended += planned.iter().filter(|(_, next)| next.is_none()).count() as u64;
             let rescued = tasks::rescue(&sql, self.settings.rescue_limit, &planned).await?;
             summary.rescued = (rescued.pending + rescued.failed) as u64;
             summary.failed += rescued.failed as u64;
@@ -214,6 +217,7 @@ impl Scheduler {
                 Metric::count("TasksRetried", s.retried),
                 Metric::count("TasksRescued", s.rescued),
                 Metric::count("SeriesSuspended", s.series_suspended),
+                Metric::count("SeriesEnded", s.series_ended),
                 Metric::count("SchedulerRunFailed", 0),
             ],
             None => vec![Metric::count("SchedulerRunFailed", 1)],
@@ -324,6 +328,7 @@ impl Scheduler {
                 id: task.id,
                 outcome: Outcome::Release,
                 next: None,
+                series_ended: false,
             };
         }
         // A task may use the margin's first half; the second half is left for recording it.
@@ -351,6 +356,7 @@ impl Scheduler {
         let next = ending.and_then(|ending| self.next_of(task.id, task.occurrence(), ending, chrono::Utc::now()));
         Finished {
             id: task.id,
+            series_ended: ending.is_some() && task.cron.is_some() && next.is_none(),
             outcome,
             next,
         }
@@ -370,6 +376,7 @@ fn tally(summary: &mut Summary, finished: &[Finished]) {
             Outcome::Failed { .. } => summary.failed += 1,
             Outcome::Release => summary.released += 1,
         }
+        summary.series_ended += u64::from(f.series_ended);
     }
 }
 

@@ -209,6 +209,9 @@ pub struct Finished {
     pub outcome: Outcome,
     /// The series' next occurrence, for a recurring task that reached a final state.
     pub next: Option<Next>,
+    /// A recurring task ended but its series could not go on (its cron or time zone no longer
+    /// evaluates): counted and logged, never silent.
+    pub series_ended: bool,
 }
 
 /// The one statement fragment that creates next occurrences, used by every statement that ends

@@ -294,8 +294,9 @@ impl Authenticator {
                     }
                 }
             }
-            if cache.keys.is_empty() {
-                // Stale keys keep working through an outage; without any, it is an outage.
+            if cache.keys.is_empty() && cache.fetched_at.is_none() {
+                // Stale keys keep working through an outage; without any ever fetched, it is an
+                // outage. (A fetched but empty key set is an answer: the token's key is unknown.)
                 let wait = cache
                     .next_fetch_at
                     .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));

@@ -23,6 +23,8 @@ use crate::config::ConfigError;
 pub struct Db {
     /// Replaced, not mutated, when fresh credentials arrive.
     pool: Arc<RwLock<Pool>>,
+    /// The settings the current pool was built from.
+    settings: Arc<RwLock<DbSettings>>,
     bounds: Arc<Bounds>,
     in_flight: Arc<InFlight>,
     credentials: Option<Arc<Credentials>>,
@@ -121,6 +123,7 @@ impl Db {
         let pool = build_pool(settings, &bounds)?;
         Ok(Self {
             pool: Arc::new(RwLock::new(pool)),
+            settings: Arc::new(RwLock::new(settings.clone())),
             bounds,
             in_flight: Arc::new(InFlight::default()),
             credentials: None,
@@ -138,6 +141,13 @@ impl Db {
         self
     }
 
+    /// The settings of the current pool (fresh credentials included).
+    pub fn settings(&self) -> DbSettings {
+        self.settings
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
+    }
+
     fn pool(&self) -> Pool {
         self.pool.read().map_or_else(|p| p.into_inner().clone(), |p| p.clone())
     }
@@ -153,13 +163,19 @@ impl Db {
             return false;
         }
         *last = Some(Instant::now());
-        let fresh = (credentials.source)().await.and_then(|s| build_pool(&s, &self.bounds));
+        let fresh = (credentials.source)()
+            .await
+            .and_then(|s| build_pool(&s, &self.bounds).map(|pool| (pool, s)));
         match fresh {
-            Ok(pool) => {
+            Ok((pool, settings)) => {
                 let old = match self.pool.write() {
                     Ok(mut current) => std::mem::replace(&mut *current, pool),
                     Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), pool),
                 };
+                match self.settings.write() {
+                    Ok(mut current) => *current = settings,
+                    Err(poisoned) => *poisoned.into_inner() = settings,
+                }
                 old.close();
                 tracing::info!("database credentials refreshed");
                 true

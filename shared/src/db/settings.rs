@@ -393,6 +393,13 @@ impl DbSettings {
         })
     }
 
+    /// The same target under another `application_name` (a probe shows up as itself).
+    #[must_use]
+    pub fn with_application_name(mut self, name: &str) -> Self {
+        self.application_name = name.to_string();
+        self
+    }
+
     /// The same target under another database name (tests give each test its own database).
     pub fn with_dbname(mut self, dbname: &str) -> Self {
         self.dbname = dbname.to_string();

@@ -751,3 +751,74 @@ async fn in_release_mode_no_pooler_client_is_open_while_the_model_thinks() {
         assert_eq!(clients, expected, "{mode}: pooler clients while the model thinks");
     }
 }
+
+#[tokio::test]
+async fn both_model_clients_report_throttling_as_its_own_error() {
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+    let openai_server = FakeServer::openai().await;
+    openai_server.set_mode(Mode::Throttled);
+    let openai = shared::model::openai::OpenAiModel::new(
+        &format!("{}/v1", openai_server.url()),
+        None,
+        "gpt-test",
+        limits(Duration::from_millis(1500)),
+    );
+    assert_eq!(
+        openai.generate(&request()).await,
+        Err(ModelError::Throttled {
+            retry_after: Some(Duration::from_secs(2))
+        })
+    );
+    let bedrock_server = FakeServer::bedrock().await;
+    bedrock_server.set_mode(Mode::Throttled);
+    let config = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .endpoint_url(bedrock_server.url())
+        .http_client(shared::model::bedrock::http_client())
+        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+        .build();
+    let bedrock = shared::model::bedrock::BedrockModel::from_client(
+        aws_sdk_bedrockruntime::Client::from_conf(config),
+        "anthropic.claude-test",
+        limits(Duration::from_millis(1500)),
+    );
+    assert_eq!(
+        bedrock.generate(&request()).await,
+        Err(ModelError::Throttled { retry_after: None })
+    );
+}
+
+#[tokio::test]
+async fn a_throttling_model_is_a_503_with_retry_after_and_the_retry_is_answered_once() {
+    let server = FakeServer::openai().await;
+    let model = shared::model::openai::OpenAiModel::new(
+        &format!("{}/v1", server.url()),
+        None,
+        "gpt-test",
+        limits(Duration::from_secs(2)),
+    );
+    let h = harness(Arc::new(model)).await;
+    server.set_mode(Mode::Throttled);
+    let body = h.body("are you there?", None);
+    let (status, err, response) = h
+        .send_raw(Some(&h.token(USER)), &body, &[("idempotency-key", "throttled-1")])
+        .await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error"]["code"], "model_busy");
+    assert_eq!(response.headers().get("retry-after").unwrap(), "2");
+    server.set_mode(Mode::Ok);
+    let (status, reply, _) = h
+        .send_raw(Some(&h.token(USER)), &body, &[("idempotency-key", "throttled-1")])
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let users: i64 =
+        h.db.direct()
+            .await
+            .query_one("SELECT count(*) FROM messages WHERE role = 'user'", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(users, 1, "the user's message is stored once");
+}

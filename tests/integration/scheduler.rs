@@ -18,6 +18,8 @@ enum Behaviour {
     Succeed,
     Fail,
     Hang,
+    /// The provider throttles and asks to come back in a minute.
+    Throttle,
 }
 
 /// A model that records every execution by prompt.
@@ -61,6 +63,9 @@ impl AgentModel for RecordingModel {
             Behaviour::Succeed => Ok(format!("done: {prompt}")),
             Behaviour::Fail => Err(ModelError::Failed("upstream said no".into())),
             Behaviour::Hang => std::future::pending().await,
+            Behaviour::Throttle => Err(ModelError::Throttled {
+                retry_after: Some(Duration::from_secs(60)),
+            }),
         }
     }
 }
@@ -844,4 +849,34 @@ async fn a_series_whose_cron_no_longer_evaluates_ends_counted_not_silently() {
     let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
     assert_eq!((summary.completed, summary.series_ended), (1, 1), "{summary:?}");
     assert!(later_occurrences(&client, series_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_throttled_task_is_handed_back_for_later_without_counting_an_attempt() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 3, "busy", ", max_attempts", ", 1").await;
+    let s = scheduler(&db, RecordingModel::new(Behaviour::Throttle), test_config());
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (summary.throttled, summary.failed, summary.retried),
+        (3, 0, 0),
+        "{summary:?}"
+    );
+    let rows = client
+        .query(
+            "SELECT status, attempts, scheduled_for > now() + interval '50 seconds' FROM agent_tasks",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in rows {
+        let (status, attempts, later): (String, i32, bool) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            (status.as_str(), attempts, later),
+            ("pending", 0, true),
+            "pending again, no attempt spent, due after the provider's Retry-After"
+        );
+    }
 }

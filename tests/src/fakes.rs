@@ -24,6 +24,9 @@ pub enum Mode {
     HttpError,
     Slow,
     Oversized,
+    /// The provider's rate limit: OpenAI's 429 with `Retry-After: 2`, Bedrock's
+    /// `ThrottlingException`.
+    Throttled,
 }
 
 /// A captured request.
@@ -143,6 +146,13 @@ impl FakeServer {
                 ),
                 Mode::Slow => (200, vec![], reply("late".into()), Duration::from_secs(5)),
                 Mode::Oversized => (200, vec![], reply("x".repeat(200_000)), Duration::ZERO),
+                Mode::Throttled => (
+                    429,
+                    vec![("retry-after", "2".to_string()), ("x-ratelimit-reset-requests", "6m0s".to_string())],
+                    json!({"error": {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}})
+                        .to_string(),
+                    Duration::ZERO,
+                ),
             }
         })
         .await
@@ -193,6 +203,15 @@ impl FakeServer {
                 ),
                 Mode::Slow => (200, vec![], reply("late".into()), Duration::from_secs(5)),
                 Mode::Oversized => (200, vec![], reply("x".repeat(200_000)), Duration::ZERO),
+                Mode::Throttled => (
+                    429,
+                    vec![(
+                        "x-amzn-errortype",
+                        "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/".to_string(),
+                    )],
+                    json!({"message": "Too many requests, please wait before trying again."}).to_string(),
+                    Duration::ZERO,
+                ),
             }
         })
         .await

@@ -191,6 +191,11 @@ async fn release_turn(chat: &Chat, user: User, message_id: Option<Uuid>, lease: 
 fn model_error(e: ModelError) -> ApiError {
     match e {
         ModelError::Timeout(_) => ApiError::ModelTimeout,
+        // Throttling is not the request's failure: come back when the provider said (5 s when
+        // it did not). The message stays stored; a retry with the same key answers it.
+        ModelError::Throttled { retry_after } => ApiError::ModelBusy {
+            retry_after_secs: retry_after.map_or(5, |d| d.as_secs_f64().ceil().max(1.0) as u64),
+        },
         other => ApiError::ModelFailed(other.to_string()),
     }
 }

@@ -46,6 +46,8 @@ pub struct Summary {
     pub series_suspended: u64,
     /// Recurring series that ended because their cron or time zone no longer evaluates.
     pub series_ended: u64,
+    /// Tasks the model provider throttled: handed back for later, no attempt counted.
+    pub throttled: u64,
     pub dry_run: bool,
 }
 
@@ -218,6 +220,7 @@ impl Scheduler {
                 Metric::count("TasksRescued", s.rescued),
                 Metric::count("SeriesSuspended", s.series_suspended),
                 Metric::count("SeriesEnded", s.series_ended),
+                Metric::count("TasksThrottled", s.throttled),
                 Metric::count("SchedulerRunFailed", 0),
             ],
             None => vec![Metric::count("SchedulerRunFailed", 1)],
@@ -340,6 +343,9 @@ impl Scheduler {
         };
         let outcome = match result {
             Ok(text) => Outcome::Completed { result: truncate(text) },
+            Err(ModelError::Throttled { retry_after }) => Outcome::Throttled {
+                delay_secs: self.settings.throttle_delay(retry_after).as_secs_f64(),
+            },
             Err(e) if task.attempts >= task.max_attempts => Outcome::Failed {
                 error: truncate(e.to_string()),
             },
@@ -351,7 +357,7 @@ impl Scheduler {
         let ending = match outcome {
             Outcome::Completed { .. } => Some(Ending::Completed),
             Outcome::Failed { .. } => Some(Ending::Failed),
-            Outcome::Retry { .. } | Outcome::Release => None,
+            Outcome::Retry { .. } | Outcome::Release | Outcome::Throttled { .. } => None,
         };
         let next = ending.and_then(|ending| self.next_of(task.id, task.occurrence(), ending, chrono::Utc::now()));
         Finished {
@@ -375,6 +381,7 @@ fn tally(summary: &mut Summary, finished: &[Finished]) {
             Outcome::Retry { .. } => summary.retried += 1,
             Outcome::Failed { .. } => summary.failed += 1,
             Outcome::Release => summary.released += 1,
+            Outcome::Throttled { .. } => summary.throttled += 1,
         }
         summary.series_ended += u64::from(f.series_ended);
     }

@@ -30,6 +30,8 @@ pub struct Settings {
     pub rescue_limit: i64,
     /// Failed occurrences in a row that suspend a series.
     pub series_failure_limit: i32,
+    /// A throttled task's delay when the provider gives none.
+    pub throttle_delay: Duration,
 }
 
 pub const SCHEDULER_BATCH_SIZE: Setting = Setting::number(
@@ -102,6 +104,14 @@ pub const SCHEDULER_SERIES_FAILURE_LIMIT: Setting = Setting::number(
     "failed occurrences in a row after which a recurring series is suspended (its next occurrence waits for approval)",
 );
 
+pub const SCHEDULER_THROTTLE_DELAY_MS: Setting = Setting::millis(
+    "SCHEDULER_THROTTLE_DELAY_MS",
+    1,
+    DAY_MS,
+    5000,
+    "when a throttling provider says nothing, a throttled task waits this long (plus up to half again, random) before it is due again",
+);
+
 pub const SETTINGS: &[&Setting] = &[
     &SCHEDULER_BATCH_SIZE,
     &SCHEDULER_CONCURRENCY,
@@ -113,6 +123,7 @@ pub const SETTINGS: &[&Setting] = &[
     &SCHEDULER_MAX_RUN_MS,
     &SCHEDULER_MAX_TASKS,
     &SCHEDULER_SERIES_FAILURE_LIMIT,
+    &SCHEDULER_THROTTLE_DELAY_MS,
 ];
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -143,6 +154,7 @@ impl Settings {
             max_tasks: env.optional_number(&SCHEDULER_MAX_TASKS)?,
             rescue_limit: RESCUE_LIMIT,
             series_failure_limit: i32::try_from(env.number(&SCHEDULER_SERIES_FAILURE_LIMIT)?).unwrap_or(i32::MAX),
+            throttle_delay: env.duration(&SCHEDULER_THROTTLE_DELAY_MS)?,
         };
         if settings.retry_max < settings.retry_base {
             return Err(invalid(
@@ -151,6 +163,12 @@ impl Settings {
             ));
         }
         Ok(settings)
+    }
+
+    /// How long a throttled task waits: what the provider said, else the default with up to
+    /// half again of random jitter (so throttled tasks do not come back in step).
+    pub fn throttle_delay(&self, said: Option<Duration>) -> Duration {
+        said.unwrap_or_else(|| self.throttle_delay + (self.throttle_delay / 2).mul_f64(fastrand::f64()))
     }
 
     /// The first batch's size.

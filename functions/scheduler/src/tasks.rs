@@ -154,6 +154,10 @@ pub enum Outcome {
     },
     /// Never started (the deadline came first): pending again, the attempt not counted.
     Release,
+    /// The model provider throttled: pending again after `delay_secs`, the attempt not counted.
+    Throttled {
+        delay_secs: f64,
+    },
 }
 
 impl Outcome {
@@ -162,7 +166,7 @@ impl Outcome {
         match self {
             Outcome::Completed { .. } => TaskStatus::Completed,
             Outcome::Failed { .. } => TaskStatus::Failed,
-            Outcome::Retry { .. } | Outcome::Release => TaskStatus::Pending,
+            Outcome::Retry { .. } | Outcome::Release | Outcome::Throttled { .. } => TaskStatus::Pending,
         }
     }
 
@@ -178,21 +182,22 @@ impl Outcome {
     fn error(&self) -> Option<&str> {
         match self {
             Outcome::Retry { error, .. } | Outcome::Failed { error } => Some(error),
-            Outcome::Completed { .. } | Outcome::Release => None,
+            Outcome::Completed { .. } | Outcome::Release | Outcome::Throttled { .. } => None,
         }
     }
 
     /// Seconds until a retried task is due again.
     fn delay_secs(&self) -> Option<f64> {
         match self {
-            Outcome::Retry { delay_secs, .. } => Some(*delay_secs),
+            Outcome::Retry { delay_secs, .. } | Outcome::Throttled { delay_secs } => Some(*delay_secs),
             _ => None,
         }
     }
 
-    /// A released task never started: its attempt is not counted.
+    /// A released task never started, a throttled one was refused by the provider: neither
+    /// attempt is counted.
     fn uncounts_attempt(&self) -> bool {
-        matches!(self, Outcome::Release)
+        matches!(self, Outcome::Release | Outcome::Throttled { .. })
     }
 
     /// Whether this outcome ends the occurrence (a recurring task's next one is then created).

@@ -37,6 +37,8 @@ pub enum ApiError {
     InProgress { message: String, retry_after_secs: u64 },
     #[error("the sign-in service is unavailable; retry shortly")]
     AuthUnavailable { retry_after_secs: u64 },
+    #[error("the model provider is busy; retry shortly")]
+    ModelBusy { retry_after_secs: u64 },
     #[error("the model did not answer in time")]
     ModelTimeout,
     #[error("the model failed: {0}")]
@@ -69,6 +71,9 @@ impl ApiError {
                 "auth_unavailable",
                 Some(*retry_after_secs),
             ),
+            Self::ModelBusy { retry_after_secs } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "model_busy", Some(*retry_after_secs))
+            }
             Self::Database(DbError::PoolTimeout(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "saturated", Some(RETRY_AFTER_SECS))
             }

@@ -34,7 +34,9 @@ impl BedrockModel {
                     .operation_timeout(limits.timeout)
                     .build(),
             )
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+            // Throttling is handed back to the caller (the scheduler reschedules, chat answers
+            // 503): the SDK does not retry on its own.
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
             .load()
             .await;
         Self::from_client(Client::new(&config), model_id, limits)
@@ -88,6 +90,19 @@ impl AgentModel for BedrockModel {
             .map_err(|e| match e {
                 SdkError::TimeoutError(_) => ModelError::Timeout(self.limits.timeout.as_millis() as u64),
                 SdkError::DispatchFailure(_) => ModelError::Failed("Bedrock is unreachable".into()),
+                SdkError::ServiceError(s)
+                    if matches!(
+                        aws_sdk_bedrockruntime::error::ProvideErrorMetadata::code(s.err()),
+                        Some(
+                            "ThrottlingException"
+                                | "ServiceUnavailableException"
+                                | "ModelNotReadyException"
+                                | "ServiceQuotaExceededException"
+                        )
+                    ) =>
+                {
+                    ModelError::Throttled { retry_after: None }
+                }
                 SdkError::ServiceError(s) => {
                     let err = s.err();
                     ModelError::Failed(format!(

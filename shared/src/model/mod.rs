@@ -177,6 +177,10 @@ pub fn normalized(history: Vec<ChatMessage>) -> Vec<ChatMessage> {
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ModelError {
+    /// The provider is throttling (HTTP 429 or 503, Bedrock's throttling and not-ready errors):
+    /// not a failure of the request, come back after `retry_after` (when the provider said).
+    #[error("the model provider is throttling")]
+    Throttled { retry_after: Option<Duration> },
     #[error("model timed out after {0} ms")]
     Timeout(u64),
     #[error("model error: {0}")]

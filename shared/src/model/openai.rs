@@ -54,6 +54,47 @@ impl OpenAiModel {
     }
 }
 
+/// When a throttled caller may come back: `Retry-After` (seconds or an HTTP date), else the
+/// earliest of OpenAI's `x-ratelimit-reset-requests` / `-tokens` (`1s`, `6m0s`, `250ms`).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(v) = text("retry-after") {
+        if let Ok(secs) = v.parse::<f64>() {
+            return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+        }
+    }
+    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .iter()
+        .filter_map(|h| text(h).and_then(go_duration))
+        .min()
+}
+
+/// A Go-style duration as OpenAI sends it: `1s`, `6m0s`, `1h2m3.5s`, `250ms`.
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut total = 0.0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (number, tail) = rest.split_at(split);
+        let value: f64 = number.parse().ok()?;
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        total += value
+            * match unit {
+                "h" => 3600.0,
+                "m" => 60.0,
+                "s" => 1.0,
+                "ms" => 0.001,
+                _ => return None,
+            };
+        rest = next;
+    }
+    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total.min(3600.0)))
+}
+
 fn short(text: &str) -> String {
     text.chars().take(200).collect()
 }
@@ -67,6 +108,7 @@ impl AgentModel for OpenAiModel {
         }
         let mut response = call.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         // The reply text is capped; the JSON around it may add some framing.
         let cap = self.limits.max_reply_bytes * 2 + 16 * 1024;
         let raw = match read_capped(&mut response, cap).await {
@@ -75,6 +117,9 @@ impl AgentModel for OpenAiModel {
             Err(ReadError::Transport(e)) => return Err(self.transport_error(&e)),
         };
         let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        if status.as_u16() == 429 || status.as_u16() == 503 {
+            return Err(ModelError::Throttled { retry_after });
+        }
         if !status.is_success() {
             let detail = body["error"]["message"].as_str().map(short).unwrap_or_default();
             return Err(ModelError::Failed(format!("HTTP {}: {detail}", status.as_u16())));
@@ -86,5 +131,43 @@ impl AgentModel for OpenAiModel {
             return Err(ModelError::TooLarge(self.limits.max_reply_bytes));
         }
         Ok(text.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_comes_from_the_header_or_openais_rate_limit_headers() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "2")])),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(&headers(&[
+                ("x-ratelimit-reset-requests", "6m0s"),
+                ("x-ratelimit-reset-tokens", "1.5s")
+            ])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset-tokens", "250ms")])),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+        assert_eq!(retry_after(&headers(&[])), None);
+        assert_eq!(go_duration("1m2.5s"), Some(Duration::from_millis(62_500)));
+        assert_eq!(go_duration("2h"), Some(Duration::from_secs(3600)), "capped at an hour");
+        assert_eq!(go_duration("3x"), None);
     }
 }

@@ -624,6 +624,24 @@ async fn model_failures_map_to_502_and_timeouts_to_504() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// The real Bedrock client, pointed at a stand-in, without the SDK's retries.
+pub(crate) fn bedrock_model(server: &FakeServer, timeout: Duration) -> shared::model::bedrock::BedrockModel {
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .endpoint_url(server.url())
+        .http_client(shared::model::bedrock::http_client())
+        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+        .build();
+    shared::model::bedrock::BedrockModel::from_client(
+        aws_sdk_bedrockruntime::Client::from_conf(config),
+        "anthropic.claude-test",
+        limits(timeout),
+    )
+}
+
 pub(crate) fn limits(timeout: Duration) -> ModelLimits {
     ModelLimits {
         timeout,
@@ -677,21 +695,8 @@ async fn the_openai_compatible_client_speaks_the_wire_format() {
 
 #[tokio::test]
 async fn the_bedrock_client_speaks_the_converse_wire_format() {
-    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
     let server = FakeServer::bedrock().await;
-    let config = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .endpoint_url(server.url())
-        .http_client(shared::model::bedrock::http_client())
-        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
-        .build();
-    let model = shared::model::bedrock::BedrockModel::from_client(
-        aws_sdk_bedrockruntime::Client::from_conf(config),
-        "anthropic.claude-test",
-        limits(Duration::from_millis(1500)),
-    );
+    let model = bedrock_model(&server, Duration::from_millis(1500));
     assert_eq!(model.generate(&request()).await.unwrap(), "bedrock says: What is 2+2?");
     let seen = server.seen.lock().unwrap()[0].clone();
     assert_eq!(seen.path, "/model/anthropic.claude-test/converse");
@@ -754,7 +759,6 @@ async fn in_release_mode_no_pooler_client_is_open_while_the_model_thinks() {
 
 #[tokio::test]
 async fn both_model_clients_report_throttling_as_its_own_error() {
-    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
     let openai_server = FakeServer::openai().await;
     openai_server.set_mode(Mode::Throttled);
     let openai = shared::model::openai::OpenAiModel::new(
@@ -771,19 +775,7 @@ async fn both_model_clients_report_throttling_as_its_own_error() {
     );
     let bedrock_server = FakeServer::bedrock().await;
     bedrock_server.set_mode(Mode::Throttled);
-    let config = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .endpoint_url(bedrock_server.url())
-        .http_client(shared::model::bedrock::http_client())
-        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
-        .build();
-    let bedrock = shared::model::bedrock::BedrockModel::from_client(
-        aws_sdk_bedrockruntime::Client::from_conf(config),
-        "anthropic.claude-test",
-        limits(Duration::from_millis(1500)),
-    );
+    let bedrock = bedrock_model(&bedrock_server, Duration::from_millis(1500));
     assert_eq!(
         bedrock.generate(&request()).await,
         Err(ModelError::Throttled { retry_after: None })

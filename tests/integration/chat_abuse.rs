@@ -16,7 +16,7 @@ use shared::metrics::{Metrics, Sink};
 use shared::model::{AgentModel, ModelError, ModelRequest};
 use uuid::Uuid;
 
-use crate::chat::{harness, harness_with, limits, ChatModel, Harness, OTHER_USER, SECRET, USER};
+use crate::chat::{bedrock_model, harness, harness_with, limits, ChatModel, Harness, OTHER_USER, SECRET, USER};
 use crate::helpers::{eventually, PoolOptions};
 
 /// A model that fails while `failing` is set, counts its calls and answers after `delay`.
@@ -86,6 +86,15 @@ async fn send_to(chat: &Chat, h: &Harness, body: &str, key: Option<&str>) -> (u1
     (response.status().as_u16(), value, retry_after)
 }
 
+/// One distinct message from each instance, all at once.
+async fn send_all(instances: &[Chat], h: &Harness, prefix: &str) -> Vec<(u16, Value, Option<String>)> {
+    futures_util::future::join_all(instances.iter().enumerate().map(|(n, i)| {
+        let body = h.body(&format!("{prefix} {n}"), None);
+        async move { send_to(i, h, &body, None).await }
+    }))
+    .await
+}
+
 async fn count(h: &Harness, sql: &str) -> i64 {
     h.db.direct().await.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -147,12 +156,7 @@ async fn forty_parallel_first_messages_at_a_limit_of_thirty_store_exactly_thirty
     for i in &instances {
         i.db.warm().await;
     }
-    let answers = futures_util::future::join_all(instances.iter().enumerate().map(|(n, i)| {
-        let body = h.body(&format!("hello {n}"), None);
-        let h = &h;
-        async move { send_to(i, h, &body, None).await }
-    }))
-    .await;
+    let answers = send_all(&instances, &h, "hello").await;
     let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
     let limited: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
     assert_eq!((ok, limited.len()), (30, 10), "{answers:?}");
@@ -180,12 +184,7 @@ async fn a_user_cannot_have_more_model_calls_in_flight_than_the_cap() {
     for i in &instances {
         i.db.warm().await;
     }
-    let answers = futures_util::future::join_all(instances.iter().enumerate().map(|(n, i)| {
-        let body = h.body(&format!("q{n}"), None);
-        let h = &h;
-        async move { send_to(i, h, &body, None).await }
-    }))
-    .await;
+    let answers = send_all(&instances, &h, "q").await;
     let mut statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, vec![200, 200, 429, 429, 429], "{answers:?}");
@@ -330,21 +329,8 @@ async fn a_failed_turn_in_the_middle(model: Arc<dyn AgentModel>, server: &FakeSe
 
 #[tokio::test]
 async fn a_conversation_with_a_failed_turn_continues_with_bedrock() {
-    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
     let server = FakeServer::bedrock().await;
-    let config = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .endpoint_url(server.url())
-        .http_client(shared::model::bedrock::http_client())
-        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
-        .build();
-    let model = shared::model::bedrock::BedrockModel::from_client(
-        aws_sdk_bedrockruntime::Client::from_conf(config),
-        "anthropic.claude-test",
-        limits(Duration::from_secs(2)),
-    );
+    let model = bedrock_model(&server, Duration::from_secs(2));
     let seen = a_failed_turn_in_the_middle(Arc::new(model), &server).await;
     let last = &seen.last().unwrap().body["messages"];
     let roles: Vec<&str> = last

@@ -153,16 +153,7 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
     // Once the leases (3 s deadline + 0.2 s grace) expire, a later run rescues and completes all.
     let (check, conn) = tokio_postgres::connect(&direct, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    let expired = eventually(Duration::from_secs(15), || async {
-        check
-            .query_one(
-                "SELECT count(*) FROM agent_tasks WHERE status = 'running' AND lease_expires_at >= now()",
-                &[],
-            )
-            .await
-            .is_ok_and(|r| r.get::<_, i64>(0) == 0)
-    })
-    .await;
+    let expired = eventually(Duration::from_secs(15), || async { no_live_lease(&check).await }).await;
     assert!(expired, "the interrupted run's leases expire");
     let second = scheduler(0);
     // An invocation may still meet the restart's aftermath: a bounded number of them, each
@@ -173,16 +164,7 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
             summary = Some(s);
             break;
         }
-        let free = eventually(Duration::from_secs(15), || async {
-            check
-                .query_one(
-                    "SELECT count(*) FROM agent_tasks WHERE status = 'running' AND lease_expires_at >= now()",
-                    &[],
-                )
-                .await
-                .is_ok_and(|r| r.get::<_, i64>(0) == 0)
-        })
-        .await;
+        let free = eventually(Duration::from_secs(15), || async { no_live_lease(&check).await }).await;
         assert!(free, "the failed invocation's leases expire");
     }
     let summary = summary.expect("an invocation succeeds after the restart");
@@ -342,4 +324,15 @@ async fn sigterm_during_a_request_lets_it_finish_then_closes_the_pool() {
         .filter(|c| c.get("application_name").map(String::as_str) == Some("chat"))
         .count();
     assert_eq!(still, 0, "the pool was closed");
+}
+
+/// No task is running under a lease that has not expired yet.
+async fn no_live_lease(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "SELECT count(*) FROM agent_tasks WHERE status = 'running' AND lease_expires_at >= now()",
+            &[],
+        )
+        .await
+        .is_ok_and(|r| r.get::<_, i64>(0) == 0)
 }

@@ -676,7 +676,7 @@ async fn two_rescuers_and_a_late_finisher_racing_on_one_occurrence_make_one_next
     assert!(expired);
 
     let now = chrono::Utc::now();
-    let occurrence = claimed[0].occurrence().expect("it recurs");
+    let occurrence = claimed[0].schedule.occurrence().expect("it recurs");
     let next_failed = series::next(&occurrence, Ending::Failed, Scope::Occurrence, now, 3).unwrap();
     let next_completed = series::next(&occurrence, Ending::Completed, Scope::Occurrence, now, 3).unwrap();
     let rescue = |i: usize| {
@@ -734,7 +734,14 @@ async fn rejecting_or_cancelling_an_occurrence_keeps_the_series_and_ending_the_s
                 Decision::Reject => Ending::Rejected,
                 Decision::Cancel => Ending::Cancelled,
             };
-            let next = series::next(&state.occurrence().unwrap(), ending, scope, chrono::Utc::now(), 3).unwrap();
+            let next = series::next(
+                &state.schedule.occurrence().unwrap(),
+                ending,
+                scope,
+                chrono::Utc::now(),
+                3,
+            )
+            .unwrap();
             tasks::decide(&sql, series_id, None, decision, scope, next.as_ref())
                 .await
                 .unwrap()

@@ -153,7 +153,7 @@ impl Scheduler {
             let now = chrono::Utc::now();
             let planned: Vec<(Uuid, Option<Next>)> = expired
                 .iter()
-                .map(|t| (t.id, self.next_of(t.id, Some(t.occurrence()), Ending::Failed, now)))
+                .map(|t| (t.id, self.next_of(t.id, t.schedule.occurrence(), Ending::Failed, now)))
                 .collect();
             summary.series_ended += planned.iter().filter(|(_, next)| next.is_none()).count() as u64;
             let rescued = tasks::rescue(&sql, self.settings.rescue_limit, &planned).await?;
@@ -359,10 +359,11 @@ impl Scheduler {
             Outcome::Failed { .. } => Some(Ending::Failed),
             Outcome::Retry { .. } | Outcome::Release | Outcome::Throttled { .. } => None,
         };
-        let next = ending.and_then(|ending| self.next_of(task.id, task.occurrence(), ending, chrono::Utc::now()));
+        let next =
+            ending.and_then(|ending| self.next_of(task.id, task.schedule.occurrence(), ending, chrono::Utc::now()));
         Finished {
             id: task.id,
-            series_ended: ending.is_some() && task.cron.is_some() && next.is_none(),
+            series_ended: ending.is_some() && task.schedule.cron.is_some() && next.is_none(),
             outcome,
             next,
         }

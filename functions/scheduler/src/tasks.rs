@@ -52,12 +52,43 @@ pub struct ClaimedTask {
     /// Attempts including this one.
     pub attempts: i32,
     pub max_attempts: i32,
+    pub schedule: Schedule,
+}
+
+/// When a task is due and how it recurs: the columns the series rule reads.
+#[derive(Debug, Clone)]
+pub struct Schedule {
     pub cron: Option<String>,
     pub time_zone: Option<String>,
     pub scheduled_for: DateTime<Utc>,
     pub approval: Approval,
     /// Failed occurrences of its series in a row before it.
     pub series_failures: i32,
+}
+
+impl Schedule {
+    /// This task as an occurrence of its series (`None` when it does not recur).
+    pub fn occurrence(&self) -> Option<series::Occurrence<'_>> {
+        self.cron.as_deref().map(|cron| series::Occurrence {
+            cron,
+            time_zone: self.time_zone.as_deref(),
+            scheduled_for: self.scheduled_for,
+            approval: self.approval,
+            failures: self.series_failures,
+        })
+    }
+}
+
+impl FromRow for Schedule {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            cron: column(row, "cron")?,
+            time_zone: column(row, "time_zone")?,
+            scheduled_for: column(row, "scheduled_for")?,
+            approval: approval(row)?,
+            series_failures: column(row, "series_failures")?,
+        })
+    }
 }
 
 /// `approval_status` decoded, or a decoding error naming it.
@@ -72,19 +103,6 @@ fn status(row: &Row) -> Result<TaskStatus, DbError> {
     TaskStatus::parse(&text).ok_or_else(|| DbError::Decode(format!("column status: unknown {text:?}")))
 }
 
-impl ClaimedTask {
-    /// This task as an occurrence of its series (`None` when it does not recur).
-    pub fn occurrence(&self) -> Option<series::Occurrence<'_>> {
-        self.cron.as_deref().map(|cron| series::Occurrence {
-            cron,
-            time_zone: self.time_zone.as_deref(),
-            scheduled_for: self.scheduled_for,
-            approval: self.approval,
-            failures: self.series_failures,
-        })
-    }
-}
-
 impl FromRow for ClaimedTask {
     fn from_row(row: &Row) -> Result<Self, DbError> {
         Ok(Self {
@@ -93,11 +111,7 @@ impl FromRow for ClaimedTask {
             instructions: column(row, "instructions")?,
             attempts: column(row, "attempts")?,
             max_attempts: column(row, "max_attempts")?,
-            cron: column(row, "cron")?,
-            time_zone: column(row, "time_zone")?,
-            scheduled_for: column(row, "scheduled_for")?,
-            approval: approval(row)?,
-            series_failures: column(row, "series_failures")?,
+            schedule: Schedule::from_row(row)?,
         })
     }
 }
@@ -362,34 +376,14 @@ pub struct Rescued {
 #[derive(Debug, Clone)]
 pub struct ExpiredOccurrence {
     pub id: Uuid,
-    pub cron: String,
-    pub time_zone: Option<String>,
-    pub scheduled_for: DateTime<Utc>,
-    pub approval: Approval,
-    pub series_failures: i32,
-}
-
-impl ExpiredOccurrence {
-    pub fn occurrence(&self) -> series::Occurrence<'_> {
-        series::Occurrence {
-            cron: &self.cron,
-            time_zone: self.time_zone.as_deref(),
-            scheduled_for: self.scheduled_for,
-            approval: self.approval,
-            failures: self.series_failures,
-        }
-    }
+    pub schedule: Schedule,
 }
 
 impl FromRow for ExpiredOccurrence {
     fn from_row(row: &Row) -> Result<Self, DbError> {
         Ok(Self {
             id: column(row, "id")?,
-            cron: column(row, "cron")?,
-            time_zone: column(row, "time_zone")?,
-            scheduled_for: column(row, "scheduled_for")?,
-            approval: approval(row)?,
-            series_failures: column(row, "series_failures")?,
+            schedule: Schedule::from_row(row)?,
         })
     }
 }
@@ -479,23 +473,7 @@ pub async fn rescue<C: GenericClient + Sync>(
 pub struct TaskState {
     pub id: Uuid,
     pub status: TaskStatus,
-    pub approval: Approval,
-    pub cron: Option<String>,
-    pub time_zone: Option<String>,
-    pub scheduled_for: DateTime<Utc>,
-    pub series_failures: i32,
-}
-
-impl TaskState {
-    pub fn occurrence(&self) -> Option<series::Occurrence<'_>> {
-        self.cron.as_deref().map(|cron| series::Occurrence {
-            cron,
-            time_zone: self.time_zone.as_deref(),
-            scheduled_for: self.scheduled_for,
-            approval: self.approval,
-            failures: self.series_failures,
-        })
-    }
+    pub schedule: Schedule,
 }
 
 impl FromRow for TaskState {
@@ -503,11 +481,7 @@ impl FromRow for TaskState {
         Ok(Self {
             id: column(row, "id")?,
             status: status(row)?,
-            approval: approval(row)?,
-            cron: column(row, "cron")?,
-            time_zone: column(row, "time_zone")?,
-            scheduled_for: column(row, "scheduled_for")?,
-            series_failures: column(row, "series_failures")?,
+            schedule: Schedule::from_row(row)?,
         })
     }
 }

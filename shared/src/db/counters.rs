@@ -54,25 +54,17 @@ impl DbCounters {
 
     /// The activity since the previous [`DbCounters::take`], without resetting it.
     pub fn peek(&self) -> DbActivity {
-        let checkouts = self.checkouts.load(Ordering::Relaxed);
-        let wait_us = self.wait_us.load(Ordering::Relaxed);
-        DbActivity {
-            checkouts,
-            mean_wait_ms: if checkouts == 0 {
-                0.0
-            } else {
-                wait_us as f64 / checkouts as f64 / 1000.0
-            },
-            max_wait_ms: self.max_wait_us.load(Ordering::Relaxed) as f64 / 1000.0,
-            pool_timeouts: self.pool_timeouts.load(Ordering::Relaxed),
-            statement_timeouts: self.statement_timeouts.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-        }
+        self.read(|counter| counter.load(Ordering::Relaxed))
     }
 
+    /// The activity since the previous call, resetting it.
     pub fn take(&self) -> DbActivity {
-        let checkouts = self.checkouts.swap(0, Ordering::Relaxed);
-        let wait_us = self.wait_us.swap(0, Ordering::Relaxed);
+        self.read(|counter| counter.swap(0, Ordering::Relaxed))
+    }
+
+    fn read(&self, get: impl Fn(&AtomicU64) -> u64) -> DbActivity {
+        let checkouts = get(&self.checkouts);
+        let wait_us = get(&self.wait_us);
         DbActivity {
             checkouts,
             mean_wait_ms: if checkouts == 0 {
@@ -80,10 +72,10 @@ impl DbCounters {
             } else {
                 wait_us as f64 / checkouts as f64 / 1000.0
             },
-            max_wait_ms: self.max_wait_us.swap(0, Ordering::Relaxed) as f64 / 1000.0,
-            pool_timeouts: self.pool_timeouts.swap(0, Ordering::Relaxed),
-            statement_timeouts: self.statement_timeouts.swap(0, Ordering::Relaxed),
-            errors: self.errors.swap(0, Ordering::Relaxed),
+            max_wait_ms: get(&self.max_wait_us) as f64 / 1000.0,
+            pool_timeouts: get(&self.pool_timeouts),
+            statement_timeouts: get(&self.statement_timeouts),
+            errors: get(&self.errors),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! | `ConnectionUsagePercent` | Percent | health (connections route), scheduler |
 //! | `TasksClaimed`, `TasksCompleted`, `TasksFailed`, `TasksRetried`, `TasksRescued` | Count | scheduler |
 //! | `SeriesSuspended` | Count | scheduler (recurring series suspended after failing too often in a row) |
+//! | `TasksRemainingDue` | Count | scheduler (due tasks left when a run ends: the backlog) |
 //! | `TasksThrottled` | Count | scheduler (tasks handed back because the model provider throttled; no attempt counted) |
 //! | `SeriesEnded` | Count | scheduler (recurring series that could not go on: their cron or time zone no longer evaluates) |
 //! | `SchedulerRunFailed` | Count | scheduler |

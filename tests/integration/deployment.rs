@@ -263,3 +263,44 @@ fn the_http_api_throttles_and_the_database_connection_requires_tls() {
         "sslmode {default:?} allows plaintext"
     );
 }
+
+#[test]
+fn every_dashboard_widget_names_a_metric_the_functions_emit() {
+    let t = template();
+    let body = match &t["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"] {
+        Value::Tagged(tagged) if tagged.tag == "!Sub" => tagged.value.as_str().unwrap_or_default().to_string(),
+        other => other.as_str().unwrap_or_default().to_string(),
+    };
+    // ${…} substitutions are CloudFormation's; stand numbers and names in for them to read the JSON.
+    let mut json = String::new();
+    let mut rest = body.as_str();
+    while let Some(start) = rest.find("${") {
+        json.push_str(&rest[..start]);
+        let end = rest[start..].find('}').map_or(rest.len(), |e| start + e + 1);
+        let name = &rest[start + 2..end - 1];
+        json.push_str(if name.ends_with("Percent") { "80" } else { "x" });
+        rest = &rest[end..];
+    }
+    json.push_str(rest);
+    let dashboard: serde_json::Value = serde_json::from_str(&json).expect("the dashboard body is JSON");
+    let documented = include_str!("../../shared/src/metrics.rs");
+    let mut named = 0;
+    for widget in dashboard["widgets"].as_array().expect("widgets") {
+        for metric in widget["properties"]["metrics"].as_array().expect("metrics") {
+            let (namespace, name) = (metric[0].as_str().unwrap_or(""), metric[1].as_str().unwrap_or(""));
+            if namespace == "AgentBackend" {
+                assert!(
+                    documented.contains(&format!("`{name}`")),
+                    "the dashboard shows {name}, which no function emits"
+                );
+                named += 1;
+            } else {
+                assert!(
+                    ["AWS/Lambda", "AWS/ApiGateway"].contains(&namespace),
+                    "unexpected namespace {namespace}"
+                );
+            }
+        }
+    }
+    assert!(named >= 15, "the dashboard shows the functions' metrics ({named})");
+}

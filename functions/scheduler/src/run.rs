@@ -221,6 +221,7 @@ impl Scheduler {
                 Metric::count("SeriesSuspended", s.series_suspended),
                 Metric::count("SeriesEnded", s.series_ended),
                 Metric::count("TasksThrottled", s.throttled),
+                Metric::count("TasksRemainingDue", s.remaining_due),
                 Metric::count("SchedulerRunFailed", 0),
             ],
             None => vec![Metric::count("SchedulerRunFailed", 1)],

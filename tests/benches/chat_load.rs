@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chat::{Chat, Settings as ChatSettings};
 use integration_tests::fakes;
 use integration_tests::helpers::{settings_for, PoolOptions, PrivateBouncer, TestDb};
+use integration_tests::stats::percentile;
 use lambda_http::Body;
 use serde_json::{json, Value};
 use shared::auth::{AuthConfig, Authenticator};
@@ -43,13 +44,6 @@ impl AgentModel for TimedModel {
         *self.last.lock().unwrap() = started.elapsed();
         reply
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::fakes;
 use integration_tests::helpers::{built_binary, deadline_in, InvokeResult, RuntimeApi, TestDb};
+use integration_tests::stats::percentile;
 use serde_json::Value;
 
 const SECRET: &str = "cold-start-jwt-secret-with-at-least-32-chars";
@@ -24,10 +25,6 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn one_cold_start(function: &str, event: &Value, db: &TestDb) -> (f64, u64, bool) {

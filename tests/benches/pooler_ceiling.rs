@@ -21,6 +21,7 @@ use chat::{Chat, Settings as ChatSettings};
 use health::{Health, Settings as HealthSettings, Thresholds};
 use integration_tests::fakes;
 use integration_tests::helpers::{settings_for, PoolOptions, PrivateBouncer, TestDb};
+use integration_tests::stats::percentile;
 use serde_json::{json, Value};
 use shared::auth::{AuthConfig, Authenticator};
 use shared::config::Env;
@@ -50,13 +51,6 @@ impl AgentModel for JitterModel {
         let _ = MODEL_TIME.try_with(|t| t.set(think));
         Ok("a considered answer".into())
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 struct Outcome {

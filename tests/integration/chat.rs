@@ -624,6 +624,11 @@ async fn model_failures_map_to_502_and_timeouts_to_504() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// The real OpenAI-compatible client, pointed at a stand-in, without an API key.
+pub(crate) fn openai_model(server: &FakeServer, timeout: Duration) -> shared::model::openai::OpenAiModel {
+    shared::model::openai::OpenAiModel::new(&format!("{}/v1", server.url()), None, "gpt-test", limits(timeout))
+}
+
 /// The real Bedrock client, pointed at a stand-in, without the SDK's retries.
 pub(crate) fn bedrock_model(server: &FakeServer, timeout: Duration) -> shared::model::bedrock::BedrockModel {
     use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
@@ -761,12 +766,7 @@ async fn in_release_mode_no_pooler_client_is_open_while_the_model_thinks() {
 async fn both_model_clients_report_throttling_as_its_own_error() {
     let openai_server = FakeServer::openai().await;
     openai_server.set_mode(Mode::Throttled);
-    let openai = shared::model::openai::OpenAiModel::new(
-        &format!("{}/v1", openai_server.url()),
-        None,
-        "gpt-test",
-        limits(Duration::from_millis(1500)),
-    );
+    let openai = openai_model(&openai_server, Duration::from_millis(1500));
     assert_eq!(
         openai.generate(&request()).await,
         Err(ModelError::Throttled {
@@ -785,12 +785,7 @@ async fn both_model_clients_report_throttling_as_its_own_error() {
 #[tokio::test]
 async fn a_throttling_model_is_a_503_with_retry_after_and_the_retry_is_answered_once() {
     let server = FakeServer::openai().await;
-    let model = shared::model::openai::OpenAiModel::new(
-        &format!("{}/v1", server.url()),
-        None,
-        "gpt-test",
-        limits(Duration::from_secs(2)),
-    );
+    let model = openai_model(&server, Duration::from_secs(2));
     let h = harness(Arc::new(model)).await;
     server.set_mode(Mode::Throttled);
     let body = h.body("are you there?", None);

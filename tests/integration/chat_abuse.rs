@@ -16,7 +16,7 @@ use shared::metrics::{Metrics, Sink};
 use shared::model::{AgentModel, ModelError, ModelRequest};
 use uuid::Uuid;
 
-use crate::chat::{bedrock_model, harness, harness_with, limits, ChatModel, Harness, OTHER_USER, SECRET, USER};
+use crate::chat::{bedrock_model, harness, harness_with, openai_model, ChatModel, Harness, OTHER_USER, SECRET, USER};
 use crate::helpers::{eventually, PoolOptions};
 
 /// A model that fails while `failing` is set, counts its calls and answers after `delay`.
@@ -48,9 +48,18 @@ impl AgentModel for SwitchModel {
     }
 }
 
-/// Another Lambda instance of the same deployment: its own warm pool of one (warmed by the
-/// caller, so a storm of parallel requests measures admission, not connects), same database
-/// and model.
+/// `n` Lambda instances of the same deployment, each with its own pool of one, warmed (so a
+/// storm of parallel requests measures admission, not connects), same database and model.
+async fn warm_instances(h: &Harness, model: &Arc<SwitchModel>, settings: &ChatSettings, n: usize) -> Vec<Chat> {
+    let instances: Vec<Chat> = (0..n).map(|_| instance(h, model.clone(), settings.clone())).collect();
+    for i in &instances {
+        i.db.warm().await;
+    }
+    instances
+}
+
+/// Another Lambda instance of the same deployment: its own warm pool of one, same database and
+/// model.
 fn instance(h: &Harness, model: Arc<dyn AgentModel>, settings: ChatSettings) -> Chat {
     Chat {
         db: h.db.pool(&PoolOptions {
@@ -105,12 +114,7 @@ async fn forty_parallel_retries_of_one_key_while_the_model_thinks_call_it_once()
     let h = harness(model.clone()).await;
     let body = h.body("expensive question", None);
     let first = instance(&h, model.clone(), ChatSettings::default());
-    let retries: Vec<Chat> = (0..40)
-        .map(|_| instance(&h, model.clone(), ChatSettings::default()))
-        .collect();
-    for r in &retries {
-        r.db.warm().await;
-    }
+    let retries = warm_instances(&h, &model, &ChatSettings::default(), 40).await;
     let original = send_to(&first, &h, &body, Some("key-1"));
     let storm = async {
         let thinking = eventually(Duration::from_secs(5), || async {
@@ -152,10 +156,7 @@ async fn forty_parallel_first_messages_at_a_limit_of_thirty_store_exactly_thirty
         ..ChatSettings::default()
     };
     let h = harness_with(model.clone(), settings.clone(), None, false).await;
-    let instances: Vec<Chat> = (0..40).map(|_| instance(&h, model.clone(), settings.clone())).collect();
-    for i in &instances {
-        i.db.warm().await;
-    }
+    let instances = warm_instances(&h, &model, &settings, 40).await;
     let answers = send_all(&instances, &h, "hello").await;
     let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
     let limited: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
@@ -180,10 +181,7 @@ async fn a_user_cannot_have_more_model_calls_in_flight_than_the_cap() {
         ..ChatSettings::default()
     };
     let h = harness_with(model.clone(), settings.clone(), None, false).await;
-    let instances: Vec<Chat> = (0..5).map(|_| instance(&h, model.clone(), settings.clone())).collect();
-    for i in &instances {
-        i.db.warm().await;
-    }
+    let instances = warm_instances(&h, &model, &settings, 5).await;
     let answers = send_all(&instances, &h, "q").await;
     let mut statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
     statuses.sort_unstable();
@@ -349,12 +347,7 @@ async fn a_conversation_with_a_failed_turn_continues_with_bedrock() {
 #[tokio::test]
 async fn a_conversation_with_a_failed_turn_continues_with_an_openai_compatible_model() {
     let server = FakeServer::openai().await;
-    let model = shared::model::openai::OpenAiModel::new(
-        &format!("{}/v1", server.url()),
-        None,
-        "gpt-test",
-        limits(Duration::from_secs(2)),
-    );
+    let model = openai_model(&server, Duration::from_secs(2));
     let seen = a_failed_turn_in_the_middle(Arc::new(model), &server).await;
     let last = &seen.last().unwrap().body["messages"];
     let roles: Vec<&str> = last

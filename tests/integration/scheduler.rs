@@ -100,6 +100,29 @@ async fn invoke(s: &Scheduler, payload: Value, budget: Duration) -> Result<Summa
     scheduler::handle(s, LambdaEvent::new(payload, context)).await
 }
 
+/// The real scheduler binary on `db`, driven through `runtime`, with short margins and `env`;
+/// killed when dropped.
+fn scheduler_process(runtime: &RuntimeApi, db: &TestDb, env: &[(&str, &str)]) -> tokio::process::Child {
+    tokio::process::Command::new(function_binary("scheduler"))
+        .envs(runtime.function_env("scheduler"))
+        .env("DATABASE_URL", &db.pooled_url)
+        .env("SCHEDULER_SAFETY_MARGIN_MS", "300")
+        .env("SCHEDULER_LEASE_GRACE_MS", "200")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the scheduler binary")
+}
+
+/// The scheduled event, invoked through `runtime` with a deadline `budget` from now.
+async fn scheduled_invocation(runtime: &RuntimeApi, budget: Duration) -> crate::helpers::InvokeResult {
+    runtime
+        .invoke(&schedule_event(), crate::helpers::deadline_in(budget))
+        .await
+}
+
 fn schedule_event() -> Value {
     serde_json::from_str(include_str!("../../events/schedule.json")).unwrap()
 }
@@ -447,25 +470,16 @@ async fn an_instance_killed_mid_batch_loses_no_task() {
 
     // A real scheduler process with slow local-model tasks, driven through the Runtime API.
     let runtime = RuntimeApi::start().await;
-    let mut child = tokio::process::Command::new(function_binary("scheduler"))
-        .envs(runtime.function_env("scheduler"))
-        .env("DATABASE_URL", &db.pooled_url)
-        .env("LOCAL_MODEL_LATENCY_MS", "100")
-        .env("SCHEDULER_CONCURRENCY", "4")
-        .env("SCHEDULER_BATCH_SIZE", "20")
-        .env("SCHEDULER_SAFETY_MARGIN_MS", "300")
-        .env("SCHEDULER_LEASE_GRACE_MS", "200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the scheduler binary");
-    let invocation = {
-        let event = schedule_event();
-        let deadline = crate::helpers::deadline_in(Duration::from_secs(3));
-        let runtime = &runtime;
-        async move { runtime.invoke(&event, deadline).await }
-    };
+    let mut child = scheduler_process(
+        &runtime,
+        &db,
+        &[
+            ("LOCAL_MODEL_LATENCY_MS", "100"),
+            ("SCHEDULER_CONCURRENCY", "4"),
+            ("SCHEDULER_BATCH_SIZE", "20"),
+        ],
+    );
+    let invocation = scheduled_invocation(&runtime, Duration::from_secs(3));
     let killer = async {
         let mid_batch = eventually(Duration::from_secs(10), || async {
             let counts = status_counts(&client).await;
@@ -597,23 +611,8 @@ async fn sigkill_on_the_last_attempt_of_a_recurring_occurrence_leaves_its_next_o
 
     // A real scheduler process, killed while it runs the occurrence's only attempt.
     let runtime = RuntimeApi::start().await;
-    let mut child = tokio::process::Command::new(function_binary("scheduler"))
-        .envs(runtime.function_env("scheduler"))
-        .env("DATABASE_URL", &db.pooled_url)
-        .env("LOCAL_MODEL_LATENCY_MS", "30000")
-        .env("SCHEDULER_SAFETY_MARGIN_MS", "300")
-        .env("SCHEDULER_LEASE_GRACE_MS", "200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the scheduler binary");
-    let invocation = {
-        let event = schedule_event();
-        let deadline = crate::helpers::deadline_in(Duration::from_secs(2));
-        let runtime = &runtime;
-        async move { runtime.invoke(&event, deadline).await }
-    };
+    let mut child = scheduler_process(&runtime, &db, &[("LOCAL_MODEL_LATENCY_MS", "30000")]);
+    let invocation = scheduled_invocation(&runtime, Duration::from_secs(2));
     let killer = async {
         let running = eventually(Duration::from_secs(10), || async {
             status_counts(&client).await.get("running").copied() == Some(1)

@@ -7,4 +7,5 @@ pub mod fakes;
 pub mod helpers;
 mod process;
 pub mod runtime;
+pub mod stats;
 pub mod wait;

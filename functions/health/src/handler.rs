@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::json;
 use shared::db::activity::{self, ConnectionUsage};
-use shared::db::probe::{self, Probe, ProbeStatus};
+use shared::db::probe::{Probe, ProbeStatus};
 use shared::db::{Db, DbError, PoolStatus};
 use shared::http::{db_public_message, json_response, serve, with_retry_after, ApiError, Reply, RETRY_AFTER_SECS};
 use shared::metrics::{Metric, Metrics};
@@ -138,8 +138,7 @@ async fn connection_report(h: &Health) -> Result<ConnectionReport, DbError> {
     };
     // One after the other: the probe's own connection must not count in the server's view.
     let usage = server.await;
-    // A fresh client with the pool's current settings (rotated credentials included).
-    let probe = probe::probe(&h.db.settings().with_application_name("health-probe"), bound).await;
+    let probe = h.db.probe_pooler("health-probe", bound).await;
     let pooler = PoolerView::of(probe, &h.db);
     let server_level = usage
         .as_ref()

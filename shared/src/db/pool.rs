@@ -247,6 +247,13 @@ impl Db {
         self.bounds.counters.peek()
     }
 
+    /// One fresh client connection, not from the pool, as a new instance would open it (current
+    /// credentials, the pool's TLS connector), named `application_name`: what the pooler says.
+    pub async fn probe_pooler(&self, application_name: &str, bound: Duration) -> super::probe::Probe {
+        let settings = self.settings().with_application_name(application_name);
+        super::probe::probe(&settings, self.bounds.tls.clone(), bound).await
+    }
+
     /// How connections are held.
     pub fn connection_mode(&self) -> ConnectionMode {
         self.bounds.mode

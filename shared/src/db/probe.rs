@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{tls, DbSettings};
+use super::tls::Tls;
+use super::DbSettings;
 
 /// What the probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,12 +44,12 @@ pub fn is_client_limit_refusal(message: &str) -> bool {
         || m.contains("too many connections")
 }
 
-/// Opens one client connection with `settings`, within `bound`, and closes it.
+/// Opens one client connection with `settings` (and the pool's TLS connector), within `bound`,
+/// and closes it. See [`super::Db::probe_pooler`].
 #[tracing::instrument(skip_all)]
-pub async fn probe(settings: &DbSettings, bound: Duration) -> Probe {
+pub(crate) async fn probe(settings: &DbSettings, tls: Tls, bound: Duration) -> Probe {
     let started = Instant::now();
     let attempt = async {
-        let tls = tls::connector(settings).map_err(|e| e.to_string())?;
         let mut config = settings.pg_config();
         config.connect_timeout(bound);
         let (client, connection) = config.connect(tls).await.map_err(|e| describe(&e))?;

@@ -21,6 +21,10 @@
 //! | `TasksThrottled` | Count | scheduler (tasks handed back because the model provider throttled; no attempt counted) |
 //! | `SeriesEnded` | Count | scheduler (recurring series that could not go on: their cron or time zone no longer evaluates) |
 //! | `SchedulerRunFailed` | Count | scheduler |
+//! | `SchedulerConcurrency` | Count | scheduler (model calls the instance allows at once: every 10 s of a run, and when it ends) |
+//! | `TasksInFlight` | Count | scheduler (model calls in flight, every 10 s of a run) |
+//! | `TasksInFlightPeak` | Count | scheduler (most model calls in flight at once during a run) |
+//! | `SchedulerContinued` | Count | scheduler (1 when a run its deadline stopped with a backlog started the next invocation) |
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -94,15 +94,15 @@ async fn ours(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, batch: i64
         statement: Duration::from_secs(30),
         ..PoolOptions::default()
     });
-    let scheduler = Scheduler {
-        db: pool.clone(),
-        model: Arc::new(LocalModel::default()),
-        settings: SchedulerSettings {
+    let scheduler = Scheduler::new(
+        pool.clone(),
+        Arc::new(LocalModel::default()),
+        SchedulerSettings {
             batch_size: batch,
             ..SchedulerSettings::default()
         },
-        metrics: quiet_metrics(),
-    };
+        quiet_metrics(),
+    );
     let event: serde_json::Value = serde_json::from_str(include_str!("../../events/schedule.json")).unwrap();
     let mut context = Context::default();
     context.request_id = uuid::Uuid::new_v4().to_string();

@@ -219,16 +219,16 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
     for _ in 0..2 {
         let (url, tally, scheduled) = (url.clone(), tally.clone(), scheduled.clone());
         tasks.push(tokio::spawn(async move {
-            let s = Scheduler {
-                db: Db::new(&settings(&url, "scheduler", 2)).unwrap(),
-                model: Arc::new(LocalModel::default()),
+            let s = Scheduler::new(
+                Db::new(&settings(&url, "scheduler", 2)).unwrap(),
+                Arc::new(LocalModel::default()),
                 // A run shorter than Lambda's: keep claiming until 1 s before the deadline.
-                settings: SchedulerSettings {
+                SchedulerSettings {
                     safety_margin: Duration::from_secs(1),
                     ..SchedulerSettings::default()
                 },
-                metrics: quiet("scheduler"),
-            };
+                quiet("scheduler"),
+            );
             while Instant::now() < until {
                 let mut context = lambda_runtime::Context::default();
                 context.request_id = uuid::Uuid::new_v4().to_string();

@@ -96,28 +96,31 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
 
     let bouncer = PrivateBouncer::in_front_of(cluster.port, 4).await;
     let pooled = format!("postgres://postgres:postgres@127.0.0.1:{}/agents", bouncer.port);
-    let scheduler = |latency_ms: u64| Scheduler {
-        db: Db::new(&settings_for(
-            &pooled,
-            &PoolOptions {
-                app: "scheduler".into(),
-                max_size: 2,
-                connect: Duration::from_millis(500),
-                ..PoolOptions::default()
+    let scheduler = |latency_ms: u64| {
+        Scheduler::new(
+            Db::new(&settings_for(
+                &pooled,
+                &PoolOptions {
+                    app: "scheduler".into(),
+                    max_size: 2,
+                    connect: Duration::from_millis(500),
+                    ..PoolOptions::default()
+                },
+            ))
+            .unwrap(),
+            Arc::new(LocalModel {
+                latency: Duration::from_millis(latency_ms),
+            }),
+            SchedulerSettings {
+                min_concurrency: 4,
+                max_concurrency: 4,
+                batch_size: 20,
+                safety_margin: Duration::from_millis(300),
+                lease_grace: Duration::from_millis(200),
+                ..SchedulerSettings::default()
             },
-        ))
-        .unwrap(),
-        model: Arc::new(LocalModel {
-            latency: Duration::from_millis(latency_ms),
-        }),
-        settings: SchedulerSettings {
-            concurrency: 4,
-            batch_size: 20,
-            safety_margin: Duration::from_millis(300),
-            lease_grace: Duration::from_millis(200),
-            ..SchedulerSettings::default()
-        },
-        metrics: Metrics::new(&shared::config::Env::default(), "scheduler").with_sink(Sink::Buffer(Default::default())),
+            Metrics::new(&shared::config::Env::default(), "scheduler").with_sink(Sink::Buffer(Default::default())),
+        )
     };
     let invoke = |s: &Scheduler, budget: Duration| {
         let mut context = lambda_runtime::Context::default();

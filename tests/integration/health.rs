@@ -277,15 +277,15 @@ async fn metrics_lines_are_valid_emf_with_the_documented_names() {
 async fn each_scheduler_run_emits_one_valid_emf_line_with_connection_usage() {
     let db = TestDb::new().await;
     let buffer = Arc::new(Mutex::new(Vec::new()));
-    let scheduler = scheduler::Scheduler {
-        db: db.pool(&PoolOptions {
+    let scheduler = scheduler::Scheduler::new(
+        db.pool(&PoolOptions {
             max_size: 2,
             ..PoolOptions::default()
         }),
-        model: Arc::new(shared::model::LocalModel::default()),
-        settings: scheduler::Settings::default(),
-        metrics: Metrics::new(&shared::config::Env::default(), "scheduler").with_sink(Sink::Buffer(buffer.clone())),
-    };
+        Arc::new(shared::model::LocalModel::default()),
+        scheduler::Settings::default(),
+        Metrics::new(&shared::config::Env::default(), "scheduler").with_sink(Sink::Buffer(buffer.clone())),
+    );
     let mut context = lambda_runtime::Context::default();
     context.deadline = crate::helpers::deadline_in(Duration::from_secs(30));
     let event = lambda_runtime::LambdaEvent::new(serde_json::json!({}), context);

@@ -15,5 +15,6 @@ mod hostile_input;
 mod lambda_watch;
 mod lifecycle;
 mod migrations;
+mod model_capacity;
 mod scheduler;
 mod secrets;

@@ -70,7 +70,7 @@ impl AgentModel for RecordingModel {
     }
 }
 
-fn test_config() -> SchedulerSettings {
+pub(crate) fn test_config() -> SchedulerSettings {
     SchedulerSettings {
         safety_margin: Duration::from_millis(300),
         lease_grace: Duration::from_millis(200),
@@ -81,19 +81,19 @@ fn test_config() -> SchedulerSettings {
 }
 
 fn scheduler(db: &TestDb, model: Arc<RecordingModel>, config: SchedulerSettings) -> Scheduler {
-    Scheduler {
-        db: db.pool(&PoolOptions {
+    Scheduler::new(
+        db.pool(&PoolOptions {
             app: "scheduler".into(),
             max_size: 2,
             ..PoolOptions::default()
         }),
         model,
-        settings: config,
-        metrics: quiet_metrics(),
-    }
+        config,
+        quiet_metrics(),
+    )
 }
 
-async fn invoke(s: &Scheduler, payload: Value, budget: Duration) -> Result<Summary, SchedulerError> {
+pub(crate) async fn invoke(s: &Scheduler, payload: Value, budget: Duration) -> Result<Summary, SchedulerError> {
     let mut context = Context::default();
     context.request_id = uuid::Uuid::new_v4().to_string();
     context.deadline = crate::helpers::deadline_in(budget);
@@ -123,11 +123,11 @@ async fn scheduled_invocation(runtime: &RuntimeApi, budget: Duration) -> crate::
         .await
 }
 
-fn schedule_event() -> Value {
+pub(crate) fn schedule_event() -> Value {
     serde_json::from_str(include_str!("../../events/schedule.json")).unwrap()
 }
 
-async fn seed_agent(client: &Client) -> uuid::Uuid {
+pub(crate) async fn seed_agent(client: &Client) -> uuid::Uuid {
     client
         .query_one(
             "INSERT INTO agents (name, instructions) VALUES ('worker', 'do the task') RETURNING id",
@@ -139,7 +139,14 @@ async fn seed_agent(client: &Client) -> uuid::Uuid {
 }
 
 /// `n` tasks with prompts `<prefix>-1 … <prefix>-n`.
-async fn seed_tasks(client: &Client, agent: uuid::Uuid, n: i32, prefix: &str, extra_columns: &str, extra_values: &str) {
+pub(crate) async fn seed_tasks(
+    client: &Client,
+    agent: uuid::Uuid,
+    n: i32,
+    prefix: &str,
+    extra_columns: &str,
+    extra_values: &str,
+) {
     let sql = format!(
         "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for{extra_columns})
          SELECT $1, $2 || '-' || i, 'approved', now() - interval '1 minute'{extra_values}
@@ -148,7 +155,7 @@ async fn seed_tasks(client: &Client, agent: uuid::Uuid, n: i32, prefix: &str, ex
     client.execute(&sql, &[&agent, &prefix, &n]).await.unwrap();
 }
 
-async fn status_counts(client: &Client) -> HashMap<String, i64> {
+pub(crate) async fn status_counts(client: &Client) -> HashMap<String, i64> {
     client
         .query("SELECT status, count(*) FROM agent_tasks GROUP BY status", &[])
         .await
@@ -325,7 +332,8 @@ async fn a_short_deadline_stops_the_run_with_the_rest_still_pending() {
         &db,
         RecordingModel::slow(Duration::from_millis(50)),
         SchedulerSettings {
-            concurrency: 2,
+            min_concurrency: 2,
+            max_concurrency: 2,
             batch_size: 10,
             safety_margin: Duration::from_millis(500),
             ..test_config()
@@ -527,12 +535,12 @@ async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches
             ..PoolOptions::default()
         },
     );
-    let s = Scheduler {
-        db: shared::db::Db::new(&settings).unwrap(),
-        model: RecordingModel::new(Behaviour::Succeed),
-        settings: test_config(),
-        metrics: quiet_metrics(),
-    };
+    let s = Scheduler::new(
+        shared::db::Db::new(&settings).unwrap(),
+        RecordingModel::new(Behaviour::Succeed),
+        test_config(),
+        quiet_metrics(),
+    );
     bouncer.stop();
     let started = Instant::now();
     let err = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap_err();
@@ -553,7 +561,7 @@ async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches
 }
 
 /// EMF lines kept in memory instead of cluttering the output.
-fn quiet_metrics() -> shared::metrics::Metrics {
+pub(crate) fn quiet_metrics() -> shared::metrics::Metrics {
     shared::metrics::Metrics::new(&shared::config::Env::default(), "scheduler")
         .with_sink(shared::metrics::Sink::Buffer(Default::default()))
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -35,6 +35,38 @@ pub struct Seen {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    pub at: Instant,
+}
+
+/// A provider's capacity: at most `concurrent` calls at once (beyond it the provider's own
+/// throttling answer: OpenAI's 429 with `Retry-After`, Bedrock's `ThrottlingException`), each
+/// admitted call answered after `latency` ± `jitter` (a fraction of it, uniformly).
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub concurrent: usize,
+    pub latency: Duration,
+    pub jitter: f64,
+}
+
+/// What a model stand-in under a quota has seen.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// Admitted calls in flight now.
+    pub in_flight: AtomicUsize,
+    /// Most admitted calls in flight at once.
+    pub peak: AtomicUsize,
+    /// Calls admitted, and calls refused for the quota.
+    pub admitted: AtomicUsize,
+    pub throttled: AtomicUsize,
+}
+
+/// Counts an admitted call in flight until dropped (also when the caller hangs up).
+struct Admitted(Arc<Load>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct FakeServer {
@@ -42,6 +74,10 @@ pub struct FakeServer {
     pub hits: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub mode: Arc<Mutex<Mode>>,
+    pub quota: Arc<Mutex<Option<Quota>>>,
+    pub load: Arc<Load>,
+    /// Whether requests are recorded in `seen` (off for long load runs).
+    pub record: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeServer {
@@ -53,14 +89,35 @@ impl FakeServer {
         *self.mode.lock().unwrap() = mode;
     }
 
+    /// Puts the stand-in under `quota` (a model provider's capacity and latency).
+    pub fn set_quota(&self, quota: Quota) {
+        *self.quota.lock().unwrap() = Some(quota);
+    }
+
+    /// Stops recording requests (a long load run would keep every one).
+    pub fn stop_recording(&self) {
+        self.record.store(false, Ordering::SeqCst);
+    }
+
     async fn start(route: fn(Mode, &str, &Value) -> Reply) -> FakeServer {
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mode = Arc::new(Mutex::new(Mode::Ok));
-        let (h, s, m) = (hits.clone(), seen.clone(), mode.clone());
+        let quota = Arc::new(Mutex::new(None::<Quota>));
+        let load = Arc::new(Load::default());
+        let record = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (h, s, m, q, l, r) = (
+            hits.clone(),
+            seen.clone(),
+            mode.clone(),
+            quota.clone(),
+            load.clone(),
+            record.clone(),
+        );
         let addr = serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
-            let (h, s, m) = (h.clone(), s.clone(), m.clone());
+            let (h, s, m, q, l, r) = (h.clone(), s.clone(), m.clone(), q.clone(), l.clone(), r.clone());
             async move {
+                let at = Instant::now();
                 h.fetch_add(1, Ordering::SeqCst);
                 let path = req.uri().path().to_string();
                 let headers = req
@@ -76,11 +133,40 @@ impl FakeServer {
                     .unwrap_or_default();
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let mode = *m.lock().unwrap();
-                let (status, extra, text, delay) = route(mode, &path, &body);
-                s.lock().unwrap().push(Seen { path, headers, body });
+                let quota = *q.lock().unwrap();
+                let mut admitted = None;
+                let (status, extra, text, mut delay) = match quota {
+                    Some(quota) if mode == Mode::Ok => {
+                        let now = l.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        admitted = Some(Admitted(l.clone()));
+                        if now > quota.concurrent {
+                            drop(admitted.take());
+                            l.throttled.fetch_add(1, Ordering::SeqCst);
+                            route(Mode::Throttled, &path, &body)
+                        } else {
+                            l.peak.fetch_max(now, Ordering::SeqCst);
+                            l.admitted.fetch_add(1, Ordering::SeqCst);
+                            route(mode, &path, &body)
+                        }
+                    }
+                    _ => route(mode, &path, &body),
+                };
+                if let (Some(quota), Some(_)) = (quota, &admitted) {
+                    let spread = quota.jitter * (2.0 * fastrand::f64() - 1.0);
+                    delay += quota.latency.mul_f64((1.0 + spread).max(0.0));
+                }
+                if r.load(Ordering::SeqCst) {
+                    s.lock().unwrap().push(Seen {
+                        path,
+                        headers,
+                        body,
+                        at,
+                    });
+                }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
+                drop(admitted);
                 let mut b = hyper::Response::builder()
                     .status(status)
                     .header("content-type", "application/json");
@@ -91,7 +177,15 @@ impl FakeServer {
             }
         })
         .await;
-        FakeServer { addr, hits, seen, mode }
+        FakeServer {
+            addr,
+            hits,
+            seen,
+            mode,
+            quota,
+            load,
+            record,
+        }
     }
 
     /// Supabase Auth: `GET /auth/v1/.well-known/jwks.json` serves `tests/fixtures/jwks.json`
@@ -111,6 +205,26 @@ impl FakeServer {
             } else {
                 (404, vec![], "{}".into(), Duration::ZERO)
             }
+        })
+        .await
+    }
+
+    /// Lambda's `Invoke` API, `POST /2015-03-31/functions/{name}/invocations`: an asynchronous
+    /// invoke (`X-Amz-Invocation-Type: Event`) is accepted with 202 and recorded, not run.
+    pub async fn lambda() -> FakeServer {
+        Self::start(|mode, path, _| {
+            if !(path.starts_with("/2015-03-31/functions/") && path.ends_with("/invocations")) {
+                return (404, vec![], "{}".into(), Duration::ZERO);
+            }
+            if mode == Mode::HttpError {
+                return (
+                    429,
+                    vec![("x-amzn-errortype", "TooManyRequestsException".to_string())],
+                    json!({"message": "Rate Exceeded.", "Type": "User", "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}).to_string(),
+                    Duration::ZERO,
+                );
+            }
+            (202, vec![], String::new(), Duration::ZERO)
         })
         .await
     }

@@ -1,10 +1,13 @@
-//! The scheduler function: claims due, approved agent tasks in batches, runs them with bounded
-//! concurrency, records each batch in one statement, schedules recurrences and rescues expired
-//! leases, while the invocation's deadline allows. With a pool of two, the finish of one batch
-//! and the claim of the next run at the same time on the two connections; no connection is held
-//! while tasks run.
+//! The scheduler function: claims due, approved agent tasks, runs them with a concurrency that
+//! follows the model provider (`limiter`), records finished tasks together in one statement,
+//! schedules recurrences and rescues expired leases, continuously while the invocation's deadline
+//! allows (`pipeline`); a backlog that outlives the deadline starts the next invocation
+//! (`continuation`). No connection is held while tasks run.
 
+pub mod continuation;
 mod deadline;
+pub mod limiter;
+mod pipeline;
 pub mod recurrence;
 mod run;
 pub mod series;
@@ -13,6 +16,6 @@ pub mod tasks;
 mod trigger;
 
 pub use deadline::Deadline;
-pub use run::{handle, Scheduler, SchedulerError, Summary};
+pub use run::{handle, Scheduler, SchedulerError, Stop, Summary};
 pub use settings::Settings;
 pub use trigger::{BadPayload, Trigger};

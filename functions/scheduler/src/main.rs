@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use lambda_runtime::{run, service_fn, Error};
 use shared::config::Env;
 use shared::db::PoolDefaults;
@@ -11,11 +13,12 @@ async fn main() -> Result<(), Error> {
     let settings = scheduler::Settings::from_env(&env)?;
     let model = shared::model::from_env(&env).await?;
     let db = shared::lifecycle::database(&env, "scheduler", PoolDefaults { max_size: 2 }).await?;
-    let scheduler = scheduler::Scheduler {
-        db,
-        model,
-        settings,
-        metrics: Metrics::new(&env, "scheduler"),
-    };
+    let self_invoke = settings.self_invoke;
+    let mut scheduler = scheduler::Scheduler::new(db, model, settings, Metrics::new(&env, "scheduler"));
+    // Lambda names the function it runs; without a name (a local run) there is nothing to invoke.
+    if let Some(function) = env.raw("AWS_LAMBDA_FUNCTION_NAME").filter(|_| self_invoke) {
+        let next = scheduler::continuation::LambdaSelf::from_env(function.to_string()).await;
+        scheduler = scheduler.with_continuation(Arc::new(next));
+    }
     run(service_fn(|event| scheduler::handle(&scheduler, event))).await
 }

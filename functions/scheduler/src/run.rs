@@ -1,8 +1,8 @@
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use futures_util::stream::{self, StreamExt};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use uuid::Uuid;
@@ -11,7 +11,10 @@ use shared::db::{activity, Db, DbError};
 use shared::metrics::{Metric, Metrics};
 use shared::model::{ModelError, ModelRequest, SharedModel};
 
+use crate::continuation::Continue;
 use crate::deadline::Deadline;
+use crate::limiter::Limiter;
+use crate::pipeline::Pipeline;
 use crate::series::{self, Ending, Next, Occurrence, Scope};
 use crate::settings::Settings;
 use crate::tasks::{self, ClaimedTask, Finished, Outcome};
@@ -27,6 +30,41 @@ pub struct Scheduler {
     pub model: SharedModel,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Model calls in flight: learned across this instance's invocations.
+    pub limiter: Arc<Limiter>,
+    /// Starts the next invocation when a backlog outlives this one (`SCHEDULER_SELF_INVOKE`).
+    pub continuation: Option<Arc<dyn Continue>>,
+}
+
+impl Scheduler {
+    pub fn new(db: Db, model: SharedModel, settings: Settings, metrics: Metrics) -> Self {
+        let limiter = Arc::new(Limiter::new(settings.min_concurrency, settings.max_concurrency));
+        Self {
+            db,
+            model,
+            settings,
+            metrics,
+            limiter,
+            continuation: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_continuation(mut self, next: Arc<dyn Continue>) -> Self {
+        self.continuation = Some(next);
+        self
+    }
+}
+
+/// Why an invocation stopped claiming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Nothing due was left (and nothing it handed back for throttling was about to be due).
+    Drained,
+    /// The deadline came.
+    Deadline,
+    /// The cap on claimed tasks was reached.
+    Cap,
 }
 
 /// The invocation's report.
@@ -48,6 +86,12 @@ pub struct Summary {
     pub series_ended: u64,
     /// Tasks the model provider throttled: handed back for later, no attempt counted.
     pub throttled: u64,
+    /// The instance's concurrency limit when the run ended.
+    pub concurrency: u64,
+    /// Most model calls in flight at once during the run.
+    pub peak_in_flight: u64,
+    /// Whether this run started the next invocation (a backlog outlived its deadline).
+    pub continued: bool,
     pub dry_run: bool,
 }
 
@@ -101,10 +145,14 @@ impl Scheduler {
         };
         let mut peak = 0usize;
         let result = self.run_inner(trigger, &deadline, owner, &mut summary, &mut peak).await;
+        summary.concurrency = self.limiter.limit() as u64;
+        if let Ok(stop) = result {
+            summary.continued = self.continue_if_needed(trigger, stop, &summary).await;
+        }
         summary.duration_ms = started.elapsed().as_millis() as u64;
         let pool = self.db.status();
         match &result {
-            Ok(()) => tracing::info!(
+            Ok(_) => tracing::info!(
                 claimed = summary.claimed,
                 completed = summary.completed,
                 failed = summary.failed,
@@ -112,6 +160,10 @@ impl Scheduler {
                 rescued = summary.rescued,
                 released = summary.released,
                 remaining_due = summary.remaining_due,
+                throttled = summary.throttled,
+                concurrency = summary.concurrency,
+                peak_in_flight = summary.peak_in_flight,
+                continued = summary.continued,
                 duration_ms = summary.duration_ms,
                 dry_run = summary.dry_run,
                 connections = peak.max(pool.size),
@@ -127,7 +179,7 @@ impl Scheduler {
                 "scheduler run failed"
             ),
         }
-        result.map(|()| summary)
+        result.map(|_| summary)
     }
 
     async fn run_inner(
@@ -137,76 +189,67 @@ impl Scheduler {
         owner: &str,
         summary: &mut Summary,
         peak: &mut usize,
-    ) -> Result<(), SchedulerError> {
+    ) -> Result<Stop, SchedulerError> {
         if trigger.dry_run {
             let conn = self.db.conn().await?;
             let (due, _expired) = tasks::due_counts(&conn.sql()).await?;
             summary.remaining_due = due.max(0) as u64;
-            return Ok(());
+            return Ok(Stop::Drained);
         }
-        {
-            let conn = self.db.conn().await?;
-            let sql = conn.sql();
-            // The recurring tasks the rescue will fail get their series' next occurrence in the
-            // same statement (computed here: the cron is evaluated in Rust).
-            let expired = tasks::expired_last_occurrences(&sql, self.settings.rescue_limit).await?;
-            let now = chrono::Utc::now();
-            let planned: Vec<(Uuid, Option<Next>)> = expired
-                .iter()
-                .map(|t| (t.id, self.next_of(t.id, t.schedule.occurrence(), Ending::Failed, now)))
-                .collect();
-            summary.series_ended += planned.iter().filter(|(_, next)| next.is_none()).count() as u64;
-            let rescued = tasks::rescue(&sql, self.settings.rescue_limit, &planned).await?;
-            summary.rescued = (rescued.pending + rescued.failed) as u64;
-            summary.failed += rescued.failed as u64;
-            summary.series_suspended += rescued.suspended as u64;
-        }
+        self.rescue(summary).await?;
         let cap = trigger.max_tasks.or(self.settings.max_tasks).unwrap_or(u64::MAX);
-        let parallel = self.db.status().max_size >= 2;
-
-        let mut size = self.settings.initial_batch();
-        let mut batch = self.claim_next(deadline, owner, summary.claimed, cap, size).await?;
-        while let Some((claimed, requested)) = batch.take() {
-            summary.claimed += claimed.len() as u64;
-            // No pooler client is held while the batch waits on the model (release mode).
-            self.db.release_idle();
-            let ran = Instant::now();
-            let finished = self.run_batch(claimed, deadline).await;
-            size = self.settings.next_batch(size, ran.elapsed());
-            tally(summary, &finished);
-            let more = claimed_full(&finished, requested);
-            let claimed_so_far = summary.claimed;
-            let next_claim = async {
-                if more {
-                    self.claim_next(deadline, owner, claimed_so_far, cap, size).await
-                } else {
-                    Ok(None)
-                }
-            };
-            let (finish_result, next) = if parallel {
-                tokio::join!(self.finish(owner, &finished), next_claim)
-            } else {
-                let f = self.finish(owner, &finished).await;
-                (f, next_claim.await)
-            };
-            *peak = (*peak).max(self.db.status().size);
-            match (finish_result, next) {
-                (Ok(suspended), Ok(next)) => {
-                    summary.series_suspended += suspended;
-                    batch = next;
-                }
-                (Err(e), Ok(Some((next, _)))) => {
-                    self.give_back(owner, &next).await;
-                    return Err(e.into());
-                }
-                (Err(e), _) | (Ok(_), Err(e)) => return Err(e.into()),
-            }
-        }
-
+        let stop = Pipeline::new(self, deadline, owner, cap).run(summary, peak).await?;
         let conn = self.db.conn().await?;
         let (due, _) = tasks::due_counts(&conn.sql()).await?;
         summary.remaining_due = due.max(0) as u64;
+        Ok(stop)
+    }
+
+    /// Fails or re-queues tasks whose lease expired (a crashed or stopped instance); the
+    /// recurring ones get their series' next occurrence in the same statement.
+    async fn rescue(&self, summary: &mut Summary) -> Result<(), DbError> {
+        let conn = self.db.conn().await?;
+        let sql = conn.sql();
+        // The next occurrences are computed here: the cron is evaluated in Rust.
+        let expired = tasks::expired_last_occurrences(&sql, self.settings.rescue_limit).await?;
+        let now = chrono::Utc::now();
+        let planned: Vec<(Uuid, Option<Next>)> = expired
+            .iter()
+            .map(|t| (t.id, self.next_of(t.id, t.schedule.occurrence(), Ending::Failed, now)))
+            .collect();
+        summary.series_ended += planned.iter().filter(|(_, next)| next.is_none()).count() as u64;
+        let rescued = tasks::rescue(&sql, self.settings.rescue_limit, &planned).await?;
+        summary.rescued = (rescued.pending + rescued.failed) as u64;
+        summary.failed += rescued.failed as u64;
+        summary.series_suspended += rescued.suspended as u64;
         Ok(())
+    }
+
+    /// Starts the next invocation when this one's deadline stopped it with a backlog left, within
+    /// the chain's bounds (see `continuation`).
+    async fn continue_if_needed(&self, trigger: Trigger, stop: Stop, summary: &Summary) -> bool {
+        let Some(next) = &self.continuation else {
+            return false;
+        };
+        let link = trigger.continuation.unwrap_or(0) + 1;
+        if !self.settings.self_invoke
+            || stop != Stop::Deadline
+            || summary.remaining_due == 0
+            || summary.completed == 0
+            || link > self.settings.max_continuations
+        {
+            return false;
+        }
+        match next.invoke(link).await {
+            Ok(()) => {
+                tracing::info!(link, remaining_due = summary.remaining_due, "next invocation started");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, link, "could not start the next invocation; the schedule will");
+                false
+            }
+        }
     }
 
     /// One EMF line per run: task counts, pool activity and the database's connection usage.
@@ -222,6 +265,9 @@ impl Scheduler {
                 Metric::count("SeriesEnded", s.series_ended),
                 Metric::count("TasksThrottled", s.throttled),
                 Metric::count("TasksRemainingDue", s.remaining_due),
+                Metric::count("SchedulerConcurrency", s.concurrency),
+                Metric::count("TasksInFlightPeak", s.peak_in_flight),
+                Metric::count("SchedulerContinued", u64::from(s.continued)),
                 Metric::count("SchedulerRunFailed", 0),
             ],
             None => vec![Metric::count("SchedulerRunFailed", 1)],
@@ -246,28 +292,21 @@ impl Scheduler {
         self.metrics.flush_db(&self.db, &extra);
     }
 
-    /// Claims the next batch when time and the cap allow. `None` when nothing more is to be done.
-    async fn claim_next(
+    /// Claims up to `limit` due tasks with a lease covering the rest of the invocation.
+    pub(crate) async fn claim(
         &self,
         deadline: &Deadline,
         owner: &str,
-        claimed: u64,
-        cap: u64,
-        size: i64,
-    ) -> Result<Option<(Vec<ClaimedTask>, usize)>, DbError> {
-        if deadline.remaining() <= self.settings.safety_margin || claimed >= cap {
-            return Ok(None);
-        }
-        let limit = (size.max(1) as u64).min(cap - claimed) as i64;
+        limit: usize,
+    ) -> Result<Vec<ClaimedTask>, DbError> {
         // The lease covers everything this invocation could still do, plus a grace period.
         let lease_secs = (deadline.remaining() + self.settings.lease_grace).as_secs_f64();
         let conn = self.db.conn().await?;
-        let claimed = tasks::claim(&conn.sql(), owner, lease_secs, limit).await?;
-        Ok((!claimed.is_empty()).then_some((claimed, limit as usize)))
+        tasks::claim(&conn.sql(), owner, lease_secs, i64::try_from(limit).unwrap_or(i64::MAX)).await
     }
 
     /// Records a batch; the number of series it suspended.
-    async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<u64, DbError> {
+    pub(crate) async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<u64, DbError> {
         let conn = self.db.conn().await?;
         let counts = tasks::finish(&conn.sql(), owner, finished).await?;
         if counts.finished < finished.len() as i64 {
@@ -303,7 +342,7 @@ impl Scheduler {
 
     /// Best effort: hands claimed tasks back after an invocation-level failure. If this fails
     /// too, their leases expire and the next invocation rescues them.
-    async fn give_back(&self, owner: &str, claimed: &[ClaimedTask]) {
+    pub(crate) async fn give_back(&self, owner: &str, claimed: &[ClaimedTask]) {
         let ids: Vec<Uuid> = claimed.iter().map(|t| t.id).collect();
         let released = async {
             let conn = self.db.conn().await?;
@@ -315,17 +354,7 @@ impl Scheduler {
         }
     }
 
-    /// Runs a claimed batch with bounded concurrency; never touches the database.
-    async fn run_batch(&self, batch: Vec<ClaimedTask>, deadline: &Deadline) -> Vec<Finished> {
-        let margin = self.settings.safety_margin;
-        stream::iter(batch)
-            .map(|task| self.run_task(task, deadline, margin))
-            .buffer_unordered(self.settings.concurrency)
-            .collect()
-            .await
-    }
-
-    async fn run_task(&self, task: ClaimedTask, deadline: &Deadline, margin: Duration) -> Finished {
+    pub(crate) async fn run_task(&self, task: ClaimedTask, deadline: &Deadline, margin: Duration) -> Finished {
         let remaining = deadline.remaining();
         if remaining <= margin {
             return Finished {
@@ -371,12 +400,7 @@ impl Scheduler {
     }
 }
 
-/// A batch that came back full (and was not cut by the deadline) suggests more is due.
-fn claimed_full(finished: &[Finished], requested: usize) -> bool {
-    finished.len() >= requested && !finished.iter().any(|f| f.outcome == Outcome::Release)
-}
-
-fn tally(summary: &mut Summary, finished: &[Finished]) {
+pub(crate) fn tally(summary: &mut Summary, finished: &[Finished]) {
     for f in finished {
         match f.outcome {
             Outcome::Completed { .. } => summary.completed += 1,

@@ -6,13 +6,20 @@ use shared::config::{invalid, ConfigError, Env, Setting, Unit};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Most tasks claimed per statement. The batch starts at `concurrency` tasks and doubles
-    /// while batches run quickly (under `fast_batch`), up to this; it halves when they are slow.
+    /// Most tasks claimed, or recorded, per statement.
     pub batch_size: i64,
-    /// A batch that runs in less than this is "quick".
-    pub fast_batch: Duration,
-    /// Tasks run at once.
-    pub concurrency: usize,
+    /// Model calls run at once per instance: the limiter starts at the minimum and finds the
+    /// provider's capacity up to the maximum (see `limiter`).
+    pub min_concurrency: usize,
+    pub max_concurrency: usize,
+    /// While no backlog is left, how often a running invocation looks for newly due tasks.
+    pub poll_interval: Duration,
+    /// Longest a finished task waits before its outcome is recorded.
+    pub record_interval: Duration,
+    /// Whether an invocation stopped by its deadline with a backlog left starts the next one
+    /// (an asynchronous invoke of this function), and how many times in a row.
+    pub self_invoke: bool,
+    pub max_continuations: u32,
     /// Bound on one model call.
     pub task_timeout: Duration,
     /// Stop claiming and starting tasks when less than this remains before the deadline.
@@ -40,15 +47,50 @@ pub const SCHEDULER_BATCH_SIZE: Setting = Setting::number(
     10_000,
     1000,
     Unit::Plain,
-    "most tasks claimed per statement (batches start at the concurrency and double while quick)",
+    "most tasks claimed, or recorded, per statement",
 );
-pub const SCHEDULER_CONCURRENCY: Setting = Setting::number(
-    "SCHEDULER_CONCURRENCY",
+pub const SCHEDULER_MIN_CONCURRENCY: Setting = Setting::number(
+    "SCHEDULER_MIN_CONCURRENCY",
     1,
-    1024,
-    16,
+    10_000,
+    4,
     Unit::Plain,
-    "tasks run at once per instance",
+    "model calls in flight per instance at first, and never fewer however much the provider throttles",
+);
+pub const SCHEDULER_MAX_CONCURRENCY: Setting = Setting::number(
+    "SCHEDULER_MAX_CONCURRENCY",
+    1,
+    10_000,
+    1000,
+    Unit::Plain,
+    "most model calls in flight per instance; between the two, the instance grows while calls succeed and cuts on throttling",
+);
+pub const SCHEDULER_POLL_INTERVAL_MS: Setting = Setting::millis(
+    "SCHEDULER_POLL_INTERVAL_MS",
+    10,
+    60_000,
+    500,
+    "while an invocation runs with no backlog left, how often it looks for newly due tasks",
+);
+pub const SCHEDULER_RECORD_INTERVAL_MS: Setting = Setting::millis(
+    "SCHEDULER_RECORD_INTERVAL_MS",
+    1,
+    60_000,
+    100,
+    "longest a finished task waits before its outcome is recorded (outcomes are recorded together)",
+);
+pub const SCHEDULER_SELF_INVOKE: Setting = Setting::flag(
+    "SCHEDULER_SELF_INVOKE",
+    false,
+    "an invocation its deadline stopped with due tasks left invokes this function again, asynchronously (`AWS_LAMBDA_FUNCTION_NAME`); the template turns it on",
+);
+pub const SCHEDULER_MAX_CONTINUATIONS: Setting = Setting::number(
+    "SCHEDULER_MAX_CONTINUATIONS",
+    0,
+    1000,
+    100,
+    Unit::Plain,
+    "most invocations in a row started by self-invocation; the chain also stops when no backlog is left or a run completes nothing",
 );
 pub const SCHEDULER_TASK_TIMEOUT_MS: Setting = Setting::millis(
     "SCHEDULER_TASK_TIMEOUT_MS",
@@ -114,7 +156,12 @@ pub const SCHEDULER_THROTTLE_DELAY_MS: Setting = Setting::millis(
 
 pub const SETTINGS: &[&Setting] = &[
     &SCHEDULER_BATCH_SIZE,
-    &SCHEDULER_CONCURRENCY,
+    &SCHEDULER_MIN_CONCURRENCY,
+    &SCHEDULER_MAX_CONCURRENCY,
+    &SCHEDULER_POLL_INTERVAL_MS,
+    &SCHEDULER_RECORD_INTERVAL_MS,
+    &SCHEDULER_SELF_INVOKE,
+    &SCHEDULER_MAX_CONTINUATIONS,
     &SCHEDULER_TASK_TIMEOUT_MS,
     &SCHEDULER_SAFETY_MARGIN_MS,
     &SCHEDULER_LEASE_GRACE_MS,
@@ -127,8 +174,6 @@ pub const SETTINGS: &[&Setting] = &[
 ];
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
-/// A batch that runs in less than this is "quick".
-const FAST_BATCH: Duration = Duration::from_millis(500);
 /// Expired leases rescued per invocation.
 const RESCUE_LIMIT: i64 = 10_000;
 
@@ -143,8 +188,12 @@ impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let settings = Self {
             batch_size: i64::try_from(env.number(&SCHEDULER_BATCH_SIZE)?).unwrap_or(i64::MAX),
-            fast_batch: FAST_BATCH,
-            concurrency: usize::try_from(env.number(&SCHEDULER_CONCURRENCY)?).unwrap_or(1),
+            min_concurrency: usize::try_from(env.number(&SCHEDULER_MIN_CONCURRENCY)?).unwrap_or(1),
+            max_concurrency: usize::try_from(env.number(&SCHEDULER_MAX_CONCURRENCY)?).unwrap_or(1),
+            poll_interval: env.duration(&SCHEDULER_POLL_INTERVAL_MS)?,
+            record_interval: env.duration(&SCHEDULER_RECORD_INTERVAL_MS)?,
+            self_invoke: env.flag(&SCHEDULER_SELF_INVOKE)?,
+            max_continuations: u32::try_from(env.number(&SCHEDULER_MAX_CONTINUATIONS)?).unwrap_or(0),
             task_timeout: env.duration(&SCHEDULER_TASK_TIMEOUT_MS)?,
             safety_margin: env.duration(&SCHEDULER_SAFETY_MARGIN_MS)?,
             lease_grace: env.duration(&SCHEDULER_LEASE_GRACE_MS)?,
@@ -156,6 +205,12 @@ impl Settings {
             series_failure_limit: i32::try_from(env.number(&SCHEDULER_SERIES_FAILURE_LIMIT)?).unwrap_or(i32::MAX),
             throttle_delay: env.duration(&SCHEDULER_THROTTLE_DELAY_MS)?,
         };
+        if settings.max_concurrency < settings.min_concurrency {
+            return Err(invalid(
+                SCHEDULER_MAX_CONCURRENCY.name,
+                "must not be below SCHEDULER_MIN_CONCURRENCY",
+            ));
+        }
         if settings.retry_max < settings.retry_base {
             return Err(invalid(
                 SCHEDULER_RETRY_MAX_MS.name,
@@ -169,22 +224,6 @@ impl Settings {
     /// half again of random jitter (so throttled tasks do not come back in step).
     pub fn throttle_delay(&self, said: Option<Duration>) -> Duration {
         said.unwrap_or_else(|| self.throttle_delay + (self.throttle_delay / 2).mul_f64(fastrand::f64()))
-    }
-
-    /// The first batch's size.
-    pub fn initial_batch(&self) -> i64 {
-        (self.concurrency as i64).clamp(1, self.batch_size)
-    }
-
-    /// The next batch's size after one of `size` tasks took `took`.
-    pub fn next_batch(&self, size: i64, took: Duration) -> i64 {
-        if took < self.fast_batch {
-            (size * 2).min(self.batch_size)
-        } else if took > self.fast_batch * 4 {
-            (size / 2).max(self.initial_batch())
-        } else {
-            size
-        }
     }
 
     /// Delay before retry number `attempt` (1-based): `base · 2^(attempt-1)`, capped, with equal
@@ -228,30 +267,10 @@ mod tests {
     }
 
     #[test]
-    fn batches_grow_while_quick_and_shrink_when_slow() {
-        let c = Settings {
-            concurrency: 16,
-            batch_size: 1000,
-            ..Settings::default()
-        };
-        let mut size = c.initial_batch();
-        assert_eq!(size, 16);
-        for _ in 0..10 {
-            size = c.next_batch(size, Duration::from_millis(10));
-        }
-        assert_eq!(size, 1000);
-        for _ in 0..10 {
-            size = c.next_batch(size, Duration::from_secs(30));
-        }
-        assert_eq!(size, 16);
-        assert_eq!(c.next_batch(64, Duration::from_secs(1)), 64);
-    }
-
-    #[test]
     fn malformed_settings_are_named() {
         for (k, v) in [
             ("SCHEDULER_BATCH_SIZE", "0"),
-            ("SCHEDULER_CONCURRENCY", "lots"),
+            ("SCHEDULER_MAX_CONCURRENCY", "lots"),
             ("SCHEDULER_TASK_TIMEOUT_MS", "-5"),
         ] {
             let err = Settings::from_env(&env(&[(k, v)])).unwrap_err();
@@ -263,5 +282,11 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("SCHEDULER_RETRY_MAX_MS"));
+        let err = Settings::from_env(&env(&[
+            ("SCHEDULER_MIN_CONCURRENCY", "50"),
+            ("SCHEDULER_MAX_CONCURRENCY", "10"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("SCHEDULER_MAX_CONCURRENCY"));
     }
 }

@@ -12,6 +12,8 @@ pub struct Trigger {
     pub max_tasks: Option<u64>,
     /// Report what is due without claiming or running anything.
     pub dry_run: bool,
+    /// The link in a chain of self-invocations (`None`: the schedule or a manual invoke).
+    pub continuation: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -19,7 +21,11 @@ pub struct Trigger {
 struct Manual {
     max_tasks: Option<u64>,
     dry_run: Option<bool>,
+    continuation: Option<u32>,
 }
+
+/// Highest link a continuation payload may carry (the setting's own cap is lower).
+pub const MAX_CONTINUATION_LINK: u32 = 1000;
 
 /// A payload that is neither a scheduled event nor a valid manual invoke.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,9 +46,17 @@ impl Trigger {
                         return Err(BadPayload(format!("maxTasks must be between 1 and {MAX_TASKS_LIMIT}")));
                     }
                 }
+                if let Some(link) = manual.continuation {
+                    if link == 0 || link > MAX_CONTINUATION_LINK {
+                        return Err(BadPayload(format!(
+                            "continuation must be between 1 and {MAX_CONTINUATION_LINK}"
+                        )));
+                    }
+                }
                 Ok(Trigger {
                     max_tasks: manual.max_tasks,
                     dry_run: manual.dry_run.unwrap_or(false),
+                    continuation: manual.continuation,
                 })
             }
             other => Err(BadPayload(format!(
@@ -86,6 +100,8 @@ mod tests {
         assert_eq!(t.max_tasks, Some(5));
         assert!(t.dry_run);
         assert_eq!(Trigger::parse(&json!({})).unwrap(), Trigger::default());
+        let t = Trigger::parse(&json!({"continuation": 3})).unwrap();
+        assert_eq!(t.continuation, Some(3));
     }
 
     #[test]
@@ -98,6 +114,10 @@ mod tests {
             (json!({"maxTasks": 1.5}), "maxTasks"),
             (json!({"maxTasks": 100_000_000u64}), "maxTasks"),
             (json!({"dryRun": "yes"}), "dryRun"),
+            (json!({"continuation": 0}), "continuation"),
+            (json!({"continuation": 5000}), "continuation"),
+            (json!({"continuation": "1"}), "continuation"),
+            (json!({"continuation": -1}), "integer `-1`"),
             (json!([1, 2]), "array"),
             (json!("run"), "string"),
             (json!(42), "number"),

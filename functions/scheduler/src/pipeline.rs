@@ -1,0 +1,226 @@
+//! One invocation's work as a continuous pipeline rather than batch after batch:
+//!
+//! - **claim**: whenever enough of the concurrency limit is free (an eighth of it is kept claimed
+//!   ahead, so a freed slot starts its next task at once), at most `SCHEDULER_BATCH_SIZE` per
+//!   statement. Claims follow the limit: an instance never holds more than it can start within
+//!   one claim. With no backlog left, it looks for newly due tasks every
+//!   `SCHEDULER_POLL_INTERVAL_MS` while anything still runs.
+//! - **run**: model calls, as many at once as the limiter allows; no connection is touched.
+//! - **record**: finished tasks together, in one statement, at most `SCHEDULER_RECORD_INTERVAL_MS`
+//!   after the first of them finished (or `SCHEDULER_BATCH_SIZE` at once).
+//!
+//! With a pool of two, a claim and a record run at the same time on the two connections; with
+//! one, they take turns. The invocation ends when nothing is due, running or unrecorded (an idle
+//! system: one claim that finds nothing), or when its deadline comes (tasks not started are
+//! handed back, uncounted). It waits on tasks it handed back for throttling that come due before
+//! its deadline.
+
+use std::collections::VecDeque;
+use std::mem;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, OptionFuture};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use shared::db::DbError;
+use shared::metrics::Metric;
+
+use crate::deadline::Deadline;
+use crate::limiter::Signal;
+use crate::run::{tally, Scheduler, SchedulerError, Stop, Summary};
+use crate::tasks::{ClaimedTask, Finished, Outcome};
+
+/// How often the pipeline looks at its clocks when nothing else wakes it.
+const TICK: Duration = Duration::from_millis(50);
+/// How often a running invocation reports its concurrency.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) struct Pipeline<'a> {
+    s: &'a Scheduler,
+    deadline: &'a Deadline,
+    owner: &'a str,
+    cap: u64,
+}
+
+impl<'a> Pipeline<'a> {
+    pub(crate) fn new(s: &'a Scheduler, deadline: &'a Deadline, owner: &'a str, cap: u64) -> Self {
+        Self {
+            s,
+            deadline,
+            owner,
+            cap,
+        }
+    }
+
+    pub(crate) async fn run(self, summary: &mut Summary, peak: &mut usize) -> Result<Stop, SchedulerError> {
+        let Pipeline {
+            s,
+            deadline,
+            owner,
+            cap,
+        } = self;
+        let settings = &s.settings;
+        let batch = usize::try_from(settings.batch_size).unwrap_or(usize::MAX).max(1);
+        let parallel = s.db.status().max_size >= 2;
+        let mut ready: VecDeque<ClaimedTask> = VecDeque::new();
+        let mut running: FuturesUnordered<BoxFuture<'a, (Finished, u64)>> = FuturesUnordered::new();
+        let mut done: Vec<Finished> = Vec::new();
+        let mut first_done = Instant::now();
+        let mut claiming: Option<BoxFuture<'a, Result<Vec<ClaimedTask>, DbError>>> = None;
+        let mut asked = 0usize;
+        let mut recording: Option<BoxFuture<'a, Result<u64, DbError>>> = None;
+        // The last claim came back short: no backlog, poll for newly due tasks.
+        let mut dry = false;
+        let mut last_claim: Option<Instant> = None;
+        // A task handed back for throttling comes due before the deadline: wait for it.
+        let mut throttled_until: Option<Instant> = None;
+        let mut stop: Option<Stop> = None;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported = Instant::now();
+
+        loop {
+            if stop.is_none() && deadline.remaining() <= settings.safety_margin {
+                stop = Some(Stop::Deadline);
+            }
+            if stop == Some(Stop::Deadline) {
+                if done.is_empty() && !ready.is_empty() {
+                    first_done = Instant::now();
+                }
+                done.extend(ready.drain(..).map(|t| Finished {
+                    id: t.id,
+                    outcome: Outcome::Release,
+                    next: None,
+                    series_ended: false,
+                }));
+            }
+
+            let limit = s.limiter.limit();
+            while running.len() < limit {
+                let Some(task) = ready.pop_front() else { break };
+                let window = s.limiter.window();
+                let margin = settings.safety_margin;
+                running.push(s.run_task(task, deadline, margin).map(move |f| (f, window)).boxed());
+            }
+            summary.peak_in_flight = summary.peak_in_flight.max(running.len() as u64);
+
+            if claiming.is_none() && stop.is_none() && (parallel || recording.is_none()) {
+                if summary.claimed >= cap {
+                    stop = Some(Stop::Cap);
+                } else {
+                    let ahead = limit.div_ceil(8);
+                    let want = (limit + ahead).saturating_sub(running.len() + ready.len());
+                    let due = if dry {
+                        last_claim.is_none_or(|at| at.elapsed() >= settings.poll_interval)
+                    } else {
+                        want >= (ahead / 2).max(1)
+                    };
+                    if due && want > 0 {
+                        asked = want
+                            .min(batch)
+                            .min(usize::try_from(cap - summary.claimed).unwrap_or(usize::MAX));
+                        last_claim = Some(Instant::now());
+                        claiming = Some(s.claim(deadline, owner, asked).boxed());
+                    }
+                }
+            }
+
+            if recording.is_none() && !done.is_empty() && (parallel || claiming.is_none()) {
+                let quiet = running.is_empty() && ready.is_empty() && claiming.is_none();
+                if done.len() >= batch || first_done.elapsed() >= settings.record_interval || quiet {
+                    let finished = mem::take(&mut done);
+                    tally(summary, &finished);
+                    recording = Some(async move { s.finish(owner, &finished).await }.boxed());
+                }
+            }
+
+            let idle =
+                running.is_empty() && ready.is_empty() && done.is_empty() && claiming.is_none() && recording.is_none();
+            if idle {
+                let waiting = throttled_until.is_some_and(|t| Instant::now() < t);
+                if stop.is_some() {
+                    break;
+                }
+                if dry && !waiting {
+                    stop = Some(Stop::Drained);
+                    break;
+                }
+            }
+
+            if reported.elapsed() >= REPORT_EVERY {
+                reported = Instant::now();
+                s.metrics.emit(&[
+                    Metric::count("SchedulerConcurrency", limit as u64),
+                    Metric::count("TasksInFlight", running.len() as u64),
+                ]);
+            }
+
+            tokio::select! {
+                Some((finished, window)) = running.next(), if !running.is_empty() => {
+                    let signal = match finished.outcome {
+                        Outcome::Completed { .. } => Signal::Success,
+                        Outcome::Throttled { delay_secs } => {
+                            // Due in the database once recorded, plus the delay; seen by a poll
+                            // after that.
+                            let due = Instant::now()
+                                + Duration::from_secs_f64(delay_secs.max(0.0))
+                                + settings.record_interval
+                                + settings.poll_interval * 2;
+                            if deadline.remaining() > settings.safety_margin
+                                && due < Instant::now() + (deadline.remaining() - settings.safety_margin)
+                            {
+                                throttled_until = Some(throttled_until.map_or(due, |t| t.max(due)));
+                            }
+                            Signal::Throttled
+                        }
+                        _ => Signal::Neutral,
+                    };
+                    s.limiter.record(signal, window, running.len() + 1);
+                    if done.is_empty() {
+                        first_done = Instant::now();
+                    }
+                    done.push(finished);
+                }
+                claimed = OptionFuture::from(claiming.as_mut()), if claiming.is_some() => {
+                    claiming = None;
+                    *peak = (*peak).max(s.db.status().size);
+                    match claimed {
+                        Some(Ok(tasks)) => {
+                            dry = tasks.len() < asked;
+                            summary.claimed += tasks.len() as u64;
+                            ready.extend(tasks);
+                            if dry {
+                                // No backlog: no pooler client is held while the model works
+                                // (release mode) until the next poll.
+                                s.db.release_idle();
+                            }
+                        }
+                        Some(Err(e)) => return Err(fail(s, owner, &ready, e).await),
+                        None => {}
+                    }
+                }
+                recorded = OptionFuture::from(recording.as_mut()), if recording.is_some() => {
+                    recording = None;
+                    *peak = (*peak).max(s.db.status().size);
+                    match recorded {
+                        Some(Ok(suspended)) => summary.series_suspended += suspended,
+                        Some(Err(e)) => return Err(fail(s, owner, &ready, e).await),
+                        None => {}
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+        }
+        Ok(stop.unwrap_or(Stop::Drained))
+    }
+}
+
+/// Hands back the tasks claimed but not started; tasks still running keep their lease until it
+/// expires and the next invocation rescues them.
+async fn fail(s: &Scheduler, owner: &str, ready: &VecDeque<ClaimedTask>, e: DbError) -> SchedulerError {
+    let ready: Vec<ClaimedTask> = ready.iter().cloned().collect();
+    if !ready.is_empty() {
+        s.give_back(owner, &ready).await;
+    }
+    e.into()
+}

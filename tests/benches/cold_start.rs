@@ -16,17 +16,6 @@ use serde_json::Value;
 const SECRET: &str = "cold-start-jwt-secret-with-at-least-32-chars";
 const SUPABASE: &str = "https://cold.supabase.co";
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 async fn one_cold_start(function: &str, event: &Value, db: &TestDb) -> (f64, u64, bool) {
     let runtime = RuntimeApi::start().await;
     let started = Instant::now();
@@ -44,7 +33,9 @@ async fn one_cold_start(function: &str, event: &Value, db: &TestDb) -> (f64, u64
         .expect("spawn the function");
     let result = runtime.invoke(event, deadline_in(Duration::from_secs(60))).await;
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    let rss = child.id().and_then(peak_rss_kib).unwrap_or(0);
+    let rss = child
+        .id()
+        .map_or(0, |pid| integration_tests::helpers::memory_kib(pid).0);
     let ok = match result {
         InvokeResult::Response(v) => v.get("statusCode").is_none_or(|s| s == 200),
         InvokeResult::Error(_) => false,

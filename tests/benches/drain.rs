@@ -6,11 +6,11 @@
 //! Run: `scripts/bench drain` (N from DRAIN_TASKS, default 100000; the original algorithm runs
 //! on the first ORIGINAL_TASKS, default 10000, of the same table: its rate is what is compared).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration_tests::helpers::{PoolOptions, TestDb};
+use integration_tests::helpers::{watch_connections, PoolOptions, TestDb};
 use lambda_runtime::{Context, LambdaEvent};
 use scheduler::{Scheduler, Settings as SchedulerSettings};
 use shared::db::Type;
@@ -31,45 +31,8 @@ async fn admin_client(db: &TestDb) -> Client {
 /// Empties the table and seeds `n` due, approved tasks, then vacuums so every run starts alike.
 async fn reseed(client: &Client, agent: uuid::Uuid, n: i64) {
     client.batch_execute("TRUNCATE agent_tasks").await.unwrap();
-    client
-        .execute(
-            "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
-             SELECT $1, 'no-op task ' || i, 'approved', now() - interval '1 hour' + i * interval '1 millisecond'
-               FROM generate_series(1, $2::int8) AS i",
-            &[&agent, &n],
-        )
-        .await
-        .unwrap();
-    client.batch_execute("VACUUM ANALYZE agent_tasks").await.unwrap();
+    integration_tests::helpers::seed_due_tasks(client, agent, n).await;
     client.batch_execute("CHECKPOINT").await.unwrap();
-}
-
-/// Samples the server connections other than the bench's own every 20 ms; returns the peak.
-fn watch_connections(db: &TestDb) -> (Arc<AtomicBool>, tokio::task::JoinHandle<i64>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicI64::new(0));
-    let (name, direct) = (db.name.clone(), db.direct_url.clone());
-    let stop2 = stop.clone();
-    let handle = tokio::spawn(async move {
-        let url = format!("{direct}?application_name=bench-admin");
-        let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("monitor connection");
-        tokio::spawn(conn);
-        while !stop2.load(Ordering::Relaxed) {
-            let n: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                      WHERE datname = $1 AND backend_type = 'client backend'
-                        AND application_name <> 'bench-admin'",
-                    &[&name],
-                )
-                .await
-                .map_or(0, |r| r.get(0));
-            peak.fetch_max(n, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        peak.load(Ordering::Relaxed)
-    });
-    (stop, handle)
 }
 
 struct Figure {
@@ -127,7 +90,7 @@ async fn ours(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, batch: i64
     assert_eq!(summary.completed as i64, n);
     Figure {
         name: if batch == SchedulerSettings::default().batch_size {
-            "scheduler (defaults: batch 16..1000)"
+            "scheduler (defaults: pipeline, 4..500 in flight)"
         } else {
             "scheduler (SCHEDULER_BATCH_SIZE=250)"
         },

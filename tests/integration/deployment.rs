@@ -304,3 +304,32 @@ fn every_dashboard_widget_names_a_metric_the_functions_emit() {
     }
     assert!(named >= 15, "the dashboard shows the functions' metrics ({named})");
 }
+
+#[test]
+fn the_scheduler_continues_a_backlog_by_invoking_only_itself_and_never_retries_a_continuation() {
+    let t = template();
+    let f = &t["Resources"]["SchedulerFunction"]["Properties"];
+    assert_eq!(
+        f["Environment"]["Variables"]["SCHEDULER_SELF_INVOKE"].as_str(),
+        Some("true")
+    );
+    let name = f["FunctionName"]["!Sub"]
+        .as_str()
+        .or_else(|| match &f["FunctionName"] {
+            Value::Tagged(tagged) if tagged.tag == "!Sub" => tagged.value.as_str(),
+            _ => None,
+        })
+        .expect("a FunctionName the policy can name without a circular reference");
+    let config = &f["EventInvokeConfig"];
+    assert_eq!(config["MaximumRetryAttempts"].as_i64(), Some(0));
+    assert!(config["MaximumEventAgeInSeconds"].as_i64().is_some_and(|s| s <= 300));
+    // The one lambda:InvokeFunction grant is on the function's own name.
+    let policies = serde_norway::to_string(&f["Policies"]).unwrap();
+    let grants: Vec<&str> = policies.matches("lambda:InvokeFunction").collect();
+    assert_eq!(grants.len(), 1, "{policies}");
+    assert!(
+        policies.contains(&format!("function:{name}")),
+        "the grant names {name}: {policies}"
+    );
+    assert!(!policies.contains("function:*"), "{policies}");
+}

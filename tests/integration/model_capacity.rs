@@ -11,8 +11,10 @@ use scheduler::{Scheduler, Settings as SchedulerSettings};
 use shared::model::SharedModel;
 
 use crate::chat::{bedrock_model, openai_model};
-use crate::helpers::{eventually, PoolOptions, TestDb};
-use crate::scheduler::{invoke, quiet_metrics, schedule_event, seed_agent, seed_tasks, status_counts, test_config};
+use crate::helpers::{deadline_in, eventually, InvokeResult, PoolOptions, RuntimeApi, TestDb};
+use crate::scheduler::{
+    invoke, quiet_metrics, schedule_event, scheduler_process, seed_agent, seed_tasks, status_counts, test_config,
+};
 use integration_tests::fakes::{FakeServer, Mode, Quota};
 
 fn scheduler_with(db: &TestDb, model: SharedModel, settings: SchedulerSettings) -> Scheduler {
@@ -291,4 +293,51 @@ async fn an_idle_or_drained_run_starts_nothing_and_a_refused_continuation_does_n
         lambda.hits.load(Ordering::SeqCst) >= 1,
         "the invoke was tried (the SDK retries a throttled one)"
     );
+}
+
+#[tokio::test]
+async fn the_scheduler_binary_asks_the_platform_for_its_next_invocation_which_finishes_the_backlog() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 400, "chained", "", "").await;
+    let runtime = RuntimeApi::start().await;
+    let lambda = FakeServer::lambda().await;
+    let url = lambda.url();
+    let _function = scheduler_process(
+        &runtime,
+        &db,
+        &[
+            ("LOCAL_MODEL_LATENCY_MS", "50"),
+            ("SCHEDULER_MAX_CONCURRENCY", "4"),
+            ("SCHEDULER_SELF_INVOKE", "true"),
+            ("AWS_ENDPOINT_URL_LAMBDA", url.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ],
+    );
+    let InvokeResult::Response(first) = runtime
+        .invoke(&schedule_event(), deadline_in(Duration::from_secs(2)))
+        .await
+    else {
+        panic!("the first invocation failed");
+    };
+    assert_eq!(first["continued"], true, "{first}");
+    let next = lambda.seen.lock().unwrap()[0].clone();
+    assert_eq!(next.path, "/2015-03-31/functions/scheduler/invocations");
+    let sample: serde_json::Value =
+        serde_json::from_str(include_str!("../../events/scheduler-continuation.json")).unwrap();
+    assert_eq!(
+        next.body, sample,
+        "events/scheduler-continuation.json is what the function sends"
+    );
+
+    // The platform runs the continuation on the warm instance: it finishes the backlog and,
+    // with nothing left, starts nothing more.
+    let InvokeResult::Response(second) = runtime.invoke(&next.body, deadline_in(Duration::from_secs(60))).await else {
+        panic!("the continuation failed");
+    };
+    assert_eq!(second["continued"], false, "{second}");
+    assert_eq!(status_counts(&client).await.get("completed").copied(), Some(400));
+    assert_eq!(lambda.hits.load(Ordering::SeqCst), 1);
 }

@@ -102,7 +102,7 @@ pub(crate) async fn invoke(s: &Scheduler, payload: Value, budget: Duration) -> R
 
 /// The real scheduler binary on `db`, driven through `runtime`, with short margins and `env`;
 /// killed when dropped.
-fn scheduler_process(runtime: &RuntimeApi, db: &TestDb, env: &[(&str, &str)]) -> tokio::process::Child {
+pub(crate) fn scheduler_process(runtime: &RuntimeApi, db: &TestDb, env: &[(&str, &str)]) -> tokio::process::Child {
     tokio::process::Command::new(function_binary("scheduler"))
         .envs(runtime.function_env("scheduler"))
         .env("DATABASE_URL", &db.pooled_url)

@@ -193,3 +193,21 @@ pub async fn connect_direct(direct_url: &str, db: &str) -> Client {
     tokio::spawn(conn);
     client
 }
+
+/// Seeds `n` due, approved tasks of `agent` (`task 1 … task n`, an hour overdue, a millisecond
+/// apart), then vacuums and analyzes the table: the backlog the benchmarks drain.
+pub async fn seed_due_tasks(client: &Client, agent: uuid::Uuid, n: i64) {
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
+             SELECT $1, 'task ' || i, 'approved', now() - interval '1 hour' + i * interval '1 millisecond'
+               FROM generate_series(1, $2::int8) AS i",
+            &[&agent, &n],
+        )
+        .await
+        .expect("seed tasks");
+    client
+        .batch_execute("VACUUM ANALYZE agent_tasks")
+        .await
+        .expect("vacuum");
+}

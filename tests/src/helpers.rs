@@ -5,5 +5,6 @@
 pub use crate::bouncer::*;
 pub use crate::cluster::*;
 pub use crate::database::*;
+pub use crate::monitor::*;
 pub use crate::runtime::*;
 pub use crate::wait::*;

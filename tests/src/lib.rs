@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod database;
 pub mod fakes;
 pub mod helpers;
+pub mod monitor;
 mod process;
 pub mod runtime;
 pub mod stats;

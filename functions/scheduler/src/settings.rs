@@ -61,9 +61,9 @@ pub const SCHEDULER_MAX_CONCURRENCY: Setting = Setting::number(
     "SCHEDULER_MAX_CONCURRENCY",
     1,
     10_000,
-    1000,
+    500,
     Unit::Plain,
-    "most model calls in flight per instance; between the two, the instance grows while calls succeed and cuts on throttling",
+    "most model calls in flight per instance (each an HTTP connection: Lambda allows 1,024 open files); between the two, the instance grows while calls succeed and cuts on throttling",
 );
 pub const SCHEDULER_POLL_INTERVAL_MS: Setting = Setting::millis(
     "SCHEDULER_POLL_INTERVAL_MS",

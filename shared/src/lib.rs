@@ -25,3 +25,5 @@ pub mod http;
 pub mod model;
 #[cfg(any(feature = "auth", feature = "openai"))]
 pub mod outbound;
+#[cfg(feature = "tasks")]
+pub mod tasks;

@@ -31,9 +31,10 @@ fn groups() -> Vec<(&'static str, Vec<&'static Setting>)> {
             ]
             .concat(),
         ),
-        ("Supabase auth (`chat`)", all(shared::auth::SETTINGS)),
+        ("Supabase auth (`chat`, `api`)", all(shared::auth::SETTINGS)),
         ("Model (`chat`, `scheduler`)", all(shared::model::SETTINGS)),
         ("`chat`", all(chat::settings::SETTINGS)),
+        ("`api`", all(api::settings::SETTINGS)),
         ("`health`", all(health::settings::SETTINGS)),
         ("`scheduler`", all(scheduler::settings::SETTINGS)),
     ]
@@ -99,7 +100,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn only_the_configuration_reader_reads_the_environment() {
     let mut files = Vec::new();
     rust_files(&root().join("shared/src"), &mut files);
-    for function in ["chat", "health", "scheduler"] {
+    for function in ["api", "chat", "health", "scheduler"] {
         rust_files(&root().join("functions").join(function).join("src"), &mut files);
     }
     assert!(files.len() > 20, "the product's sources were found");

@@ -109,11 +109,12 @@ fn with(mut t: Value, path: &[&str], value: Option<Value>) -> Value {
 #[test]
 fn the_templates_connection_budget_fits_under_the_pooler_limit() {
     let (shares, used, limit) = budget(&template()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(shares.len(), 3, "chat, health and scheduler: {shares:?}");
+    assert_eq!(shares.len(), 4, "api, chat, health and scheduler: {shares:?}");
     assert!(used <= limit, "{used} > {limit}");
     let by_name = |n: &str| shares.iter().find(|s| s.function == n).unwrap();
     assert_eq!(by_name("ChatFunction").pool, 1);
     assert_eq!(by_name("HealthFunction").pool, 1);
+    assert_eq!(by_name("ApiFunction").pool, 1);
     assert_eq!(by_name("SchedulerFunction").pool, 2);
     // The functions that wait on a model hold no pooler client across the call or between
     // requests: their share bounds connections in flight, not instances.
@@ -332,4 +333,80 @@ fn the_scheduler_continues_a_backlog_by_invoking_only_itself_and_never_retries_a
         "the grant names {name}: {policies}"
     );
     assert!(!policies.contains("function:*"), "{policies}");
+}
+
+#[test]
+fn browsers_on_the_allowed_origins_may_call_every_route_and_never_any_origin() {
+    let t = template();
+    let cors = &t["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"];
+    let origins = &cors["AllowOrigins"];
+    let parameter = match origins {
+        Value::Tagged(tagged) if tagged.tag == "!Ref" => tagged.value.as_str().unwrap_or_default().to_string(),
+        other => panic!("AllowOrigins comes from the CorsAllowedOrigins parameter, not {other:?}"),
+    };
+    assert_eq!(parameter, "CorsAllowedOrigins");
+    let default = t["Parameters"]["CorsAllowedOrigins"]["Default"].as_str().unwrap();
+    assert_eq!(
+        t["Parameters"]["CorsAllowedOrigins"]["Type"].as_str(),
+        Some("CommaDelimitedList")
+    );
+    for origin in default.split(',') {
+        assert!(!origin.contains('*'), "never a wildcard origin: {origin}");
+        assert!(
+            origin.starts_with("http://") || origin.starts_with("https://"),
+            "{origin}"
+        );
+    }
+    let list = |key: &str| -> Vec<String> {
+        cors[key]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{key} is a list"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_ascii_lowercase())
+            .collect()
+    };
+    for header in ["authorization", "content-type", "idempotency-key"] {
+        assert!(list("AllowHeaders").contains(&header.to_string()), "{header} allowed");
+    }
+    for header in ["x-request-id", "retry-after"] {
+        assert!(list("ExposeHeaders").contains(&header.to_string()), "{header} exposed");
+    }
+    for method in ["get", "post"] {
+        assert!(list("AllowMethods").contains(&method.to_string()), "{method} allowed");
+    }
+    assert!(cors.get("AllowCredentials").is_none_or(|v| v.as_bool() != Some(true)));
+}
+
+#[test]
+fn every_frontend_route_of_the_design_is_in_the_template() {
+    let t = template();
+    let mut routes = Vec::new();
+    for (_, resource) in t["Resources"].as_mapping().unwrap() {
+        if let Some(events) = resource["Properties"]["Events"].as_mapping() {
+            for (_, event) in events {
+                if event["Type"].as_str() == Some("HttpApi") {
+                    let p = &event["Properties"];
+                    routes.push(format!(
+                        "{} {}",
+                        p["Method"].as_str().unwrap_or("?"),
+                        p["Path"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    }
+    for route in [
+        "POST /api/agents/chat",
+        "GET /api/agents",
+        "GET /api/conversations",
+        "GET /api/conversations/{id}/messages",
+        "POST /api/tasks",
+        "GET /api/tasks",
+        "GET /api/tasks/{id}",
+        "POST /api/tasks/{id}/approve",
+        "POST /api/tasks/{id}/reject",
+        "POST /api/tasks/{id}/cancel",
+    ] {
+        assert!(routes.contains(&route.to_string()), "{route} is routed: {routes:?}");
+    }
 }

@@ -96,14 +96,15 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
 
     let bouncer = PrivateBouncer::in_front_of(cluster.port, 4).await;
     let pooled = format!("postgres://postgres:postgres@127.0.0.1:{}/agents", bouncer.port);
-    let scheduler = |latency_ms: u64| {
+    // The interrupted run fails fast (connect bound 500 ms); the one after it is not in a hurry.
+    let scheduler = |latency_ms: u64, connect_ms: u64| {
         Scheduler::new(
             Db::new(&settings_for(
                 &pooled,
                 &PoolOptions {
                     app: "scheduler".into(),
                     max_size: 2,
-                    connect: Duration::from_millis(500),
+                    connect: Duration::from_millis(connect_ms),
                     ..PoolOptions::default()
                 },
             ))
@@ -131,7 +132,7 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
         async move { scheduler::handle(&s, event).await }
     };
 
-    let first = scheduler(50);
+    let first = scheduler(50, 500);
     let run = invoke(&first, Duration::from_secs(3));
     let (watch, conn) = tokio_postgres::connect(&direct, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
@@ -158,19 +159,23 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
     tokio::spawn(conn);
     let expired = eventually(Duration::from_secs(15), || async { no_live_lease(&check).await }).await;
     assert!(expired, "the interrupted run's leases expire");
-    let second = scheduler(0);
+    let second = scheduler(0, 3000);
     // An invocation may still meet the restart's aftermath: a bounded number of them, each
     // after the leases a failed one may have left have expired.
     let mut summary = None;
+    let mut errors = Vec::new();
     for _ in 0..10 {
-        if let Ok(s) = invoke(&second, Duration::from_secs(5)).await {
-            summary = Some(s);
-            break;
+        match invoke(&second, Duration::from_secs(5)).await {
+            Ok(s) => {
+                summary = Some(s);
+                break;
+            }
+            Err(e) => errors.push(e.to_string()),
         }
         let free = eventually(Duration::from_secs(15), || async { no_live_lease(&check).await }).await;
         assert!(free, "the failed invocation's leases expire");
     }
-    let summary = summary.expect("an invocation succeeds after the restart");
+    let summary = summary.unwrap_or_else(|| panic!("an invocation succeeds after the restart: {errors:?}"));
     assert_eq!(summary.remaining_due, 0, "{summary:?}");
     let rows = check
         .query("SELECT status, count(*) FROM agent_tasks GROUP BY status", &[])

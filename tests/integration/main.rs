@@ -3,6 +3,7 @@
 
 use integration_tests::helpers;
 
+mod api;
 mod chat;
 mod chat_abuse;
 mod configuration;

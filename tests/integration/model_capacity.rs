@@ -30,6 +30,11 @@ fn scheduler_with(db: &TestDb, model: SharedModel, settings: SchedulerSettings) 
     )
 }
 
+/// A scheduler on `db` with the local model and the tests' short margins.
+pub(crate) fn local_scheduler(db: &TestDb) -> Scheduler {
+    scheduler_with(db, Arc::new(shared::model::LocalModel::default()), test_config())
+}
+
 /// Samples the instance's concurrency limit every 100 ms until `stop` is set.
 fn sample_limit(s: &Scheduler) -> (Arc<Mutex<Vec<usize>>>, Arc<std::sync::atomic::AtomicBool>) {
     let samples = Arc::new(Mutex::new(Vec::new()));

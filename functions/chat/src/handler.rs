@@ -1,14 +1,11 @@
 //! `POST /api/agents/chat`: authenticate, validate, round trip 1, the model, round trip 2.
 
-use std::collections::HashMap;
-
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
-use shared::auth::{AuthError, Authenticator, User};
+use shared::auth::{authenticate_request, Authenticator, User};
 use shared::db::Db;
-use shared::http::{json_body, json_response, serve, ApiError};
+use shared::http::{idempotency_key, json_body, json_response, serve, ApiError};
 use shared::metrics::Metrics;
 use shared::model::{ModelError, ModelRequest, SharedModel};
 use uuid::Uuid;
@@ -46,15 +43,10 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
     if request.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed);
     }
-    let user = authenticate(&chat.auth, request).await?;
+    let user = authenticate_request(&chat.auth, request).await?;
     let body = json_body(request, chat.settings.max_body_bytes)?;
     let input = request::parse(body, chat.settings.max_message_chars)?;
-    let key = request::idempotency_key(
-        request
-            .headers()
-            .get("idempotency-key")
-            .map(lambda_http::http::HeaderValue::as_bytes),
-    )?;
+    let key = idempotency_key(request)?;
 
     let (start, lease) = begin(chat, user, &input, key.as_deref()).await?;
     let (conversation_id, message_id, model_request) = match start {
@@ -127,22 +119,6 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
             "a request with this Idempotency-Key was answered meanwhile; retry to get its reply".into(),
         )),
     }
-}
-
-/// The signed-in user: an API Gateway JWT authorizer's claims when trusted, else the bearer token.
-async fn authenticate(auth: &Authenticator, request: &Request) -> Result<User, ApiError> {
-    let gateway_claims: Option<&HashMap<String, String>> = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => {
-            ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|j| &j.claims)
-        }
-        _ => None,
-    };
-    auth.authenticate(request.headers(), gateway_claims)
-        .await
-        .map_err(|e| match e {
-            AuthError::KeysUnavailable { retry_after_secs } => ApiError::AuthUnavailable { retry_after_secs },
-            other => ApiError::Unauthorized(other.to_string()),
-        })
 }
 
 /// Round trip 1; the connection goes back to the pool before the model is called. The decision,

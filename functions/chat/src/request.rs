@@ -74,19 +74,6 @@ pub fn parse(body: &[u8], max_chars: usize) -> Result<ChatInput, ApiError> {
     })
 }
 
-/// An `Idempotency-Key` header: 1..=255 visible ASCII characters.
-pub fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some(raw) if !raw.is_empty() && raw.len() <= 255 && raw.iter().all(u8::is_ascii_graphic) => {
-            Ok(Some(String::from_utf8_lossy(raw).into_owned()))
-        }
-        Some(_) => Err(ApiError::BadRequest(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,14 +154,5 @@ mod tests {
     fn the_limit_counts_characters_not_bytes() {
         let body = json!({"agentId": AGENT, "message": "é".repeat(4000)}).to_string();
         assert!(parse(body.as_bytes(), 4000).is_ok());
-    }
-
-    #[test]
-    fn idempotency_keys_are_checked() {
-        assert_eq!(idempotency_key(None).unwrap(), None);
-        assert_eq!(idempotency_key(Some(b"abc-123")).unwrap().as_deref(), Some("abc-123"));
-        assert!(idempotency_key(Some(b"")).is_err());
-        assert!(idempotency_key(Some(b"has space")).is_err());
-        assert!(idempotency_key(Some(&[b'a'; 256])).is_err());
     }
 }

@@ -15,10 +15,10 @@ use crate::continuation::Continue;
 use crate::deadline::Deadline;
 use crate::limiter::Limiter;
 use crate::pipeline::Pipeline;
-use crate::series::{self, Ending, Next, Occurrence, Scope};
 use crate::settings::Settings;
 use crate::tasks::{self, ClaimedTask, Finished, Outcome};
 use crate::trigger::{BadPayload, Trigger};
+use shared::tasks::series::{self, Ending, Next, Occurrence, Scope};
 
 /// Longest result or error text stored per task.
 const MAX_TEXT_BYTES: usize = 64 * 1024;

@@ -341,3 +341,23 @@ impl Authenticator {
         Ok(keys)
     }
 }
+/// The signed-in user: an API Gateway JWT authorizer's claims when trusted, else the bearer token.
+pub async fn authenticate_request(
+    auth: &Authenticator,
+    request: &lambda_http::Request,
+) -> Result<User, crate::http::ApiError> {
+    let gateway_claims: Option<&HashMap<String, String>> = match lambda_http::RequestExt::request_context_ref(request) {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|j| &j.claims)
+        }
+        _ => None,
+    };
+    auth.authenticate(request.headers(), gateway_claims)
+        .await
+        .map_err(|e| match e {
+            AuthError::KeysUnavailable { retry_after_secs } => {
+                crate::http::ApiError::AuthUnavailable { retry_after_secs }
+            }
+            other => crate::http::ApiError::Unauthorized(other.to_string()),
+        })
+}

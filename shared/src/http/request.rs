@@ -35,6 +35,29 @@ pub fn json_body(request: &Request, max_bytes: usize) -> Result<&[u8], ApiError>
     Ok(body)
 }
 
+/// An `Idempotency-Key` header: 1..=255 visible ASCII characters.
+pub fn idempotency_key(request: &Request) -> Result<Option<String>, ApiError> {
+    idempotency_key_of(
+        request
+            .headers()
+            .get("idempotency-key")
+            .map(lambda_http::http::HeaderValue::as_bytes),
+    )
+}
+
+/// The same check on the raw header value.
+pub fn idempotency_key_of(value: Option<&[u8]>) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(raw) if !raw.is_empty() && raw.len() <= 255 && raw.iter().all(u8::is_ascii_graphic) => {
+            Ok(Some(String::from_utf8_lossy(raw).into_owned()))
+        }
+        Some(_) => Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +74,17 @@ mod tests {
         ] {
             assert_eq!(check_content_type(ct).unwrap_err().parts().0.as_u16(), 415);
         }
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert_eq!(idempotency_key_of(None).unwrap(), None);
+        assert_eq!(
+            idempotency_key_of(Some(b"abc-123")).unwrap().as_deref(),
+            Some("abc-123")
+        );
+        assert!(idempotency_key_of(Some(b"")).is_err());
+        assert!(idempotency_key_of(Some(b"has space")).is_err());
+        assert!(idempotency_key_of(Some(&[b'a'; 256])).is_err());
     }
 }

@@ -21,7 +21,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::recurrence::{next_occurrence, RecurrenceError};
+use super::recurrence::{next_occurrence, RecurrenceError};
 
 /// How an occurrence ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,14 @@
+//! The frontend's routes besides chat: the agents a user may use, their conversation history,
+//! and their tasks with the human approval step. Read routes are one statement each; every state
+//! change is one guarded statement.
+
+mod agents;
+mod conversations;
+pub mod cursor;
+mod handler;
+mod query;
+pub mod settings;
+pub mod tasks;
+
+pub use handler::{handle, Api};
+pub use settings::Settings;

@@ -1,0 +1,96 @@
+//! The API function's settings.
+
+use shared::config::{invalid, ConfigError, Env, Setting, Unit};
+
+pub const API_MAX_BODY_BYTES: Setting = Setting::number(
+    "API_MAX_BODY_BYTES",
+    1024,
+    1024 * 1024,
+    65_536,
+    Unit::Bytes,
+    "bodies above are refused before parsing (413)",
+);
+pub const API_PAGE_SIZE: Setting = Setting::number(
+    "API_PAGE_SIZE",
+    1,
+    1000,
+    20,
+    Unit::Plain,
+    "items per page of a list route when `limit` is not given",
+);
+pub const API_MAX_PAGE_SIZE: Setting = Setting::number(
+    "API_MAX_PAGE_SIZE",
+    1,
+    1000,
+    100,
+    Unit::Plain,
+    "largest `limit` a list route accepts (422 above)",
+);
+pub const TASK_MAX_PROMPT_CHARS: Setting = Setting::number(
+    "TASK_MAX_PROMPT_CHARS",
+    1,
+    100_000,
+    8000,
+    Unit::Plain,
+    "longest task prompt, in characters after trimming (413 above)",
+);
+pub const TASK_MAX_HORIZON_DAYS: Setting = Setting::number(
+    "TASK_MAX_HORIZON_DAYS",
+    1,
+    3650,
+    366,
+    Unit::Plain,
+    "how far ahead a task's `scheduledFor` may be (422 beyond)",
+);
+pub const TASK_MAX_ATTEMPTS: Setting = Setting::number(
+    "TASK_MAX_ATTEMPTS",
+    1,
+    100,
+    10,
+    Unit::Plain,
+    "largest `maxAttempts` a task may ask for (422 above); 3 when not given",
+);
+
+pub const SETTINGS: &[&Setting] = &[
+    &API_MAX_BODY_BYTES,
+    &API_PAGE_SIZE,
+    &API_MAX_PAGE_SIZE,
+    &TASK_MAX_PROMPT_CHARS,
+    &TASK_MAX_HORIZON_DAYS,
+    &TASK_MAX_ATTEMPTS,
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_body_bytes: usize,
+    pub page_size: i64,
+    pub max_page_size: i64,
+    pub max_prompt_chars: usize,
+    pub horizon_days: i64,
+    pub max_attempts: i32,
+}
+
+impl Default for Settings {
+    /// The declared defaults.
+    fn default() -> Self {
+        Self::from_env(&Env::default()).unwrap_or_else(|e| unreachable!("declared defaults are valid: {e}"))
+    }
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let number = |s: &Setting| env.number(s).map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let settings = Self {
+            max_body_bytes: usize::try_from(env.number(&API_MAX_BODY_BYTES)?).unwrap_or(usize::MAX),
+            page_size: number(&API_PAGE_SIZE)?,
+            max_page_size: number(&API_MAX_PAGE_SIZE)?,
+            max_prompt_chars: usize::try_from(env.number(&TASK_MAX_PROMPT_CHARS)?).unwrap_or(usize::MAX),
+            horizon_days: number(&TASK_MAX_HORIZON_DAYS)?,
+            max_attempts: i32::try_from(env.number(&TASK_MAX_ATTEMPTS)?).unwrap_or(100),
+        };
+        if settings.page_size > settings.max_page_size {
+            return Err(invalid(API_PAGE_SIZE.name, "must not be above API_MAX_PAGE_SIZE"));
+        }
+        Ok(settings)
+    }
+}

@@ -1,0 +1,230 @@
+//! Agent tasks as more than one function sees them: their states, when they are due and how
+//! they recur (`series`, `recurrence`), and the guarded statements a person's decision makes.
+//! The scheduler's own statements (claim, finish, rescue) live in the scheduler.
+
+pub mod recurrence;
+pub mod series;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::db::{column, DbError, FromRow, Row, Sql, Type};
+use series::{Approval, Next};
+
+/// `agent_tasks.status`, stored as text (no Postgres enum: the pooler rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// A stored status; `None` for anything else.
+    pub fn parse(text: &str) -> Option<TaskStatus> {
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// When a task is due and how it recurs: the columns the series rule reads.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: Option<String>,
+    pub time_zone: Option<String>,
+    pub scheduled_for: DateTime<Utc>,
+    pub approval: Approval,
+    /// Failed occurrences of its series in a row before it.
+    pub series_failures: i32,
+}
+
+impl Schedule {
+    /// This task as an occurrence of its series (`None` when it does not recur).
+    pub fn occurrence(&self) -> Option<series::Occurrence<'_>> {
+        self.cron.as_deref().map(|cron| series::Occurrence {
+            cron,
+            time_zone: self.time_zone.as_deref(),
+            scheduled_for: self.scheduled_for,
+            approval: self.approval,
+            failures: self.series_failures,
+        })
+    }
+}
+
+impl FromRow for Schedule {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            cron: column(row, "cron")?,
+            time_zone: column(row, "time_zone")?,
+            scheduled_for: column(row, "scheduled_for")?,
+            approval: approval(row)?,
+            series_failures: column(row, "series_failures")?,
+        })
+    }
+}
+
+/// `approval_status` decoded, or a decoding error naming it.
+fn approval(row: &Row) -> Result<Approval, DbError> {
+    let text: String = column(row, "approval_status")?;
+    Approval::parse(&text).ok_or_else(|| DbError::Decode(format!("column approval_status: unknown {text:?}")))
+}
+
+/// `status` decoded, or a decoding error naming it.
+fn status(row: &Row) -> Result<TaskStatus, DbError> {
+    let text: String = column(row, "status")?;
+    TaskStatus::parse(&text).ok_or_else(|| DbError::Decode(format!("column status: unknown {text:?}")))
+}
+
+/// The one statement fragment that creates next occurrences, used by every statement that ends
+/// occurrences (finish, rescue, reject, cancel). It reads a CTE `fin(id, next_at, next_approval,
+/// next_failures, next_note)` of the occurrences just ended by this statement and copies each
+/// into its series' next slot, at most once (the `(series_id, scheduled_for)` unique key).
+pub const INSERT_NEXT: &str = "
+                 INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for, cron,
+                                          time_zone, series_id, max_attempts, series_failures, last_error)
+                 SELECT t.agent_id, t.user_id, t.prompt, f.next_approval, f.next_at, t.cron, t.time_zone,
+                        coalesce(t.series_id, t.id), t.max_attempts, f.next_failures, f.next_note
+                   FROM fin f JOIN agent_tasks t ON t.id = f.id
+                  WHERE f.next_at IS NOT NULL AND t.cron IS NOT NULL
+                     ON CONFLICT (series_id, scheduled_for) WHERE series_id IS NOT NULL DO NOTHING
+              RETURNING (last_error IS NOT NULL) AS suspended";
+
+/// Next occurrences as parallel arrays (statement parameters).
+pub struct NextColumns<'a> {
+    pub at: Vec<Option<DateTime<Utc>>>,
+    pub approval: Vec<Option<&'static str>>,
+    pub failures: Vec<Option<i32>>,
+    pub note: Vec<Option<&'a str>>,
+}
+
+impl<'a> NextColumns<'a> {
+    pub fn of(nexts: &[Option<&'a Next>]) -> Self {
+        Self {
+            at: nexts.iter().map(|n| n.map(|n| n.at)).collect(),
+            approval: nexts.iter().map(|n| n.map(|n| n.approval.as_str())).collect(),
+            failures: nexts.iter().map(|n| n.map(|n| n.failures)).collect(),
+            note: nexts.iter().map(|n| n.and_then(|n| n.note.as_deref())).collect(),
+        }
+    }
+}
+
+/// A task as a person's decision about it needs it.
+#[derive(Debug, Clone)]
+pub struct TaskState {
+    pub id: Uuid,
+    pub status: TaskStatus,
+    pub schedule: Schedule,
+}
+
+impl FromRow for TaskState {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: column(row, "id")?,
+            status: status(row)?,
+            schedule: Schedule::from_row(row)?,
+        })
+    }
+}
+
+/// The task `id` of `user` (any user's when `None`, for operators).
+#[tracing::instrument(skip_all, level = "debug")]
+pub async fn task_state<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    id: Uuid,
+    user: Option<Uuid>,
+) -> Result<Option<TaskState>, DbError> {
+    let row = sql
+        .query_opt(
+            "SELECT id, status, approval_status, cron, time_zone, scheduled_for, series_failures
+               FROM agent_tasks WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)",
+            &[(&id, Type::UUID), (&user, Type::UUID)],
+        )
+        .await?;
+    row.as_ref().map(TaskState::from_row).transpose()
+}
+
+/// A person's decision that ends a pending occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Only while its approval is pending.
+    Reject,
+    /// While it has not started.
+    Cancel,
+}
+
+/// Ends occurrence `id` by `decision`, for `scope`, in one guarded statement: the occurrence
+/// must still be pending (and, to reject, awaiting approval); for the series, its other pending
+/// occurrences are cancelled too and no next one is created; for the occurrence, `next` is
+/// created (see [`series`]). False when the guard no longer holds (it started, or was
+/// decided meanwhile): nothing is written.
+#[tracing::instrument(skip_all, level = "debug")]
+pub async fn decide<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    id: Uuid,
+    user: Option<Uuid>,
+    decision: Decision,
+    scope: series::Scope,
+    next: Option<&Next>,
+) -> Result<bool, DbError> {
+    let reject = decision == Decision::Reject;
+    let whole_series = scope == series::Scope::Series;
+    let next = NextColumns::of(&[next.filter(|_| !whole_series)]);
+    let row = sql
+        .query_one(
+            &("WITH target AS (
+                 UPDATE agent_tasks t
+                    SET status = CASE WHEN $3 THEN t.status ELSE 'cancelled' END,
+                        approval_status = CASE WHEN $3 THEN 'rejected' ELSE t.approval_status END,
+                        updated_at = now()
+                  WHERE t.id = $1 AND ($2::uuid IS NULL OR t.user_id = $2) AND t.status = 'pending'
+                    AND t.approval_status <> 'rejected' AND (NOT $3 OR t.approval_status = 'pending')
+              RETURNING t.id, coalesce(t.series_id, t.id) AS series
+             ), rest AS (
+                 UPDATE agent_tasks s SET status = 'cancelled', updated_at = now()
+                   FROM target
+                  WHERE $4 AND coalesce(s.series_id, s.id) = target.series AND s.id <> target.id
+                    AND s.status = 'pending'
+              RETURNING s.id
+             ), fin AS (
+                 SELECT id, ($5::timestamptz[])[1] AS next_at, ($6::text[])[1] AS next_approval,
+                        ($7::int4[])[1] AS next_failures, ($8::text[])[1] AS next_note
+                   FROM target WHERE NOT $4
+             ), nxt AS ("
+                .to_string()
+                + INSERT_NEXT
+                + ")
+             SELECT (SELECT count(*) FROM target) AS ended"),
+            &[
+                (&id, Type::UUID),
+                (&user, Type::UUID),
+                (&reject, Type::BOOL),
+                (&whole_series, Type::BOOL),
+                (&next.at, Type::TIMESTAMPTZ_ARRAY),
+                (&next.approval, Type::TEXT_ARRAY),
+                (&next.failures, Type::INT4_ARRAY),
+                (&next.note, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?;
+    Ok(column::<i64>(&row, "ended")? == 1)
+}

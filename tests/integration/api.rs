@@ -1,0 +1,829 @@
+//! The frontend's routes besides chat (`api` function): agents, conversation history, tasks
+//! with the approval step. Requests are built from the sample events in `events/`.
+
+use std::time::Duration;
+
+use api::{Api, Settings as ApiSettings};
+use lambda_http::Body;
+use serde_json::{json, Value};
+use shared::auth::{AuthConfig, Authenticator};
+use shared::metrics::{Metrics, Sink};
+use uuid::Uuid;
+
+use crate::chat::{harness, ChatModel, Harness, OTHER_USER, SECRET, USER};
+use crate::helpers::PoolOptions;
+
+struct ApiHarness {
+    chat: Harness,
+    api: Api,
+}
+
+/// A chat harness (database, public agent, Supabase Auth stand-in) and the API function on the
+/// same database.
+async fn api_harness() -> ApiHarness {
+    let chat = harness(ChatModel::new(Duration::ZERO)).await;
+    let api = Api {
+        db: chat.db.pool(&PoolOptions {
+            app: "api".into(),
+            ..PoolOptions::default()
+        }),
+        auth: Authenticator::new(AuthConfig::new(&chat.auth.url(), Some(SECRET.into()))),
+        settings: ApiSettings::default(),
+        metrics: Metrics::new(&shared::config::Env::default(), "api").with_sink(Sink::Buffer(Default::default())),
+    };
+    ApiHarness { chat, api }
+}
+
+/// A request from `events/<event>`: `method path?query`, an optional body and headers.
+struct Call<'a> {
+    event: &'a str,
+    method: &'a str,
+    path: String,
+    query: Vec<(&'a str, String)>,
+    body: Option<String>,
+    headers: Vec<(&'a str, &'a str)>,
+    user: Option<&'a str>,
+}
+
+fn event_file(name: &str) -> Value {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+fn call<'a>(event: &'a str, method: &'a str, path: impl Into<String>) -> Call<'a> {
+    Call {
+        event,
+        method,
+        path: path.into(),
+        query: Vec::new(),
+        body: None,
+        headers: Vec::new(),
+        user: Some(USER),
+    }
+}
+
+impl<'a> Call<'a> {
+    fn query(mut self, name: &'a str, value: impl Into<String>) -> Self {
+        self.query.push((name, value.into()));
+        self
+    }
+    fn body(mut self, body: &Value) -> Self {
+        self.body = Some(body.to_string());
+        self
+    }
+    fn raw_body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+    fn header(mut self, name: &'a str, value: &'a str) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+    fn user(mut self, user: Option<&'a str>) -> Self {
+        self.user = user;
+        self
+    }
+}
+
+impl ApiHarness {
+    async fn send(&self, c: Call<'_>) -> (u16, Value, lambda_http::Response<Body>) {
+        let mut event = event_file(c.event);
+        event["rawPath"] = c.path.clone().into();
+        event["requestContext"]["http"]["path"] = c.path.clone().into();
+        event["requestContext"]["http"]["method"] = c.method.into();
+        let headers = event["headers"].as_object_mut().unwrap();
+        headers.remove("authorization");
+        headers.remove("idempotency-key");
+        if let Some(user) = c.user {
+            headers.insert(
+                "authorization".into(),
+                format!("Bearer {}", self.chat.token(user)).into(),
+            );
+        }
+        if let Some(body) = c.body {
+            headers.insert("content-type".into(), "application/json".into());
+            event["body"] = body.into();
+        }
+        for (k, v) in c.headers {
+            event["headers"][k] = v.into();
+        }
+        if c.query.is_empty() {
+            event.as_object_mut().unwrap().remove("queryStringParameters");
+            event["rawQueryString"] = "".into();
+        } else {
+            event["rawQueryString"] = c
+                .query
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+                .into();
+            event["queryStringParameters"] = c.query.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
+        }
+        let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
+        let response = api::handle(&self.api, request).await.unwrap();
+        let value = match response.body() {
+            Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        (response.status().as_u16(), value, response)
+    }
+
+    async fn get(&self, event: &str, path: &str) -> (u16, Value) {
+        let (s, v, _) = self.send(call(event, "GET", path)).await;
+        (s, v)
+    }
+
+    async fn create_task(&self, body: &Value) -> (u16, Value) {
+        let (s, v, _) = self
+            .send(call("api-tasks-create.json", "POST", "/api/tasks").body(body))
+            .await;
+        (s, v)
+    }
+
+    fn agent(&self) -> String {
+        self.chat.agent.to_string()
+    }
+
+    async fn sql(&self) -> tokio_postgres::Client {
+        self.chat.db.direct().await
+    }
+}
+
+#[tokio::test]
+async fn agents_lists_the_public_and_own_agents_never_instructions_nor_another_owners_private_ones() {
+    let h = api_harness().await;
+    let sql = h.sql().await;
+    sql.batch_execute(&format!(
+        "INSERT INTO agents (name, instructions, visibility, owner_id, description) VALUES
+           ('mine', 'my secret prompt', 'private', '{USER}', 'my own'),
+           ('theirs', 'their secret prompt', 'private', '{OTHER_USER}', 'not yours')"
+    ))
+    .await
+    .unwrap();
+    let (status, body) = h.get("api-agents.json", "/api/agents").await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["helper", "mine"]);
+    let text = body.to_string();
+    assert!(
+        !text.contains("secret prompt") && !text.contains("instructions"),
+        "{text}"
+    );
+    assert_eq!(body["agents"][1]["owned"], true);
+    assert_eq!(body["agents"][0]["visibility"], "public");
+}
+
+#[tokio::test]
+async fn conversations_come_newest_activity_first_by_agent_in_pages_and_messages_oldest_to_newest() {
+    let h = api_harness().await;
+    let (_, first) = h.chat.send("first conversation", None).await;
+    let first_id = first["conversationId"].as_str().unwrap().to_string();
+    let (_, second) = h.chat.send("second conversation", None).await;
+    let second_id = second["conversationId"].as_str().unwrap().to_string();
+    // New activity in the first one puts it back on top.
+    for i in 0..3 {
+        let (s, _) = h.chat.send(&format!("more {i}"), Some(&first_id)).await;
+        assert_eq!(s, 200);
+    }
+    let (status, page) = h
+        .send(call("api-conversations.json", "GET", "/api/conversations").query("limit", "1"))
+        .await
+        .into_pair();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["conversations"][0]["id"], first_id.as_str());
+    assert_eq!(page["conversations"][0]["agentName"], "helper");
+    let next = page["next"].as_str().expect("a next cursor").to_string();
+    let (_, rest) = h
+        .send(
+            call("api-conversations.json", "GET", "/api/conversations")
+                .query("limit", "1")
+                .query("before", next),
+        )
+        .await
+        .into_pair();
+    assert_eq!(rest["conversations"][0]["id"], second_id.as_str());
+    assert_eq!(rest["next"], Value::Null);
+    let (_, by_agent) = h
+        .send(call("api-conversations.json", "GET", "/api/conversations").query("agentId", h.agent()))
+        .await
+        .into_pair();
+    assert_eq!(by_agent["conversations"].as_array().unwrap().len(), 2);
+    let (_, none) = h
+        .send(call("api-conversations.json", "GET", "/api/conversations").query("agentId", Uuid::new_v4().to_string()))
+        .await
+        .into_pair();
+    assert_eq!(none["conversations"], json!([]));
+
+    // 8 messages in the first conversation: pages of 3, oldest to newest inside a page, `next`
+    // going back in time, every message exactly once.
+    let path = format!("/api/conversations/{first_id}/messages");
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    for _ in 0..10 {
+        let mut c = call("api-messages.json", "GET", path.clone()).query("limit", "3");
+        if let Some(b) = &before {
+            c = c.query("before", b.clone());
+        }
+        let (status, window) = h.send(c).await.into_pair();
+        assert_eq!(status, 200, "{window}");
+        let contents: Vec<String> = window["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect();
+        seen.splice(0..0, contents);
+        match window["next"].as_str() {
+            Some(n) => before = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "first conversation",
+            "reply to: first conversation",
+            "more 0",
+            "reply to: more 0",
+            "more 1",
+            "reply to: more 1",
+            "more 2",
+            "reply to: more 2"
+        ]
+    );
+}
+
+/// `(status, body)` of a sent call.
+trait IntoPair {
+    fn into_pair(self) -> (u16, Value);
+}
+
+impl IntoPair for (u16, Value, lambda_http::Response<Body>) {
+    fn into_pair(self) -> (u16, Value) {
+        (self.0, self.1)
+    }
+}
+
+#[tokio::test]
+async fn another_users_conversation_or_task_is_a_404_like_a_missing_one() {
+    let h = api_harness().await;
+    let (_, chat) = h.chat.send("mine only", None).await;
+    let conversation = chat["conversationId"].as_str().unwrap().to_string();
+    let (_, task) = h.create_task(&json!({"agentId": h.agent(), "prompt": "mine"})).await;
+    let task = task["id"].as_str().unwrap().to_string();
+    let routes = [
+        (
+            "api-messages.json",
+            "GET",
+            format!("/api/conversations/{conversation}/messages"),
+        ),
+        ("api-task.json", "GET", format!("/api/tasks/{task}")),
+        ("api-task-approve.json", "POST", format!("/api/tasks/{task}/approve")),
+        ("api-task-reject.json", "POST", format!("/api/tasks/{task}/reject")),
+        ("api-task-cancel.json", "POST", format!("/api/tasks/{task}/cancel")),
+    ];
+    for (event, method, path) in &routes {
+        let (status, body) = h
+            .send(call(event, method, path.clone()).user(Some(OTHER_USER)))
+            .await
+            .into_pair();
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        let missing = path
+            .replace(&conversation, &Uuid::new_v4().to_string())
+            .replace(&task, &Uuid::new_v4().to_string());
+        let (missing_status, missing_body) = h.send(call(event, method, missing)).await.into_pair();
+        assert_eq!(
+            (missing_status, &missing_body["error"]["message"]),
+            (404, &body["error"]["message"])
+        );
+    }
+    let (_, theirs) = h
+        .send(call("api-tasks-list.json", "GET", "/api/tasks").user(Some(OTHER_USER)))
+        .await
+        .into_pair();
+    assert_eq!(theirs["tasks"], json!([]));
+    let sql = h.sql().await;
+    let untouched: String = sql
+        .query_one("SELECT approval_status FROM agent_tasks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(untouched, "pending");
+}
+
+#[tokio::test]
+async fn a_task_is_created_awaiting_approval_approved_run_by_the_scheduler_and_its_result_shown() {
+    let h = api_harness().await;
+    let (status, created) = h
+        .create_task(&json!({"agentId": h.agent(), "prompt": "  count the tickets  ", "maxAttempts": 2}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["approvalStatus"], "pending");
+    assert_eq!(created["prompt"], "count the tickets");
+    assert_eq!(created["maxAttempts"], 2);
+    let id = created["id"].as_str().unwrap().to_string();
+
+    // Not approved: the scheduler leaves it alone.
+    let scheduler = crate::model_capacity::local_scheduler(&h.chat.db);
+    let summary = crate::scheduler::invoke(&scheduler, crate::scheduler::schedule_event(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(summary.claimed, 0);
+
+    let (status, approved) = h
+        .send(call(
+            "api-task-approve.json",
+            "POST",
+            format!("/api/tasks/{id}/approve"),
+        ))
+        .await
+        .into_pair();
+    assert_eq!(
+        (status, approved["approvalStatus"].as_str()),
+        (200, Some("approved")),
+        "{approved}"
+    );
+    let (status, again) = h
+        .send(call(
+            "api-task-approve.json",
+            "POST",
+            format!("/api/tasks/{id}/approve"),
+        ))
+        .await
+        .into_pair();
+    assert_eq!(status, 409, "{again}");
+    assert!(
+        again["error"]["message"].as_str().unwrap().contains("already approved"),
+        "{again}"
+    );
+
+    let summary = crate::scheduler::invoke(&scheduler, crate::scheduler::schedule_event(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(summary.completed, 1);
+    let (status, done) = h.get("api-task.json", &format!("/api/tasks/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["attempts"], 1);
+    assert!(done["result"].as_str().unwrap().contains("count the tickets"), "{done}");
+    let (_, list) = h
+        .send(call("api-tasks-list.json", "GET", "/api/tasks").query("status", "completed"))
+        .await
+        .into_pair();
+    assert_eq!(list["tasks"][0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn task_bodies_are_validated_with_statuses_and_messages_that_name_the_field() {
+    let h = api_harness().await;
+    let agent = h.agent();
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"prompt": "x"}), 422, "agentId is required"),
+        (
+            json!({"agentId": "not-a-uuid", "prompt": "x"}),
+            422,
+            "agentId must be a UUID",
+        ),
+        (json!({"agentId": agent}), 422, "prompt is required"),
+        (
+            json!({"agentId": agent, "prompt": "   "}),
+            422,
+            "prompt must not be empty",
+        ),
+        (json!({"agentId": agent, "prompt": 42}), 422, "prompt must be a string"),
+        (
+            json!({"agentId": agent, "prompt": "x".repeat(8001)}),
+            413,
+            "prompt is 8001 characters",
+        ),
+        (json!({"agentId": agent, "prompt": "a\u{0}b"}), 422, "NUL"),
+        (
+            json!({"agentId": agent, "prompt": "x", "priority": 1}),
+            422,
+            "unknown field `priority`",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "cron": "every day"}),
+            422,
+            "cron is not a valid cron expression",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "cron": "0 9 * * *", "timeZone": "Mars/Olympus"}),
+            422,
+            "timeZone is not a known IANA time zone",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "timeZone": "Europe/Paris"}),
+            422,
+            "timeZone applies to a cron schedule",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "scheduledFor": "tomorrow"}),
+            422,
+            "scheduledFor must be an RFC 3339 time",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "scheduledFor": "2999-01-01T00:00:00Z"}),
+            422,
+            "scheduledFor must be within 366 days",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "scheduledFor": "2001-01-01T00:00:00Z"}),
+            422,
+            "more than a day in the past",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "maxAttempts": 0}),
+            422,
+            "maxAttempts must be a whole number from 1 to 10",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "maxAttempts": 11}),
+            422,
+            "maxAttempts must be a whole number",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "maxAttempts": "3"}),
+            422,
+            "maxAttempts must be a number",
+        ),
+        (
+            json!({"agentId": agent, "prompt": "x", "approved": "yes"}),
+            422,
+            "approved must be true or false",
+        ),
+        (json!(["agentId"]), 422, "the body must be a JSON object"),
+        (
+            json!({"agentId": Uuid::new_v4().to_string(), "prompt": "x"}),
+            404,
+            "agent not found",
+        ),
+    ];
+    for (body, status, says) in cases {
+        let (got, answer) = h.create_task(&body).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    let raw = [
+        ("{\"agentId\": ", "application/json", 400),
+        ("agentId=1", "application/x-www-form-urlencoded", 415),
+    ];
+    for (body, content_type, status) in raw {
+        let (got, answer) = h
+            .send(
+                call("api-tasks-create.json", "POST", "/api/tasks")
+                    .raw_body(body)
+                    .header("content-type", content_type),
+            )
+            .await
+            .into_pair();
+        assert_eq!(got, status, "{body}: {answer}");
+    }
+    let huge = format!("{{\"agentId\": \"{agent}\", \"prompt\": \"{}\"}}", "x".repeat(70_000));
+    let (got, _) = h
+        .send(call("api-tasks-create.json", "POST", "/api/tasks").raw_body(huge))
+        .await
+        .into_pair();
+    assert_eq!(got, 413);
+    let (got, _) = h
+        .send(
+            call("api-tasks-create.json", "POST", "/api/tasks")
+                .body(&json!({"agentId": agent, "prompt": "x"}))
+                .user(None),
+        )
+        .await
+        .into_pair();
+    assert_eq!(got, 401);
+    let count: i64 = h
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM agent_tasks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "nothing was written by a refused request");
+}
+
+#[tokio::test]
+async fn a_recurring_task_is_due_at_its_next_slot_and_says_when_the_one_after_is() {
+    let h = api_harness().await;
+    let (status, task) = h
+        .create_task(&json!({"agentId": h.agent(), "prompt": "weekday report", "cron": "0 9 * * 1-5", "timeZone": "Europe/Paris", "approved": true}))
+        .await;
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["approvalStatus"], "approved");
+    let due = chrono::DateTime::parse_from_rfc3339(task["scheduledFor"].as_str().unwrap()).unwrap();
+    let next = chrono::DateTime::parse_from_rfc3339(task["nextOccurrenceAt"].as_str().unwrap()).unwrap();
+    assert!(due > chrono::Utc::now() && next > due, "{task}");
+    assert_eq!(task["seriesId"], task["id"]);
+    let (_, at) = h
+        .create_task(&json!({"agentId": h.agent(), "prompt": "once", "scheduledFor": "2026-12-24T18:00:00+01:00"}))
+        .await;
+    assert_eq!(at["scheduledFor"], "2026-12-24T17:00:00.000Z");
+    assert_eq!(at["nextOccurrenceAt"], Value::Null);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_creates_one_task_and_another_request_with_it_is_a_422() {
+    let h = api_harness().await;
+    let body = json!({"agentId": h.agent(), "prompt": "only once"});
+    let send = |body: Value| {
+        let h = &h;
+        async move {
+            h.send(
+                call("api-tasks-create.json", "POST", "/api/tasks")
+                    .body(&body)
+                    .header("idempotency-key", "key-1"),
+            )
+            .await
+        }
+    };
+    let (first, a, _) = send(body.clone()).await;
+    let (second, b, replay) = send(body.clone()).await;
+    assert_eq!((first, second), (201, 201));
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(
+        replay.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    let (other, answer, _) = send(json!({"agentId": h.agent(), "prompt": "something else"})).await;
+    assert_eq!(other, 422, "{answer}");
+    // Requests racing with one new key make one task.
+    let racing = futures_util::future::join_all((0..6).map(|_| async {
+        h.send(
+            call("api-tasks-create.json", "POST", "/api/tasks")
+                .body(&json!({"agentId": h.agent(), "prompt": "raced"}))
+                .header("idempotency-key", "key-2"),
+        )
+        .await
+        .0
+    }))
+    .await;
+    assert!(racing.iter().all(|s| *s == 201), "{racing:?}");
+    let count: i64 = h
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM agent_tasks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn the_task_list_filters_by_status_and_approval_and_pages_with_a_cursor() {
+    let h = api_harness().await;
+    for i in 0..5 {
+        let (s, _) = h
+            .create_task(&json!({"agentId": h.agent(), "prompt": format!("task {i}"), "approved": i % 2 == 0}))
+            .await;
+        assert_eq!(s, 201);
+    }
+    let list = |query: Vec<(&'static str, String)>| {
+        let h = &h;
+        async move {
+            let mut c = call("api-tasks-list.json", "GET", "/api/tasks");
+            for (k, v) in query {
+                c = c.query(k, v);
+            }
+            h.send(c).await.into_pair()
+        }
+    };
+    let (_, approved) = list(vec![("approval", "approved".into())]).await;
+    let prompts: Vec<&str> = approved["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["prompt"].as_str().unwrap())
+        .collect();
+    assert_eq!(prompts, ["task 4", "task 2", "task 0"]);
+    let (_, pending) = list(vec![("approval", "pending".into()), ("status", "pending".into())]).await;
+    assert_eq!(pending["tasks"].as_array().unwrap().len(), 2);
+    let (_, first) = list(vec![("limit", "2".into())]).await;
+    let (_, second) = list(vec![
+        ("limit", "2".into()),
+        ("before", first["next"].as_str().unwrap().into()),
+    ])
+    .await;
+    let (_, third) = list(vec![
+        ("limit", "2".into()),
+        ("before", second["next"].as_str().unwrap().into()),
+    ])
+    .await;
+    let all: Vec<&str> = [&first, &second, &third]
+        .iter()
+        .flat_map(|p| {
+            p["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["prompt"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(all, ["task 4", "task 3", "task 2", "task 1", "task 0"]);
+    assert_eq!(third["next"], Value::Null);
+    for (query, says) in [
+        (vec![("status", "done".to_string())], "status must be one of"),
+        (vec![("approval", "maybe".to_string())], "approval must be one of"),
+        (
+            vec![("limit", "0".to_string())],
+            "limit must be a whole number from 1 to 100",
+        ),
+        (vec![("limit", "101".to_string())], "limit must be"),
+        (vec![("limit", "ten".to_string())], "limit must be"),
+        (
+            vec![("before", "garbage".to_string())],
+            "before must be the `next` cursor",
+        ),
+        (vec![("sort", "asc".to_string())], "unknown query parameter `sort`"),
+    ] {
+        let (status, body) = list(query).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn each_read_route_is_one_statement() {
+    let h = api_harness().await;
+    let (_, chat) = h.chat.send("hello", None).await;
+    let conversation = chat["conversationId"].as_str().unwrap().to_string();
+    let (_, task) = h.create_task(&json!({"agentId": h.agent(), "prompt": "x"})).await;
+    let task = task["id"].as_str().unwrap().to_string();
+    for (event, path) in [
+        ("api-agents.json", "/api/agents".to_string()),
+        ("api-conversations.json", "/api/conversations".to_string()),
+        (
+            "api-messages.json",
+            format!("/api/conversations/{conversation}/messages"),
+        ),
+        ("api-tasks-list.json", "/api/tasks".to_string()),
+        ("api-task.json", format!("/api/tasks/{task}")),
+    ] {
+        let before = h.api.db.statements_sent();
+        let (status, body) = h.get(event, &path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(h.api.db.statements_sent() - before, 1, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn approve_and_cancel_against_a_running_claim_are_409_naming_the_state_and_change_nothing() {
+    let h = api_harness().await;
+    let (_, task) = h
+        .create_task(&json!({"agentId": h.agent(), "prompt": "long job", "approved": true}))
+        .await;
+    let id = task["id"].as_str().unwrap().to_string();
+    // The scheduler claims it (a lease, status running), as a run in progress would.
+    let sql = h.sql().await;
+    sql.execute(
+        "UPDATE agent_tasks SET status = 'running', lease_owner = 'run-1', lease_expires_at = now() + interval '5 minutes',
+                attempts = attempts + 1",
+        &[],
+    )
+    .await
+    .unwrap();
+    for (event, action) in [
+        ("api-task-cancel.json", "cancel"),
+        ("api-task-reject.json", "reject"),
+        ("api-task-approve.json", "approve"),
+    ] {
+        let (status, body) = h
+            .send(call(event, "POST", format!("/api/tasks/{id}/{action}")))
+            .await
+            .into_pair();
+        assert_eq!(status, 409, "{action}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("it is running"), "{action}: {message}");
+    }
+    let row = sql
+        .query_one("SELECT status, approval_status, lease_owner FROM agent_tasks", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, Option<String>>(2)
+        ),
+        ("running".into(), "approved".into(), Some("run-1".into()))
+    );
+
+    // A cancel racing real claims: either the cancel wins (the task never runs) or the claim
+    // wins (409, the run goes on); never both, never neither.
+    for round in 0..20 {
+        let (_, task) = h
+            .create_task(&json!({"agentId": h.agent(), "prompt": format!("race {round}"), "approved": true}))
+            .await;
+        let id = task["id"].as_str().unwrap().to_string();
+        let claim = async {
+            let conn = h.chat.db.default_pool();
+            let c = conn.conn().await.unwrap();
+            scheduler::tasks::claim(&c.sql(), "racer", 60.0, 1000)
+                .await
+                .unwrap()
+                .len()
+        };
+        let cancel = h.send(call("api-task-cancel.json", "POST", format!("/api/tasks/{id}/cancel")));
+        let (claimed, (status, _, _)) = tokio::join!(claim, cancel);
+        let state: String = sql
+            .query_one(
+                "SELECT status FROM agent_tasks WHERE id = $1",
+                &[&Uuid::parse_str(&id).unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        match status {
+            200 => assert_eq!((state.as_str(), claimed), ("cancelled", 0), "round {round}"),
+            409 => assert_eq!((state.as_str(), claimed), ("running", 1), "round {round}"),
+            other => panic!("round {round}: {other}"),
+        }
+        sql.execute("UPDATE agent_tasks SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL WHERE status = 'running' AND lease_owner = 'racer'", &[]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_recurring_task_cancels_its_series_and_rejecting_one_asks_again_next_time() {
+    let h = api_harness().await;
+    let (_, daily) = h
+        .create_task(&json!({"agentId": h.agent(), "prompt": "daily", "cron": "0 6 * * *", "scheduledFor": chrono::Utc::now().to_rfc3339()}))
+        .await;
+    let id = daily["id"].as_str().unwrap().to_string();
+    let (status, rejected) = h
+        .send(call("api-task-reject.json", "POST", format!("/api/tasks/{id}/reject")))
+        .await
+        .into_pair();
+    assert_eq!(
+        (status, rejected["approvalStatus"].as_str()),
+        (200, Some("rejected")),
+        "{rejected}"
+    );
+    let (_, pending) = h
+        .send(
+            call("api-tasks-list.json", "GET", "/api/tasks")
+                .query("status", "pending")
+                .query("approval", "pending"),
+        )
+        .await
+        .into_pair();
+    let next = pending["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["prompt"] == "daily" && t["id"] != id.as_str())
+        .expect("the next occurrence asks again")
+        .clone();
+    assert_eq!(next["seriesId"], id.as_str());
+    let next_id = next["id"].as_str().unwrap();
+    let (status, cancelled) = h
+        .send(call(
+            "api-task-cancel.json",
+            "POST",
+            format!("/api/tasks/{next_id}/cancel"),
+        ))
+        .await
+        .into_pair();
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+    let live: i64 = h
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM agent_tasks WHERE status = 'pending'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0, "the series is over: no occurrence left pending");
+}
+
+#[tokio::test]
+async fn unknown_routes_wrong_methods_and_missing_tokens_are_answered_cleanly() {
+    let h = api_harness().await;
+    let cases = [
+        ("api-agents.json", "GET", "/api/nothing", Some(USER), 404),
+        ("api-agents.json", "POST", "/api/agents", Some(USER), 405),
+        ("api-task.json", "DELETE", "/api/tasks/x", Some(USER), 405),
+        ("api-task.json", "GET", "/api/tasks/not-a-uuid", Some(USER), 404),
+        ("api-task.json", "GET", "/api/tasks/../../etc/passwd", Some(USER), 404),
+        ("api-agents.json", "GET", "/api/agents", None, 401),
+        ("api-agents.json", "GET", "/api/agents/", Some(USER), 200),
+    ];
+    for (event, method, path, user, status) in cases {
+        let (got, body) = h.send(call(event, method, path).user(user)).await.into_pair();
+        assert_eq!(got, status, "{method} {path}: {body}");
+        if status != 200 {
+            assert!(body["error"]["code"].is_string(), "{body}");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+// The reference web client: no framework, no build step. It shows what a frontend needs from the
+// backend: the agents a user may use, a conversation that survives a reload (its id is kept in
+// localStorage and its messages read back from GET /api/conversations/{id}/messages), and tasks
+// with their approval step. Configuration comes from config.js (scripts/dev writes it):
+//   window.AGENT_BACKEND = { chatBase, apiBase, token }
+// In AWS both bases are the HTTP API's URL; under `cargo lambda watch` each function has its own.
+"use strict";
+
+const config = window.AGENT_BACKEND || {};
+const $ = (id) => document.getElementById(id);
+
+function say(text) {
+  $("status").textContent = text || "";
+}
+
+async function call(base, path, { method = "GET", body, key } = {}) {
+  const headers = { authorization: `Bearer ${config.token}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (key) headers["idempotency-key"] = key;
+  const response = await fetch(base + path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = (data.error && data.error.message) || response.statusText;
+    const retry = response.headers.get("retry-after");
+    throw new Error(`${response.status}: ${message}${retry ? ` (retry in ${retry} s)` : ""}`);
+  }
+  return data;
+}
+
+const api = (path, options) => call(config.apiBase, path, options);
+
+function agentId() {
+  return $("agent").value;
+}
+
+function conversationKey() {
+  return `conversation:${agentId()}`;
+}
+
+function showMessage(message) {
+  const li = document.createElement("li");
+  li.className = message.role;
+  li.dataset.id = message.id;
+  li.textContent = message.content;
+  $("messages").appendChild(li);
+  li.scrollIntoView({ block: "end" });
+}
+
+async function loadConversation() {
+  $("messages").replaceChildren();
+  const id = localStorage.getItem(conversationKey());
+  if (!id) return;
+  try {
+    const page = await api(`/api/conversations/${id}/messages?limit=100`);
+    page.messages.forEach(showMessage);
+  } catch (e) {
+    // Gone or not this user's: start afresh.
+    localStorage.removeItem(conversationKey());
+    say(e.message);
+  }
+}
+
+async function send(event) {
+  event.preventDefault();
+  const text = $("message").value.trim();
+  if (!text) return;
+  const body = { agentId: agentId(), message: text };
+  const conversationId = localStorage.getItem(conversationKey());
+  if (conversationId) body.conversationId = conversationId;
+  showMessage({ role: "user", content: text, id: "" });
+  $("message").value = "";
+  say("");
+  try {
+    // One key per message: a retry of this request never stores it twice.
+    const reply = await call(config.chatBase, "/api/agents/chat", {
+      method: "POST",
+      body,
+      key: crypto.randomUUID(),
+    });
+    localStorage.setItem(conversationKey(), reply.conversationId);
+    showMessage(reply.message);
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+function taskItem(task) {
+  const li = document.createElement("li");
+  li.dataset.id = task.id;
+  li.dataset.status = task.status;
+  li.dataset.approval = task.approvalStatus;
+  const prompt = document.createElement("div");
+  prompt.className = "task-prompt";
+  prompt.textContent = task.prompt;
+  const state = document.createElement("div");
+  state.className = "task-state";
+  state.textContent = `${task.status} · approval ${task.approvalStatus} · due ${task.scheduledFor}` +
+    (task.cron ? ` · ${task.cron} ${task.timeZone || "UTC"}` : "") +
+    (task.lastError ? ` · last error: ${task.lastError}` : "");
+  li.append(prompt, state);
+  if (task.result) {
+    const result = document.createElement("div");
+    result.className = "task-result";
+    result.textContent = task.result;
+    li.append(result);
+  }
+  const actions = [];
+  if (task.status === "pending" && task.approvalStatus === "pending") actions.push("approve", "reject");
+  if (task.status === "pending") actions.push("cancel");
+  for (const action of actions) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = action;
+    button.dataset.action = action;
+    button.addEventListener("click", async () => {
+      try {
+        await api(`/api/tasks/${task.id}/${action}`, { method: "POST" });
+        await loadTasks();
+      } catch (e) {
+        say(e.message);
+      }
+    });
+    li.append(button);
+  }
+  return li;
+}
+
+async function loadTasks() {
+  try {
+    const page = await api("/api/tasks?limit=50");
+    $("task-list").replaceChildren(...page.tasks.map(taskItem));
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+async function createTask(event) {
+  event.preventDefault();
+  const body = { agentId: agentId(), prompt: $("task-prompt").value.trim() };
+  const cron = $("task-cron").value.trim();
+  const timeZone = $("task-time-zone").value.trim();
+  if (cron) body.cron = cron;
+  if (timeZone) body.timeZone = timeZone;
+  try {
+    await api("/api/tasks", { method: "POST", body, key: crypto.randomUUID() });
+    $("task-prompt").value = "";
+    await loadTasks();
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+async function start() {
+  if (!config.token) {
+    say("config.js is missing: run scripts/dev");
+    return;
+  }
+  try {
+    const { agents } = await api("/api/agents");
+    for (const agent of agents) {
+      const option = document.createElement("option");
+      option.value = agent.id;
+      option.textContent = agent.name;
+      option.title = agent.description;
+      $("agent").append(option);
+    }
+    const last = localStorage.getItem("agent");
+    if (last && agents.some((a) => a.id === last)) $("agent").value = last;
+  } catch (e) {
+    say(e.message);
+    return;
+  }
+  $("agent").addEventListener("change", () => {
+    localStorage.setItem("agent", agentId());
+    loadConversation();
+  });
+  $("new-conversation").addEventListener("click", () => {
+    localStorage.removeItem(conversationKey());
+    $("messages").replaceChildren();
+  });
+  $("send").addEventListener("submit", send);
+  $("create-task").addEventListener("submit", createTask);
+  await Promise.all([loadConversation(), loadTasks()]);
+  // Results arrive when the scheduler runs: look again every few seconds.
+  setInterval(loadTasks, 2000);
+  document.body.dataset.ready = "true";
+}
+
+start();

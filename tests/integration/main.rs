@@ -4,6 +4,7 @@
 use integration_tests::helpers;
 
 mod api;
+mod browser;
 mod chat;
 mod chat_abuse;
 mod configuration;

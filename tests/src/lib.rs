@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests and benchmarks.
 
 pub mod bouncer;
+pub mod browser;
 pub mod cluster;
 pub mod database;
 pub mod fakes;

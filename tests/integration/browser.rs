@@ -1,0 +1,252 @@
+//! The reference web client (web/) in a real browser: headless Chromium driven over the DevTools
+//! protocol against `scripts/dev` itself (its stack settings, seeded agent, `cargo lambda watch`
+//! serving the functions, the client on its own origin). What the original frontend's checklist
+//! asked, read from the browser's own network events. Screenshots of a failure go to
+//! `target/browser-failures/`.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use integration_tests::browser::{Browser, Page};
+use serde_json::Value;
+
+use crate::helpers::{eventually, free_port, TestDb};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn path_with_venv() -> String {
+    let venv = workspace().join(".venv/bin");
+    format!("{}:{}", venv.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// `scripts/dev` on free ports against a fresh database, in its own process group (it starts
+/// `cargo lambda watch`, the functions and a static file server): the whole group is stopped
+/// when dropped.
+struct Dev {
+    port: u16,
+    web_port: u16,
+    child: std::process::Child,
+}
+
+impl Dev {
+    fn start(db: &TestDb) -> Dev {
+        let (port, web_port) = (free_port(), free_port());
+        let log = std::fs::File::create(workspace().join("target/browser-dev.log")).expect("log file");
+        let child = std::process::Command::new(workspace().join("scripts/dev"))
+            .current_dir(workspace())
+            .env("PATH", path_with_venv())
+            .env("DATABASE_URL", &db.pooled_url)
+            .env("DIRECT_URL", &db.direct_url)
+            .env("DEV_PORT", port.to_string())
+            .env("DEV_WEB_PORT", web_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("scripts/dev starts");
+        Dev { port, web_port, child }
+    }
+
+    fn functions(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/lambda-url{path}", self.port)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let group = i32::try_from(self.child.id()).unwrap_or(0);
+        if group > 0 {
+            // SAFETY: signalling a process group this test created.
+            unsafe {
+                libc::killpg(group, libc::SIGTERM);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            unsafe {
+                libc::killpg(group, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `cargo lambda invoke scheduler` with the sample scheduled event, through `scripts/dev`'s watch.
+async fn run_the_scheduler(dev: &Dev) -> Result<String, String> {
+    let out = tokio::process::Command::new("cargo")
+        .args([
+            "lambda",
+            "invoke",
+            "scheduler",
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+        ])
+        .arg(dev.port.to_string())
+        .args(["--data-file", "events/schedule.json"])
+        .current_dir(workspace())
+        .env("PATH", path_with_venv())
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+const READY: &str = "document.body.dataset.ready === 'true'";
+
+fn assistant_replies(n: usize) -> String {
+    format!("document.querySelectorAll('#messages li.assistant').length === {n}")
+}
+
+async fn send_message(page: &Page<'_>, text: &str, replies_after: usize) -> Result<(), String> {
+    page.type_into("#message", text).await?;
+    page.click("#send button").await?;
+    page.wait_for(&assistant_replies(replies_after), Duration::from_secs(60))
+        .await
+}
+
+/// The texts of the messages on the page, in order.
+async fn shown_messages(page: &Page<'_>) -> Result<Vec<String>, String> {
+    let v = page
+        .eval("[...document.querySelectorAll('#messages li')].map(li => li.className + ': ' + li.textContent)")
+        .await?;
+    Ok(v.as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default())
+}
+
+async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
+    let web = format!("http://127.0.0.1:{}/", dev.web_port);
+    page.navigate(&web).await?;
+    page.wait_for(READY, Duration::from_secs(180)).await?;
+
+    // "Chat works after a hard refresh": send "Olá" after Ctrl-Shift-R.
+    page.hard_reload().await?;
+    page.wait_for(READY, Duration::from_secs(60)).await?;
+    send_message(page, "Olá", 1).await?;
+    let shown = shown_messages(page).await?;
+    if shown.len() != 2 || shown[0] != "user: Olá" || !shown[1].starts_with("assistant: ") {
+        return Err(format!("after Olá the page shows {shown:?}"));
+    }
+
+    // "5 consecutive messages all 200 with the same conversationId".
+    for i in 1..=5 {
+        send_message(page, &format!("message {i}"), i + 1).await?;
+    }
+    let chats: Vec<_> = page
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.url.ends_with("/api/agents/chat"))
+        .collect();
+    if chats.len() != 6 {
+        return Err(format!("6 chat requests expected, the browser sent {chats:?}"));
+    }
+    let bodies: Vec<Value> = chats
+        .iter()
+        .map(|r| serde_json::from_str(r.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null))
+        .collect();
+    if let Some(bad) = chats.iter().find(|r| r.status != Some(200)) {
+        return Err(format!("a chat request was not answered 200: {bad:?}"));
+    }
+    // "The payload has no `context` field and carries `conversationId` after the first message."
+    if let Some(with_context) = bodies.iter().find(|b| b.get("context").is_some()) {
+        return Err(format!("a request carried `context`: {with_context}"));
+    }
+    let conversation = bodies[1]["conversationId"]
+        .as_str()
+        .ok_or("the second message has no conversationId")?;
+    if bodies[1..].iter().any(|b| b["conversationId"] != conversation) {
+        return Err(format!("not one conversationId: {bodies:?}"));
+    }
+    let before_reload = shown_messages(page).await?;
+
+    // A reload shows the conversation again, read back from the API.
+    page.navigate(&web).await?;
+    page.wait_for(READY, Duration::from_secs(60)).await?;
+    page.wait_for(
+        "document.querySelectorAll('#messages li').length === 12",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let after_reload = shown_messages(page).await?;
+    if after_reload != before_reload {
+        return Err(format!("after a reload {after_reload:?}, before {before_reload:?}"));
+    }
+
+    // A task created and approved in the page, then a scheduler invocation: its result shown.
+    page.type_into("#task-prompt", "Browser task").await?;
+    page.click("#create-task button").await?;
+    let item = "[...document.querySelectorAll('#task-list li')].find(li => li.querySelector('.task-prompt').textContent === 'Browser task')";
+    page.wait_for(
+        &format!("!!{item}?.querySelector('[data-action=approve]')"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    page.eval(&format!("{item}.querySelector('[data-action=approve]').click(), true"))
+        .await?;
+    page.wait_for(
+        &format!("{item}?.dataset.approval === 'approved'"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let summary = run_the_scheduler(dev).await?;
+    page.wait_for(
+        &format!("{item}?.dataset.status === 'completed' && !!{item}.querySelector('.task-result')"),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| format!("{e} (scheduler said {summary})"))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_client_chats_after_a_hard_reload_keeps_its_conversation_and_shows_an_approved_tasks_result() {
+    let db = TestDb::new().await;
+    let dev = Dev::start(&db);
+    // scripts/dev is up when the client's files are served and a function answers (cargo lambda
+    // watch starts each function on its first request).
+    let http = reqwest::Client::new();
+    let config = format!("http://127.0.0.1:{}/config.js", dev.web_port);
+    let served = eventually(Duration::from_secs(240), || async {
+        http.get(&config).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        served,
+        "scripts/dev did not serve the web client (see target/browser-dev.log)"
+    );
+    for path in ["/health/api/health", "/api/api/agents", "/chat/api/agents/chat"] {
+        let url = dev.functions(path);
+        let answered = eventually(Duration::from_secs(240), || async {
+            http.get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() != 502 && r.status() != 504)
+        })
+        .await;
+        assert!(answered, "{url} did not answer (see target/browser-dev.log)");
+    }
+
+    let browser = Browser::launch().await.expect("headless chromium starts");
+    let page = browser.new_page().await.expect("a page");
+    if let Err(e) = checklist(&dev, &page).await {
+        let dir = workspace().join("target/browser-failures");
+        let _ = std::fs::create_dir_all(&dir);
+        let shot = dir.join("web-client.png");
+        let saved = page.screenshot(&shot).await;
+        let requests = page.requests();
+        let last: Vec<_> = requests.iter().rev().take(20).rev().collect();
+        panic!(
+            "{e}\nscreenshot: {} ({saved:?}); the page's last requests: {last:?}",
+            shot.display()
+        );
+    }
+}

@@ -43,17 +43,17 @@ impl Agent {
     }
 }
 
+/// The agents a user may use (`$1` the user, `$2` the cap).
+pub const USABLE: &str = "SELECT id, name, description, visibility, coalesce(owner_id = $1, false) AS owned
+     FROM agents
+    WHERE visibility = 'public' OR owner_id = $1
+    ORDER BY name, id
+    LIMIT $2";
+
 #[tracing::instrument(skip_all)]
 pub async fn usable<C: GenericClient + Sync>(sql: &Sql<'_, C>, user: Uuid) -> Result<Vec<Agent>, DbError> {
     let rows = sql
-        .query(
-            "SELECT id, name, description, visibility, coalesce(owner_id = $1, false) AS owned
-               FROM agents
-              WHERE visibility = 'public' OR owner_id = $1
-              ORDER BY name, id
-              LIMIT $2",
-            &[(&user, Type::UUID), (&MAX_AGENTS, Type::INT8)],
-        )
+        .query(USABLE, &[(&user, Type::UUID), (&MAX_AGENTS, Type::INT8)])
         .await?;
     Agent::from_rows(&rows)
 }

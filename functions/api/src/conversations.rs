@@ -50,6 +50,15 @@ impl Conversation {
     }
 }
 
+/// A page of a user's conversations: `$1` user, `$2` agent or null, `$3`/`$4` the cursor or
+/// nulls, `$5` the limit.
+pub const PAGE: &str = "SELECT c.id, c.agent_id, a.name AS agent_name, c.created_at, c.updated_at
+               FROM conversations c JOIN agents a ON a.id = c.agent_id
+              WHERE c.user_id = $1 AND ($2::uuid IS NULL OR c.agent_id = $2)
+                AND ($3::timestamptz IS NULL OR (c.updated_at, c.id) < ($3, $4))
+              ORDER BY c.updated_at DESC, c.id DESC
+              LIMIT $5";
+
 /// The caller's conversations, newest activity first, `limit` of them before `before`.
 #[tracing::instrument(skip_all)]
 pub async fn page<C: GenericClient + Sync>(
@@ -62,12 +71,7 @@ pub async fn page<C: GenericClient + Sync>(
     let (at, id) = (before.map(|c| c.at), before.map(|c| c.id));
     let rows = sql
         .query(
-            "SELECT c.id, c.agent_id, a.name AS agent_name, c.created_at, c.updated_at
-               FROM conversations c JOIN agents a ON a.id = c.agent_id
-              WHERE c.user_id = $1 AND ($2::uuid IS NULL OR c.agent_id = $2)
-                AND ($3::timestamptz IS NULL OR (c.updated_at, c.id) < ($3, $4))
-              ORDER BY c.updated_at DESC, c.id DESC
-              LIMIT $5",
+            PAGE,
             &[
                 (&user, Type::UUID),
                 (&agent, Type::UUID),
@@ -105,6 +109,18 @@ impl Message {
     }
 }
 
+/// A window of a conversation's messages: `$1` conversation, `$2` its user, `$3`/`$4` the
+/// cursor or nulls, `$5` the limit.
+pub const MESSAGES: &str = "SELECT m.id, m.role, m.content, m.created_at
+               FROM conversations c
+               LEFT JOIN LATERAL (
+                    SELECT id, role, content, created_at FROM messages
+                     WHERE conversation_id = c.id
+                       AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT $5) m ON true
+              WHERE c.id = $1 AND c.user_id = $2";
+
 /// The window of conversation `id` of `user`: `None` when it is not theirs (or does not exist);
 /// else up to `limit` messages before `before`, newest first.
 #[tracing::instrument(skip_all)]
@@ -118,15 +134,7 @@ pub async fn messages<C: GenericClient + Sync>(
     let (at, id) = (before.map(|c| c.at), before.map(|c| c.id));
     let rows = sql
         .query(
-            "SELECT m.id, m.role, m.content, m.created_at
-               FROM conversations c
-               LEFT JOIN LATERAL (
-                    SELECT id, role, content, created_at FROM messages
-                     WHERE conversation_id = c.id
-                       AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-                     ORDER BY created_at DESC, id DESC
-                     LIMIT $5) m ON true
-              WHERE c.id = $1 AND c.user_id = $2",
+            MESSAGES,
             &[
                 (&conversation, Type::UUID),
                 (&user, Type::UUID),

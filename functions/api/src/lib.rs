@@ -2,8 +2,8 @@
 //! and their tasks with the human approval step. Read routes are one statement each; every state
 //! change is one guarded statement.
 
-mod agents;
-mod conversations;
+pub mod agents;
+pub mod conversations;
 pub mod cursor;
 mod handler;
 mod query;

@@ -359,6 +359,21 @@ pub struct Filter {
     pub approval: Option<&'static str>,
 }
 
+/// A page of a user's tasks: `$1` user, `$2` status or null, `$3` approval or null, `$4`/`$5`
+/// the cursor or nulls, `$6` the limit, `$7` the preview length.
+pub fn page_sql() -> String {
+    format!(
+        "SELECT {} FROM agent_tasks t
+                  WHERE t.user_id = $1
+                    AND ($2::text IS NULL OR t.status = $2)
+                    AND ($3::text IS NULL OR t.approval_status = $3)
+                    AND ($4::timestamptz IS NULL OR (t.created_at, t.id) < ($4, $5))
+                  ORDER BY t.created_at DESC, t.id DESC
+                  LIMIT $6",
+        columns("$7")
+    )
+}
+
 /// The caller's tasks, newest first, `limit` of them before `before`: one statement.
 #[tracing::instrument(skip_all)]
 pub async fn page<C: GenericClient + Sync>(
@@ -371,16 +386,7 @@ pub async fn page<C: GenericClient + Sync>(
     let (at, id) = (before.map(|c| c.at), before.map(|c| c.id));
     let rows = sql
         .query(
-            &format!(
-                "SELECT {} FROM agent_tasks t
-                  WHERE t.user_id = $1
-                    AND ($2::text IS NULL OR t.status = $2)
-                    AND ($3::text IS NULL OR t.approval_status = $3)
-                    AND ($4::timestamptz IS NULL OR (t.created_at, t.id) < ($4, $5))
-                  ORDER BY t.created_at DESC, t.id DESC
-                  LIMIT $6",
-                columns("$7")
-            ),
+            &page_sql(),
             &[
                 (&user, Type::UUID),
                 (&filter.status, Type::TEXT),
@@ -395,17 +401,19 @@ pub async fn page<C: GenericClient + Sync>(
     Task::from_rows(&rows)
 }
 
+/// One task of a user, whole: `$1` the task, `$2` the user.
+pub fn one_sql() -> String {
+    format!(
+        "SELECT {} FROM agent_tasks t WHERE t.id = $1 AND t.user_id = $2",
+        columns("NULL")
+    )
+}
+
 /// Task `id` of `user`, whole: one statement.
 #[tracing::instrument(skip_all)]
 pub async fn one<C: GenericClient + Sync>(sql: &Sql<'_, C>, user: Uuid, id: Uuid) -> Result<Option<Task>, DbError> {
     let row = sql
-        .query_opt(
-            &format!(
-                "SELECT {} FROM agent_tasks t WHERE t.id = $1 AND t.user_id = $2",
-                columns("NULL")
-            ),
-            &[(&id, Type::UUID), (&user, Type::UUID)],
-        )
+        .query_opt(&one_sql(), &[(&id, Type::UUID), (&user, Type::UUID)])
         .await?;
     row.as_ref().map(Task::from_row).transpose()
 }

@@ -7,7 +7,7 @@
 //! (`EXPLAIN (ANALYZE, BUFFERS)` of the same statement, same parameters).
 //!
 //! Run: `scripts/bench api` (`API_INSTANCES`, `API_REQUESTS`: passes over the 5 routes per
-//! instance (5), `API_THINK_MS`).
+//! instance (5), `API_THINK_MS`, `API_CONNECTION_MODE=release|warm`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -63,11 +63,14 @@ async fn seed(db: &TestDb) -> Vec<String> {
                     CASE WHEN t % 4 = 0 THEN repeat('result ', 200) END,
                     CASE WHEN t % 4 IN (0, 1) THEN 1 ELSE 0 END,
                     now() - interval '90 days' + t * interval '1 minute'
-               FROM generate_series(0, 99999) t;
-             VACUUM ANALYZE agents, conversations, messages, agent_tasks;"
+               FROM generate_series(0, 99999) t;"
         ))
         .await
         .expect("seed");
+    admin
+        .batch_execute("VACUUM ANALYZE agents, conversations, messages, agent_tasks")
+        .await
+        .expect("vacuum");
     println!("seeded in {:.1} s", started.elapsed().as_secs_f64());
     admin
         .query(
@@ -247,10 +250,18 @@ async fn main() {
         db.name
     );
     let users = seed(&db).await;
+    // API_CONNECTION_MODE: release (the product's default: a connect per request) or warm.
+    let mode: &'static str = if std::env::var("API_CONNECTION_MODE").is_ok_and(|m| m == "warm") {
+        "warm"
+    } else {
+        "release"
+    };
+    println!("connection mode: {mode}");
     let settings = settings_for(
         &bouncer.url(&db),
         &PoolOptions {
             app: "api".into(),
+            mode,
             ..PoolOptions::default()
         },
     );

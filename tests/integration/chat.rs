@@ -652,6 +652,7 @@ pub(crate) fn limits(timeout: Duration) -> ModelLimits {
         timeout,
         max_reply_bytes: 64 * 1024,
         max_tokens: 256,
+        stream_gap: timeout,
     }
 }
 

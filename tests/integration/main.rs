@@ -20,3 +20,4 @@ mod migrations;
 mod model_capacity;
 mod scheduler;
 mod secrets;
+mod streaming;

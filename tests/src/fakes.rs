@@ -401,3 +401,80 @@ pub fn unsigned(claims: &Value) -> String {
         e.encode(claims.to_string())
     )
 }
+
+/// What the streaming OpenAI-compatible stand-in writes: `words` as `chat.completion.chunk`
+/// events, `gap` apart, then `data: [DONE]`; or the connection cut after `break_after` words.
+#[derive(Debug, Clone)]
+pub struct StreamScript {
+    pub words: Vec<String>,
+    pub gap: Duration,
+    pub break_after: Option<usize>,
+}
+
+/// When the streaming stand-in wrote its last word (the reply's end, as the provider saw it).
+pub type LastWritten = Arc<Mutex<Option<Instant>>>;
+
+/// An OpenAI-compatible `POST /v1/chat/completions` that streams (`text/event-stream`) as
+/// `script` says, whatever it is asked. Its URL (the base, with `/v1`) and when it wrote the
+/// last word.
+pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let last: LastWritten = Arc::default();
+    let written = last.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (script, written) = (script.clone(), written.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let (script, written) = (script.clone(), written.clone());
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+                    tokio::spawn(async move {
+                        for (i, word) in script.words.iter().enumerate() {
+                            if script.break_after == Some(i) {
+                                // Let what was written reach the client, then cut.
+                                tokio::time::sleep(script.gap).await;
+                                let _ = tx.send(Err(std::io::Error::other("connection reset"))).await;
+                                return;
+                            }
+                            tokio::time::sleep(script.gap).await;
+                            let event = json!({
+                                "id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1_795_780_800,
+                                "model": "gpt-test",
+                                "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]
+                            });
+                            if tx
+                                .send(Ok(Frame::data(Bytes::from(format!("data: {event}\n\n")))))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                            *written.lock().unwrap() = Some(Instant::now());
+                        }
+                        let _ = tx.send(Ok(Frame::data(Bytes::from("data: [DONE]\n\n")))).await;
+                    });
+                    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|item| (item, rx))
+                    }));
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(200)
+                                .header("content-type", "text/event-stream")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), last)
+}

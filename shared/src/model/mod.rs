@@ -31,6 +31,13 @@ pub const MODEL_MAX_REPLY_BYTES: Setting = Setting::number(
     Unit::Bytes,
     "longest reply accepted (longer is an error, not a truncation)",
 );
+pub const MODEL_STREAM_GAP_MS: Setting = Setting::millis(
+    "MODEL_STREAM_GAP_MS",
+    1,
+    600_000,
+    10_000,
+    "longest wait for the next chunk of a streamed reply (a stalled stream is a timeout)",
+);
 pub const MODEL_MAX_TOKENS: Setting = Setting::number(
     "MODEL_MAX_TOKENS",
     1,
@@ -67,6 +74,7 @@ pub const SETTINGS: &[&Setting] = &[
     &MODEL_PROVIDER,
     &MODEL_TIMEOUT_MS,
     &MODEL_MAX_REPLY_BYTES,
+    &MODEL_STREAM_GAP_MS,
     &MODEL_MAX_TOKENS,
     &LOCAL_MODEL_LATENCY_MS,
     &OPENAI_BASE_URL,
@@ -82,6 +90,8 @@ pub struct ModelLimits {
     /// Longer replies are an error, not a truncation.
     pub max_reply_bytes: usize,
     pub max_tokens: u32,
+    /// Longest wait for the next chunk of a streamed reply.
+    pub stream_gap: Duration,
 }
 
 impl ModelLimits {
@@ -90,6 +100,7 @@ impl ModelLimits {
             timeout: env.duration(&MODEL_TIMEOUT_MS)?,
             max_reply_bytes: usize::try_from(env.number(&MODEL_MAX_REPLY_BYTES)?).unwrap_or(usize::MAX),
             max_tokens: u32::try_from(env.number(&MODEL_MAX_TOKENS)?).unwrap_or(u32::MAX),
+            stream_gap: env.duration(&MODEL_STREAM_GAP_MS)?,
         })
     }
 }
@@ -189,9 +200,19 @@ pub enum ModelError {
     TooLarge(usize),
 }
 
+/// A reply as the model writes it: text chunks in order; an error after the first chunk is an
+/// item of the stream (an error before it is the `Err` of [`AgentModel::stream`]).
+pub type TextStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<String, ModelError>> + Send>>;
+
 #[async_trait]
 pub trait AgentModel: Send + Sync {
     async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError>;
+
+    /// The reply, streamed. A model that cannot stream answers with the whole reply as one chunk.
+    async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
+        let text = self.generate(request).await?;
+        Ok(Box::pin(futures_util::stream::iter([Ok(text)])))
+    }
 }
 
 pub type SharedModel = Arc<dyn AgentModel>;
@@ -203,12 +224,8 @@ pub struct LocalModel {
     pub latency: std::time::Duration,
 }
 
-#[async_trait]
-impl AgentModel for LocalModel {
-    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
+impl LocalModel {
+    fn reply(request: &ModelRequest) -> String {
         let last = request
             .messages
             .iter()
@@ -216,10 +233,35 @@ impl AgentModel for LocalModel {
             .find(|m| m.role == Role::User)
             .map_or("", |m| m.content.as_str());
         let excerpt: String = last.chars().take(200).collect();
-        Ok(format!(
+        format!(
             "[local model] {} message(s) considered. You said: {excerpt}",
             request.messages.len()
-        ))
+        )
+    }
+}
+
+#[async_trait]
+impl AgentModel for LocalModel {
+    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        Ok(Self::reply(request))
+    }
+
+    /// Word by word, the latency spread over the words (the first one after its share).
+    async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
+        use futures_util::StreamExt;
+        let words: Vec<String> = Self::reply(request).split_inclusive(' ').map(str::to_string).collect();
+        let pause = self.latency / u32::try_from(words.len().max(1)).unwrap_or(u32::MAX);
+        Ok(Box::pin(futures_util::stream::iter(words).then(
+            move |word| async move {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(word)
+            },
+        )))
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{AgentModel, ModelError, ModelLimits, ModelRequest};
+use super::{AgentModel, ModelError, ModelLimits, ModelRequest, TextStream};
 use crate::outbound::{read_capped, ReadError};
 
 pub struct OpenAiModel {
@@ -99,14 +99,103 @@ fn short(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-#[async_trait]
-impl AgentModel for OpenAiModel {
-    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
-        let mut call = self.http.post(&self.url).json(&self.body(request));
+/// The text of an OpenAI-compatible streamed reply (`stream: true`): Server-Sent Events whose
+/// `data:` is a `chat.completion.chunk` (text in `choices[0].delta.content`) until `data: [DONE]`.
+/// Fed bytes as they arrive; bounded in reply bytes and in bytes waiting for an event's end.
+#[derive(Debug)]
+pub struct SseText {
+    buffer: Vec<u8>,
+    reply_bytes: usize,
+    max_reply_bytes: usize,
+    /// `[DONE]` seen, or an error given: nothing more comes.
+    pub finished: bool,
+}
+
+impl SseText {
+    pub fn new(max_reply_bytes: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            reply_bytes: 0,
+            max_reply_bytes,
+            finished: false,
+        }
+    }
+
+    /// The chunks (or the error) the bytes complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Result<String, ModelError>> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        self.buffer.extend_from_slice(bytes);
+        while let Some((end, sep)) = event_end(&self.buffer) {
+            let event: Vec<u8> = self.buffer.drain(..end + sep).collect();
+            let event = String::from_utf8_lossy(&event[..end]).into_owned();
+            for line in event.lines() {
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue;
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    self.finished = true;
+                    return out;
+                }
+                let chunk: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                if let Some(message) = chunk["error"]["message"].as_str() {
+                    self.finished = true;
+                    out.push(Err(ModelError::Failed(format!(
+                        "the stream failed: {}",
+                        short(message)
+                    ))));
+                    return out;
+                }
+                if let Some(text) = chunk["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                {
+                    self.reply_bytes += text.len();
+                    if self.reply_bytes > self.max_reply_bytes {
+                        self.finished = true;
+                        out.push(Err(ModelError::TooLarge(self.max_reply_bytes)));
+                        return out;
+                    }
+                    out.push(Ok(text.to_string()));
+                }
+            }
+        }
+        // An event longer than any reply could be is not an event.
+        if self.buffer.len() > self.max_reply_bytes * 2 + 16 * 1024 {
+            self.finished = true;
+            out.push(Err(ModelError::TooLarge(self.max_reply_bytes)));
+        }
+        out
+    }
+}
+
+/// Where the first complete event ends: its length and the blank line's.
+fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl OpenAiModel {
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
+        let mut call = self.http.post(&self.url).json(body);
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
         }
-        let mut response = call.send().await.map_err(|e| self.transport_error(&e))?;
+        call.send().await.map_err(|e| self.transport_error(&e))
+    }
+}
+
+#[async_trait]
+impl AgentModel for OpenAiModel {
+    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
+        let mut response = self.send(&self.body(request)).await?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         // The reply text is capped; the JSON around it may add some framing.
@@ -132,12 +221,114 @@ impl AgentModel for OpenAiModel {
         }
         Ok(text.to_string())
     }
+
+    /// `stream: true`: throttling and errors answered before the first byte are the `Err`; the
+    /// text then comes chunk by chunk, each within `MODEL_STREAM_GAP_MS` of the previous, the
+    /// whole within `MODEL_TIMEOUT_MS` and `MODEL_MAX_REPLY_BYTES`.
+    async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
+        use futures_util::StreamExt;
+        let mut body = self.body(request);
+        body["stream"] = Value::Bool(true);
+        let mut response = self.send(&body).await?;
+        let status = response.status();
+        if status.as_u16() == 429 || status.as_u16() == 503 {
+            return Err(ModelError::Throttled {
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        if !status.is_success() {
+            let raw = read_capped(&mut response, 16 * 1024).await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+            let detail = body["error"]["message"].as_str().map(short).unwrap_or_default();
+            return Err(ModelError::Failed(format!("HTTP {}: {detail}", status.as_u16())));
+        }
+        let limits = self.limits;
+        let timeout_ms = limits.timeout.as_millis() as u64;
+        let state = (
+            response.bytes_stream().boxed(),
+            SseText::new(limits.max_reply_bytes),
+            std::collections::VecDeque::<Result<String, ModelError>>::new(),
+        );
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            move |(mut bytes, mut sse, mut ready)| async move {
+                loop {
+                    if let Some(item) = ready.pop_front() {
+                        return Some((item, (bytes, sse, ready)));
+                    }
+                    if sse.finished {
+                        return None;
+                    }
+                    match tokio::time::timeout(limits.stream_gap, bytes.next()).await {
+                        Err(_) => {
+                            sse.finished = true;
+                            ready.push_back(Err(ModelError::Timeout(limits.stream_gap.as_millis() as u64)));
+                        }
+                        Ok(None) => {
+                            sse.finished = true;
+                            ready.push_back(Err(ModelError::Failed("the stream ended before [DONE]".into())));
+                        }
+                        Ok(Some(Err(e))) => {
+                            sse.finished = true;
+                            ready.push_back(Err(if e.is_timeout() {
+                                ModelError::Timeout(timeout_ms)
+                            } else {
+                                ModelError::Failed("the model stream broke off".into())
+                            }));
+                        }
+                        Ok(Some(Ok(chunk))) => ready.extend(sse.push(&chunk)),
+                    }
+                }
+            },
+        )))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn chunk(text: &str) -> String {
+        format!(
+            "data: {}\n\n",
+            json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]})
+        )
+    }
+
+    #[test]
+    fn streamed_chunks_are_read_across_arbitrary_byte_boundaries() {
+        let wire = format!(
+            ": keep-alive\n\n{}{}data: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\r\n\r\n{}data: [DONE]\n\n",
+            chunk("Hel"),
+            chunk("lo, "),
+            chunk("wörld")
+        );
+        for step in [1, 3, 7, 64, wire.len()] {
+            let mut sse = SseText::new(1024);
+            let mut text = String::new();
+            for piece in wire.as_bytes().chunks(step) {
+                for item in sse.push(piece) {
+                    text.push_str(&item.unwrap());
+                }
+            }
+            assert_eq!(text, "Hello, wörld", "step {step}");
+            assert!(sse.finished);
+        }
+    }
+
+    #[test]
+    fn a_stream_error_or_an_oversized_reply_ends_the_stream_with_an_error() {
+        let mut sse = SseText::new(1024);
+        let items = sse.push(b"data: {\"error\": {\"message\": \"overloaded\"}}\n\n");
+        assert!(matches!(&items[..], [Err(ModelError::Failed(m))] if m.contains("overloaded")));
+        let mut small = SseText::new(4);
+        let items = small.push(chunk("far too long").as_bytes());
+        assert_eq!(items, vec![Err(ModelError::TooLarge(4))]);
+        let mut endless = SseText::new(4);
+        let items = endless.push(&vec![b'x'; 20_000]);
+        assert_eq!(items, vec![Err(ModelError::TooLarge(4))]);
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

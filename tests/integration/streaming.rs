@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use integration_tests::fakes::{openai_streaming, FakeServer, Mode, StreamScript};
+use integration_tests::fakes::{bedrock_streaming, openai_streaming, FakeServer, Mode, StreamScript};
 use shared::model::openai::OpenAiModel;
 use shared::model::{AgentModel, LocalModel, ModelError, ModelRequest};
 
@@ -117,4 +117,55 @@ async fn the_local_model_streams_word_by_word_the_reply_it_would_give_whole() {
     assert!(items.len() > 3, "{items:?}");
     let text: String = items.into_iter().map(|(_, i)| i.unwrap()).collect();
     assert_eq!(text, whole);
+}
+
+/// The real Bedrock client pointed at `url`.
+fn bedrock(url: &str) -> shared::model::bedrock::BedrockModel {
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .endpoint_url(url)
+        .http_client(shared::model::bedrock::http_client())
+        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+        .build();
+    shared::model::bedrock::BedrockModel::from_client(
+        aws_sdk_bedrockruntime::Client::from_conf(config),
+        "anthropic.claude-test",
+        limits(Duration::from_secs(5)),
+    )
+}
+
+#[tokio::test]
+async fn the_bedrock_client_reads_converse_stream_events_in_their_event_stream_encoding() {
+    let url = bedrock_streaming(StreamScript {
+        words: words(8),
+        gap: Duration::from_millis(20),
+        break_after: None,
+    })
+    .await;
+    let items = collect(&bedrock(&url)).await.expect("a stream");
+    let text: String = items.into_iter().map(|(_, i)| i.expect("no error")).collect();
+    assert_eq!(text, words(8).concat());
+
+    let broken = bedrock_streaming(StreamScript {
+        words: words(8),
+        gap: Duration::from_millis(5),
+        break_after: Some(2),
+    })
+    .await;
+    let mut items: Vec<_> = collect(&bedrock(&broken))
+        .await
+        .expect("a stream")
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
+    let last = items.pop();
+    assert!(
+        matches!(&last, Some(Err(ModelError::Failed(m))) if m.contains("The model stopped unexpectedly")),
+        "{last:?} after {items:?}"
+    );
+    let text: String = items.into_iter().map(|i| i.expect("chunks before the error")).collect();
+    assert_eq!(text, words(2).concat());
 }

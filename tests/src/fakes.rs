@@ -478,3 +478,98 @@ pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
     });
     (format!("http://{addr}/v1"), last)
 }
+
+/// Bedrock's `POST /model/{modelId}/converse-stream`, streaming as `script` says in the AWS
+/// event-stream encoding (`application/vnd.amazon.eventstream`): `messageStart`, one
+/// `contentBlockDelta` per word `gap` apart, `contentBlockStop`, `messageStop`, `metadata`; or a
+/// `modelStreamErrorException` after `break_after` words. Its URL.
+pub async fn bedrock_streaming(script: StreamScript) -> String {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    fn frame(kind: &str, name: &str, payload: &Value) -> Bytes {
+        let type_header = if kind == "event" {
+            ":event-type"
+        } else {
+            ":exception-type"
+        };
+        let message = Message::new(Bytes::from(payload.to_string()))
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String(kind.to_string().into()),
+            ))
+            .add_header(Header::new(type_header, HeaderValue::String(name.to_string().into())))
+            .add_header(Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".to_string().into()),
+            ));
+        let mut out = Vec::new();
+        aws_smithy_eventstream::frame::write_message_to(&message, &mut out).expect("an event-stream frame");
+        Bytes::from(out)
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let script = script.clone();
+                    let found = req.uri().path().ends_with("/converse-stream");
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+                    tokio::spawn(async move {
+                        let send = |b: Bytes| {
+                            let tx = tx.clone();
+                            async move { tx.send(Ok(Frame::data(b))).await.is_ok() }
+                        };
+                        if !send(frame("event", "messageStart", &json!({"role": "assistant"}))).await {
+                            return;
+                        }
+                        for (i, word) in script.words.iter().enumerate() {
+                            tokio::time::sleep(script.gap).await;
+                            if script.break_after == Some(i) {
+                                let _ = send(frame(
+                                    "exception",
+                                    "modelStreamErrorException",
+                                    &json!({"message": "The model stopped unexpectedly.", "originalStatusCode": 500}),
+                                ))
+                                .await;
+                                return;
+                            }
+                            let delta = json!({"contentBlockIndex": 0, "delta": {"text": word}});
+                            if !send(frame("event", "contentBlockDelta", &delta)).await {
+                                return;
+                            }
+                        }
+                        let _ = send(frame("event", "contentBlockStop", &json!({"contentBlockIndex": 0}))).await;
+                        let _ = send(frame("event", "messageStop", &json!({"stopReason": "end_turn"}))).await;
+                        let _ = send(frame(
+                            "event",
+                            "metadata",
+                            &json!({"usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10}, "metrics": {"latencyMs": 12}}),
+                        ))
+                        .await;
+                    });
+                    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|item| (item, rx))
+                    }));
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(if found { 200 } else { 404 })
+                                .header("content-type", "application/vnd.amazon.eventstream")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}

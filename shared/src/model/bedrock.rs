@@ -1,14 +1,15 @@
-//! Amazon Bedrock through the Converse API (aws-config and the Bedrock runtime SDK, rustls with
-//! ring as the TLS stack).
+//! Amazon Bedrock through the Converse and ConverseStream APIs (aws-config and the Bedrock runtime
+//! SDK, rustls with ring as the TLS stack).
 
 use async_trait::async_trait;
-use aws_sdk_bedrockruntime::error::SdkError;
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message, SystemContentBlock,
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration,
+    Message, SystemContentBlock,
 };
 use aws_sdk_bedrockruntime::Client;
 
-use super::{AgentModel, ModelError, ModelLimits, ModelRequest, Role};
+use super::{AgentModel, ModelError, ModelLimits, ModelRequest, Role, TextStream};
 
 pub struct BedrockModel {
     client: Client,
@@ -55,27 +56,70 @@ fn text(content: &str) -> ContentBlock {
     ContentBlock::Text(content.to_string())
 }
 
+/// Bedrock's errors that mean "come back later" rather than "this request failed".
+const THROTTLING: [&str; 4] = [
+    "ThrottlingException",
+    "ServiceUnavailableException",
+    "ModelNotReadyException",
+    "ServiceQuotaExceededException",
+];
+
+/// An SDK error as a model error: throttling apart, the rest with Bedrock's code and message.
+fn sdk_error<E, R>(e: SdkError<E, R>, timeout_ms: u64) -> ModelError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e {
+        SdkError::TimeoutError(_) => ModelError::Timeout(timeout_ms),
+        SdkError::DispatchFailure(_) => ModelError::Failed("Bedrock is unreachable".into()),
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            let code = err.code().unwrap_or("error");
+            if THROTTLING.iter().any(|t| t.eq_ignore_ascii_case(code)) {
+                return ModelError::Throttled { retry_after: None };
+            }
+            ModelError::Failed(format!(
+                "{code}: {}",
+                err.message().unwrap_or("").chars().take(200).collect::<String>()
+            ))
+        }
+        other => ModelError::Failed(format!("Bedrock call failed: {other}")),
+    }
+}
+
+impl BedrockModel {
+    fn messages(request: &ModelRequest) -> Result<Vec<Message>, ModelError> {
+        request
+            .messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    Role::User => ConversationRole::User,
+                    Role::Assistant => ConversationRole::Assistant,
+                };
+                Message::builder()
+                    .role(role)
+                    .content(text(&m.content))
+                    .build()
+                    .map_err(|e| ModelError::Failed(format!("cannot build the request: {e}")))
+            })
+            .collect()
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        self.limits.timeout.as_millis() as u64
+    }
+}
+
 #[async_trait]
 impl AgentModel for BedrockModel {
     async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
-        let mut messages = Vec::with_capacity(request.messages.len());
-        for m in &request.messages {
-            let role = match m.role {
-                Role::User => ConversationRole::User,
-                Role::Assistant => ConversationRole::Assistant,
-            };
-            let message = Message::builder()
-                .role(role)
-                .content(text(&m.content))
-                .build()
-                .map_err(|e| ModelError::Failed(format!("cannot build the request: {e}")))?;
-            messages.push(message);
-        }
         let mut call = self
             .client
             .converse()
             .model_id(&self.model_id)
-            .set_messages(Some(messages))
+            .set_messages(Some(Self::messages(request)?))
             .inference_config(
                 InferenceConfiguration::builder()
                     .max_tokens(self.limits.max_tokens as i32)
@@ -86,37 +130,8 @@ impl AgentModel for BedrockModel {
         }
         let output = tokio::time::timeout(self.limits.timeout, call.send())
             .await
-            .map_err(|_| ModelError::Timeout(self.limits.timeout.as_millis() as u64))?
-            .map_err(|e| match e {
-                SdkError::TimeoutError(_) => ModelError::Timeout(self.limits.timeout.as_millis() as u64),
-                SdkError::DispatchFailure(_) => ModelError::Failed("Bedrock is unreachable".into()),
-                SdkError::ServiceError(s)
-                    if matches!(
-                        aws_sdk_bedrockruntime::error::ProvideErrorMetadata::code(s.err()),
-                        Some(
-                            "ThrottlingException"
-                                | "ServiceUnavailableException"
-                                | "ModelNotReadyException"
-                                | "ServiceQuotaExceededException"
-                        )
-                    ) =>
-                {
-                    ModelError::Throttled { retry_after: None }
-                }
-                SdkError::ServiceError(s) => {
-                    let err = s.err();
-                    ModelError::Failed(format!(
-                        "{}: {}",
-                        aws_sdk_bedrockruntime::error::ProvideErrorMetadata::code(err).unwrap_or("error"),
-                        aws_sdk_bedrockruntime::error::ProvideErrorMetadata::message(err)
-                            .unwrap_or("")
-                            .chars()
-                            .take(200)
-                            .collect::<String>()
-                    ))
-                }
-                other => ModelError::Failed(format!("Bedrock call failed: {other}")),
-            })?;
+            .map_err(|_| ModelError::Timeout(self.timeout_ms()))?
+            .map_err(|e| sdk_error(e, self.timeout_ms()))?;
         let Some(ConverseOutput::Message(message)) = output.output else {
             return Err(ModelError::Failed("Bedrock returned no message".into()));
         };
@@ -130,5 +145,80 @@ impl AgentModel for BedrockModel {
             }
         }
         Ok(reply)
+    }
+
+    /// ConverseStream: errors answered before the stream are the `Err` (throttling included);
+    /// then each text delta as it comes, each within `MODEL_STREAM_GAP_MS` of the previous, the
+    /// whole within `MODEL_TIMEOUT_MS` and `MODEL_MAX_REPLY_BYTES`, until `messageStop`.
+    async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
+        let mut call = self
+            .client
+            .converse_stream()
+            .model_id(&self.model_id)
+            .set_messages(Some(Self::messages(request)?))
+            .inference_config(
+                InferenceConfiguration::builder()
+                    .max_tokens(self.limits.max_tokens as i32)
+                    .build(),
+            );
+        if !request.instructions.is_empty() {
+            call = call.system(SystemContentBlock::Text(request.instructions.clone()));
+        }
+        let timeout_ms = self.timeout_ms();
+        let output = tokio::time::timeout(self.limits.timeout, call.send())
+            .await
+            .map_err(|_| ModelError::Timeout(timeout_ms))?
+            .map_err(|e| sdk_error(e, timeout_ms))?;
+        let limits = self.limits;
+        let deadline = tokio::time::Instant::now() + limits.timeout;
+        // (events, reply bytes so far, finished)
+        let state = (output.stream, 0usize, false);
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            move |(mut events, mut bytes, finished)| async move {
+                if finished {
+                    return None;
+                }
+                loop {
+                    let wait = limits
+                        .stream_gap
+                        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    let event = match tokio::time::timeout(wait, events.recv()).await {
+                        Err(_) => return Some((Err(ModelError::Timeout(timeout_ms)), (events, bytes, true))),
+                        Ok(Err(e)) => {
+                            // After the first chunk even throttling is the stream's failure.
+                            let error = match sdk_error(e, timeout_ms) {
+                                ModelError::Throttled { .. } => {
+                                    ModelError::Failed("Bedrock throttled mid-stream".into())
+                                }
+                                other => other,
+                            };
+                            return Some((Err(error), (events, bytes, true)));
+                        }
+                        Ok(Ok(None)) => {
+                            let error = ModelError::Failed("the stream ended before messageStop".into());
+                            return Some((Err(error), (events, bytes, true)));
+                        }
+                        Ok(Ok(Some(event))) => event,
+                    };
+                    match event {
+                        ConverseStreamOutput::ContentBlockDelta(d) => {
+                            if let Some(ContentBlockDelta::Text(text)) = d.delta {
+                                bytes += text.len();
+                                if bytes > limits.max_reply_bytes {
+                                    let error = ModelError::TooLarge(limits.max_reply_bytes);
+                                    return Some((Err(error), (events, bytes, true)));
+                                }
+                                if !text.is_empty() {
+                                    return Some((Ok(text), (events, bytes, false)));
+                                }
+                            }
+                        }
+                        ConverseStreamOutput::MessageStop(_) => return None,
+                        _ => {}
+                    }
+                }
+            },
+        )))
     }
 }

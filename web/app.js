@@ -26,7 +26,9 @@ async function call(base, path, { method = "GET", body, key } = {}) {
   if (!response.ok) {
     const message = (data.error && data.error.message) || response.statusText;
     const retry = response.headers.get("retry-after");
-    throw new Error(`${response.status}: ${message}${retry ? ` (retry in ${retry} s)` : ""}`);
+    const error = new Error(`${response.status}: ${message}${retry ? ` (retry in ${retry} s)` : ""}`);
+    error.status = response.status;
+    throw error;
   }
   return data;
 }
@@ -58,8 +60,8 @@ async function loadConversation() {
     const page = await api(`/api/conversations/${id}/messages?limit=100`);
     page.messages.forEach(showMessage);
   } catch (e) {
-    // Gone or not this user's: start afresh.
-    localStorage.removeItem(conversationKey());
+    // Gone or not this user's: start afresh. Anything else (a busy service, the network) keeps it.
+    if (e.status === 404) localStorage.removeItem(conversationKey());
     say(e.message);
   }
 }
@@ -68,12 +70,17 @@ async function send(event) {
   event.preventDefault();
   const text = $("message").value.trim();
   if (!text) return;
+  // Captured now: the agent may change while the reply is on its way.
+  const key = conversationKey();
   const body = { agentId: agentId(), message: text };
-  const conversationId = localStorage.getItem(conversationKey());
+  const conversationId = localStorage.getItem(key);
   if (conversationId) body.conversationId = conversationId;
   showMessage({ role: "user", content: text, id: "" });
   $("message").value = "";
   say("");
+  // One message at a time: the next one needs this one's conversationId.
+  const controls = [$("message"), $("agent"), ...$("send").querySelectorAll("button")];
+  controls.forEach((c) => (c.disabled = true));
   try {
     // One key per message: a retry of this request never stores it twice.
     const reply = await call(config.chatBase, "/api/agents/chat", {
@@ -81,10 +88,13 @@ async function send(event) {
       body,
       key: crypto.randomUUID(),
     });
-    localStorage.setItem(conversationKey(), reply.conversationId);
+    localStorage.setItem(key, reply.conversationId);
     showMessage(reply.message);
   } catch (e) {
     say(e.message);
+  } finally {
+    controls.forEach((c) => (c.disabled = false));
+    $("message").focus();
   }
 }
 

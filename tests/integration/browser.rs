@@ -34,7 +34,10 @@ struct Dev {
 
 impl Dev {
     fn start(db: &TestDb) -> Dev {
-        let (port, web_port) = (free_port(), free_port());
+        let port = free_port();
+        let web_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != port)
+            .expect("a second free port");
         let log = std::fs::File::create(workspace().join("target/browser-dev.log")).expect("log file");
         let child = std::process::Command::new(workspace().join("scripts/dev"))
             .current_dir(workspace())
@@ -102,6 +105,14 @@ async fn run_the_scheduler(dev: &Dev) -> Result<String, String> {
 
 const READY: &str = "document.body.dataset.ready === 'true'";
 
+/// Marks the current document, so waiting for `READY` waits for the next one (a reload returns
+/// before the new document has loaded).
+async fn mark_stale(page: &Page<'_>) -> Result<(), String> {
+    page.eval("document.body.dataset.ready = 'stale', true")
+        .await
+        .map(|_| ())
+}
+
 fn assistant_replies(n: usize) -> String {
     format!("document.querySelectorAll('#messages li.assistant').length === {n}")
 }
@@ -129,6 +140,7 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
     page.wait_for(READY, Duration::from_secs(180)).await?;
 
     // "Chat works after a hard refresh": send "Olá" after Ctrl-Shift-R.
+    mark_stale(page).await?;
     page.hard_reload().await?;
     page.wait_for(READY, Duration::from_secs(60)).await?;
     send_message(page, "Olá", 1).await?;
@@ -169,6 +181,7 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
     let before_reload = shown_messages(page).await?;
 
     // A reload shows the conversation again, read back from the API.
+    mark_stale(page).await?;
     page.navigate(&web).await?;
     page.wait_for(READY, Duration::from_secs(60)).await?;
     page.wait_for(
@@ -213,7 +226,10 @@ async fn the_web_client_chats_after_a_hard_reload_keeps_its_conversation_and_sho
     let dev = Dev::start(&db);
     // scripts/dev is up when the client's files are served and a function answers (cargo lambda
     // watch starts each function on its first request).
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client");
     let config = format!("http://127.0.0.1:{}/config.js", dev.web_port);
     let served = eventually(Duration::from_secs(240), || async {
         http.get(&config).send().await.is_ok_and(|r| r.status() == 200)

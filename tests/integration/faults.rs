@@ -1,6 +1,7 @@
 //! Faults on loopback, each bounded in time: the pooler restarted or stalled, Postgres
 //! restarted, a server connection killed, SIGTERM during a request.
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -343,4 +344,85 @@ async fn no_live_lease(client: &tokio_postgres::Client) -> bool {
         )
         .await
         .is_ok_and(|r| r.get::<_, i64>(0) == 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooler_stalling_mid_run_loses_nothing_finished_and_leaves_nothing_claimed() {
+    let db = TestDb::new().await;
+    let bouncer = PrivateBouncer::start(4).await;
+    let sql = db.direct().await;
+    sql.batch_execute(
+        "INSERT INTO agents (id, name, visibility) VALUES ('00000000-0000-4000-8000-000000000001', 'a', 'public');
+         INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
+         SELECT '00000000-0000-4000-8000-000000000001', 'job ' || i, 'approved', now() - interval '1 minute'
+           FROM generate_series(1, 60) i;",
+    )
+    .await
+    .unwrap();
+    let s = Scheduler::new(
+        Db::new(&settings_for(
+            &bouncer.url(&db),
+            &PoolOptions {
+                app: "scheduler".into(),
+                max_size: 2,
+                statement: Duration::from_millis(400),
+                wait: Duration::from_millis(300),
+                ..PoolOptions::default()
+            },
+        ))
+        .unwrap(),
+        Arc::new(LocalModel {
+            latency: Duration::from_millis(200),
+        }),
+        SchedulerSettings {
+            min_concurrency: 4,
+            max_concurrency: 4,
+            safety_margin: Duration::from_millis(300),
+            lease_grace: Duration::from_millis(200),
+            ..SchedulerSettings::default()
+        },
+        Metrics::new(&shared::config::Env::default(), "scheduler").with_sink(Sink::Buffer(Default::default())),
+    );
+    let mut context = lambda_runtime::Context::default();
+    context.request_id = uuid::Uuid::new_v4().to_string();
+    context.deadline = deadline_in(Duration::from_secs(30));
+    let run = scheduler::handle(&s, lambda_runtime::LambdaEvent::new(json!({}), context));
+    let admin = bouncer.admin().await;
+    let stall = async {
+        let going = eventually(Duration::from_secs(10), || async {
+            sql.query_one("SELECT count(*) FROM agent_tasks WHERE status = 'completed'", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) > 0)
+        })
+        .await;
+        assert!(going, "the run got going");
+        // Statements time out while the pooler holds them: a claim or a record fails.
+        admin_command(&admin, "PAUSE").await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        admin_command(&admin, "RESUME").await;
+    };
+    let (result, ()) = tokio::join!(run, stall);
+    let counts: HashMap<String, i64> = sql
+        .query("SELECT status, count(*) FROM agent_tasks GROUP BY status", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // Whether the run ended with the failure or got through it, every task is recorded:
+    // completed, or handed back pending with no attempt spent; none left claimed.
+    assert_eq!(counts.get("running"), None, "{counts:?} ({result:?})");
+    assert_eq!(counts.values().sum::<i64>(), 60);
+    let spent: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM agent_tasks WHERE status = 'pending' AND attempts <> 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(spent, 0, "a task handed back unstarted kept no attempt");
+    if let Ok(summary) = &result {
+        assert_eq!(summary.completed as i64, counts.get("completed").copied().unwrap_or(0));
+    }
 }

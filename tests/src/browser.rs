@@ -131,6 +131,8 @@ impl Browser {
                     record_network(&n, &v);
                 }
             }
+            // The browser is gone: every command waiting for an answer fails now, not at its bound.
+            p.lock().unwrap().clear();
         });
         Ok(Browser {
             _child: child,

@@ -3,7 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use uuid::Uuid;
 
 use shared::http::ApiError;
@@ -28,10 +28,12 @@ impl Cursor {
         let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
         let raw = std::str::from_utf8(&raw).map_err(|_| bad())?;
         let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
+        // Only times a page can start from (Postgres refuses some chrono can represent).
         let at = micros
             .parse::<i64>()
             .ok()
             .and_then(DateTime::from_timestamp_micros)
+            .filter(|t| (1970..=9999).contains(&t.year()))
             .ok_or_else(bad)?;
         let id = Uuid::parse_str(id).map_err(|_| bad())?;
         Ok(Cursor { at, id })
@@ -60,6 +62,8 @@ mod tests {
             "bm90IGEgY3Vyc29y",
             long.as_str(),
             &URL_SAFE_NO_PAD.encode("99999999999999999999.x"),
+            &URL_SAFE_NO_PAD.encode(format!("-8000000000000000000.{}", Uuid::nil())),
+            &URL_SAFE_NO_PAD.encode(format!("253402300800000000.{}", Uuid::nil())),
             &URL_SAFE_NO_PAD.encode("1.not-a-uuid"),
             &URL_SAFE_NO_PAD.encode([0xff, 0xfe]),
         ] {

@@ -14,6 +14,10 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use serde_json::json;
 
+/// An invoke that has not been accepted by then is given up (the schedule's tick comes anyway):
+/// it must not eat the rest of the invocation's time.
+const INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Starts the next invocation.
 #[async_trait]
 pub trait Continue: Send + Sync {
@@ -47,14 +51,16 @@ impl Continue for LambdaSelf {
     #[tracing::instrument(skip_all, fields(link))]
     async fn invoke(&self, link: u32) -> Result<(), String> {
         let payload = json!({ "continuation": link }).to_string();
-        let out = self
+        let call = self
             .client
             .invoke()
             .function_name(&self.function)
             .invocation_type(InvocationType::Event)
             .payload(Blob::new(payload))
-            .send()
+            .send();
+        let out = tokio::time::timeout(INVOKE_TIMEOUT, call)
             .await
+            .map_err(|_| format!("no answer within {INVOKE_TIMEOUT:?}"))?
             .map_err(|e| aws_sdk_lambda::error::DisplayErrorContext(e).to_string())?;
         match out.status_code() {
             202 => Ok(()),

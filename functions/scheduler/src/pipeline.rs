@@ -10,7 +10,10 @@
 //!   after the first of them finished (or `SCHEDULER_BATCH_SIZE` at once).
 //!
 //! With a pool of two, a claim and a record run at the same time on the two connections; with
-//! one, they take turns. The invocation ends when nothing is due, running or unrecorded (an idle
+//! one, they take turns. When a claim or a record fails (the database went away), nothing more is
+//! claimed: the calls running end, the tasks claimed but not started are handed back, what
+//! finished is recorded (a failed record is tried three times), and then the run reports the
+//! failure; only what could not be recorded waits for its lease to expire. The invocation ends when nothing is due, running or unrecorded (an idle
 //! system: one claim that finds nothing), or when its deadline comes (tasks not started are
 //! handed back, uncounted). It waits on tasks it handed back for throttling that come due before
 //! its deadline.
@@ -34,6 +37,12 @@ use crate::tasks::{ClaimedTask, Finished, Outcome};
 const TICK: Duration = Duration::from_millis(50);
 /// How often a running invocation reports its concurrency.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// A failed record is tried this many times in all, `RECORD_BACKOFF` × the failures apart.
+const RECORD_TRIES: u32 = 3;
+const RECORD_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A record's result (series suspended), with its batch to try again when it failed.
+type Recorded = (Result<u64, DbError>, Vec<Finished>);
 
 pub(crate) struct Pipeline<'a> {
     s: &'a Scheduler,
@@ -68,7 +77,13 @@ impl<'a> Pipeline<'a> {
         let mut first_done = Instant::now();
         let mut claiming: Option<BoxFuture<'a, Result<Vec<ClaimedTask>, DbError>>> = None;
         let mut asked = 0usize;
-        let mut recording: Option<BoxFuture<'a, Result<u64, DbError>>> = None;
+        // A record gives its batch back with the result: a failed one is tried again.
+        let mut recording: Option<BoxFuture<'a, Recorded>> = None;
+        // A claim or record failed: claim nothing more, let the running calls end, record what
+        // can be recorded (tried `RECORD_TRIES` times), then report the failure.
+        let mut failure: Option<DbError> = None;
+        let mut record_failures = 0u32;
+        let mut record_after: Option<Instant> = None;
         // The last claim came back short: no backlog, poll for newly due tasks.
         let mut dry = false;
         let mut last_claim: Option<Instant> = None;
@@ -83,7 +98,7 @@ impl<'a> Pipeline<'a> {
             if stop.is_none() && deadline.remaining() <= settings.safety_margin {
                 stop = Some(Stop::Deadline);
             }
-            if stop == Some(Stop::Deadline) {
+            if stop == Some(Stop::Deadline) || failure.is_some() {
                 if done.is_empty() && !ready.is_empty() {
                     first_done = Instant::now();
                 }
@@ -104,7 +119,7 @@ impl<'a> Pipeline<'a> {
             }
             summary.peak_in_flight = summary.peak_in_flight.max(running.len() as u64);
 
-            if claiming.is_none() && stop.is_none() && (parallel || recording.is_none()) {
+            if claiming.is_none() && stop.is_none() && failure.is_none() && (parallel || recording.is_none()) {
                 if summary.claimed >= cap {
                     stop = Some(Stop::Cap);
                 } else {
@@ -125,18 +140,27 @@ impl<'a> Pipeline<'a> {
                 }
             }
 
-            if recording.is_none() && !done.is_empty() && (parallel || claiming.is_none()) {
+            let may_record = record_after.is_none_or(|at| Instant::now() >= at);
+            if recording.is_none() && !done.is_empty() && may_record && (parallel || claiming.is_none()) {
                 let quiet = running.is_empty() && ready.is_empty() && claiming.is_none();
                 if done.len() >= batch || first_done.elapsed() >= settings.record_interval || quiet {
                     let finished = mem::take(&mut done);
-                    tally(summary, &finished);
-                    recording = Some(async move { s.finish(owner, &finished).await }.boxed());
+                    recording = Some(
+                        async move {
+                            let result = s.finish(owner, &finished).await;
+                            (result, finished)
+                        }
+                        .boxed(),
+                    );
                 }
             }
 
             let idle =
                 running.is_empty() && ready.is_empty() && done.is_empty() && claiming.is_none() && recording.is_none();
             if idle {
+                if let Some(e) = failure {
+                    return Err(e.into());
+                }
                 let waiting = throttled_until.is_some_and(|t| Instant::now() < t);
                 if stop.is_some() {
                     break;
@@ -195,7 +219,10 @@ impl<'a> Pipeline<'a> {
                                 s.db.release_idle();
                             }
                         }
-                        Some(Err(e)) => return Err(fail(s, owner, &ready, e).await),
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "claim failed: finishing what runs, then stopping");
+                            failure.get_or_insert(e);
+                        }
                         None => {}
                     }
                 }
@@ -203,8 +230,26 @@ impl<'a> Pipeline<'a> {
                     recording = None;
                     *peak = (*peak).max(s.db.status().size);
                     match recorded {
-                        Some(Ok(suspended)) => summary.series_suspended += suspended,
-                        Some(Err(e)) => return Err(fail(s, owner, &ready, e).await),
+                        Some((Ok(suspended), finished)) => {
+                            tally(summary, &finished);
+                            summary.series_suspended += suspended;
+                            record_failures = 0;
+                            record_after = None;
+                        }
+                        Some((Err(e), finished)) => {
+                            record_failures += 1;
+                            if record_failures >= RECORD_TRIES {
+                                // Their leases expire and the next invocation rescues them.
+                                tracing::error!(error = %e, tasks = finished.len() + done.len(), "could not record finished tasks");
+                                return Err(e.into());
+                            }
+                            tracing::warn!(error = %e, attempt = record_failures, "record failed: trying again");
+                            let mut again = finished;
+                            again.append(&mut done);
+                            done = again;
+                            record_after = Some(Instant::now() + RECORD_BACKOFF * record_failures);
+                            failure.get_or_insert(e);
+                        }
                         None => {}
                     }
                 }
@@ -213,14 +258,4 @@ impl<'a> Pipeline<'a> {
         }
         Ok(stop.unwrap_or(Stop::Drained))
     }
-}
-
-/// Hands back the tasks claimed but not started; tasks still running keep their lease until it
-/// expires and the next invocation rescues them.
-async fn fail(s: &Scheduler, owner: &str, ready: &VecDeque<ClaimedTask>, e: DbError) -> SchedulerError {
-    let ready: Vec<ClaimedTask> = ready.iter().cloned().collect();
-    if !ready.is_empty() {
-        s.give_back(owner, &ready).await;
-    }
-    e.into()
 }

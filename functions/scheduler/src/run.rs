@@ -340,20 +340,6 @@ impl Scheduler {
         .flatten()
     }
 
-    /// Best effort: hands claimed tasks back after an invocation-level failure. If this fails
-    /// too, their leases expire and the next invocation rescues them.
-    pub(crate) async fn give_back(&self, owner: &str, claimed: &[ClaimedTask]) {
-        let ids: Vec<Uuid> = claimed.iter().map(|t| t.id).collect();
-        let released = async {
-            let conn = self.db.conn().await?;
-            tasks::release(&conn.sql(), owner, &ids).await
-        }
-        .await;
-        if let Err(e) = released {
-            tracing::warn!(error = %e, tasks = ids.len(), "could not release claimed tasks; their leases will expire");
-        }
-    }
-
     pub(crate) async fn run_task(&self, task: ClaimedTask, deadline: &Deadline, margin: Duration) -> Finished {
         let remaining = deadline.remaining();
         if remaining <= margin {

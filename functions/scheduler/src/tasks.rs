@@ -230,22 +230,6 @@ pub struct FinishCounts {
     pub suspended: i64,
 }
 
-/// Gives claimed tasks back untouched (attempt not counted), e.g. when the invocation fails.
-#[tracing::instrument(skip_all, level = "debug")]
-pub async fn release<C: GenericClient + Sync>(sql: &Sql<'_, C>, owner: &str, ids: &[Uuid]) -> Result<u64, DbError> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    sql.execute(
-        "UPDATE agent_tasks
-            SET status = 'pending', attempts = greatest(attempts - 1, 0),
-                lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-          WHERE id = ANY($2) AND lease_owner = $1 AND status = 'running'",
-        &[(&owner, Type::TEXT), (&ids, Type::UUID_ARRAY)],
-    )
-    .await
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rescued {
     /// Back to `pending`.

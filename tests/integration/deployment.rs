@@ -109,16 +109,21 @@ fn with(mut t: Value, path: &[&str], value: Option<Value>) -> Value {
 #[test]
 fn the_templates_connection_budget_fits_under_the_pooler_limit() {
     let (shares, used, limit) = budget(&template()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(shares.len(), 4, "api, chat, health and scheduler: {shares:?}");
+    assert_eq!(
+        shares.len(),
+        5,
+        "api, chat, chat-stream, health and scheduler: {shares:?}"
+    );
     assert!(used <= limit, "{used} > {limit}");
     let by_name = |n: &str| shares.iter().find(|s| s.function == n).unwrap();
     assert_eq!(by_name("ChatFunction").pool, 1);
     assert_eq!(by_name("HealthFunction").pool, 1);
     assert_eq!(by_name("ApiFunction").pool, 1);
+    assert_eq!(by_name("ChatStreamFunction").pool, 1);
     assert_eq!(by_name("SchedulerFunction").pool, 2);
     // The functions that wait on a model hold no pooler client across the call or between
     // requests: their share bounds connections in flight, not instances.
-    for f in ["ChatFunction", "SchedulerFunction"] {
+    for f in ["ChatFunction", "ChatStreamFunction", "SchedulerFunction"] {
         assert_eq!(
             by_name(f).mode,
             "release",
@@ -409,4 +414,34 @@ fn every_frontend_route_of_the_design_is_in_the_template() {
     ] {
         assert!(routes.contains(&route.to_string()), "{route} is routed: {routes:?}");
     }
+}
+
+#[test]
+fn the_streaming_chat_is_a_function_url_that_streams_checks_tokens_itself_and_allows_only_the_frontends() {
+    let t = template();
+    let f = &t["Resources"]["ChatStreamFunction"];
+    assert_eq!(f["Metadata"]["BuildProperties"]["Binary"].as_str(), Some("chat-stream"));
+    let url = &f["Properties"]["FunctionUrlConfig"];
+    assert_eq!(url["InvokeMode"].as_str(), Some("RESPONSE_STREAM"));
+    // The URL does not authenticate: the function verifies the Supabase token (tested above).
+    assert_eq!(url["AuthType"].as_str(), Some("NONE"));
+    match &url["Cors"]["AllowOrigins"] {
+        Value::Tagged(tagged) if tagged.tag == "!Ref" => assert_eq!(tagged.value.as_str(), Some("CorsAllowedOrigins")),
+        other => panic!("the URL's origins come from CorsAllowedOrigins, not {other:?}"),
+    }
+    let headers = serde_norway::to_string(&url["Cors"]["AllowHeaders"]).unwrap();
+    for h in ["authorization", "content-type", "idempotency-key"] {
+        assert!(headers.contains(h), "{h} allowed: {headers}");
+    }
+    let exposed = serde_norway::to_string(&url["Cors"]["ExposeHeaders"]).unwrap();
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("retry-after"),
+        "{exposed}"
+    );
+    // A reply is bounded below the function's timeout, the database bounds too.
+    let vars = &f["Properties"]["Environment"]["Variables"];
+    let ms = |name: &str| number(&t, &vars[name]).unwrap();
+    let timeout_ms = number(&t, &f["Properties"]["Timeout"]).unwrap() * 1000;
+    let trip = ms("DB_POOL_TIMEOUT_MS") + ms("DB_CONNECT_TIMEOUT_MS") + ms("DB_STATEMENT_TIMEOUT_MS");
+    assert!(2 * trip + ms("CHAT_STREAM_TIMEOUT_MS") < timeout_ms);
 }

@@ -20,13 +20,13 @@ fn path_with_venv() -> String {
 }
 
 /// `cargo lambda watch` on a free loopback port, serving every function of the workspace.
-struct Watch {
-    port: u16,
+pub(crate) struct Watch {
+    pub(crate) port: u16,
     child: tokio::process::Child,
 }
 
 impl Watch {
-    async fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Watch {
+    pub(crate) async fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Watch {
         let port = free_port();
         let child = tokio::process::Command::new("cargo")
             .args(["lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port"])

@@ -7,6 +7,7 @@ mod api;
 mod browser;
 mod chat;
 mod chat_abuse;
+mod chat_stream;
 mod configuration;
 mod data_api;
 mod data_layer;

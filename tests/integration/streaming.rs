@@ -31,6 +31,7 @@ async fn the_openai_client_hands_on_each_chunk_as_the_provider_writes_it() {
         words: words(10),
         gap: Duration::from_millis(100),
         break_after: None,
+        break_when: None,
     })
     .await;
     let model = OpenAiModel::new(&url, None, "gpt-test", limits(Duration::from_secs(5)));
@@ -50,6 +51,7 @@ async fn a_stream_cut_mid_reply_ends_with_an_error_after_the_chunks_that_came() 
         words: words(10),
         gap: Duration::from_millis(10),
         break_after: Some(3),
+        break_when: None,
     })
     .await;
     let model = OpenAiModel::new(&url, None, "gpt-test", limits(Duration::from_secs(5)));
@@ -71,6 +73,7 @@ async fn a_stalled_stream_is_a_timeout_after_the_gap_bound() {
         words: words(3),
         gap: Duration::from_secs(30),
         break_after: None,
+        break_when: None,
     })
     .await;
     let mut bounds = limits(Duration::from_secs(60));
@@ -143,6 +146,7 @@ async fn the_bedrock_client_reads_converse_stream_events_in_their_event_stream_e
         words: words(8),
         gap: Duration::from_millis(20),
         break_after: None,
+        break_when: None,
     })
     .await;
     let items = collect(&bedrock(&url)).await.expect("a stream");
@@ -153,6 +157,7 @@ async fn the_bedrock_client_reads_converse_stream_events_in_their_event_stream_e
         words: words(8),
         gap: Duration::from_millis(5),
         break_after: Some(2),
+        break_when: None,
     })
     .await;
     let mut items: Vec<_> = collect(&bedrock(&broken))

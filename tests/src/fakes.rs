@@ -403,12 +403,15 @@ pub fn unsigned(claims: &Value) -> String {
 }
 
 /// What the streaming OpenAI-compatible stand-in writes: `words` as `chat.completion.chunk`
-/// events, `gap` apart, then `data: [DONE]`; or the connection cut after `break_after` words.
+/// events, `gap` apart, then `data: [DONE]`; or the connection cut after `break_after` words
+/// (for every request, or only those whose last message ends with `break_when`). A request without
+/// `stream: true` gets the words as one ordinary completion after `gap` × words.
 #[derive(Debug, Clone)]
 pub struct StreamScript {
     pub words: Vec<String>,
     pub gap: Duration,
     pub break_after: Option<usize>,
+    pub break_when: Option<&'static str>,
 }
 
 /// When the streaming stand-in wrote its last word (the reply's end, as the provider saw it).
@@ -429,12 +432,38 @@ pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
         while let Ok((stream, _)) = listener.accept().await {
             let (script, written) = (script.clone(), written.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (script, written) = (script.clone(), written.clone());
                     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
                     tokio::spawn(async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(http_body_util::Collected::to_bytes)
+                            .unwrap_or_default();
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        if body["stream"] != true {
+                            tokio::time::sleep(script.gap * u32::try_from(script.words.len()).unwrap_or(0)).await;
+                            let reply = json!({
+                                "id": "chatcmpl-whole", "object": "chat.completion", "created": 1_795_780_800,
+                                "model": "gpt-test",
+                                "choices": [{"index": 0, "message": {"role": "assistant", "content": script.words.concat()}, "finish_reason": "stop"}]
+                            });
+                            let _ = tx.send(Ok(Frame::data(Bytes::from(reply.to_string())))).await;
+                            return;
+                        }
+                        // Only the message being answered decides: the end of the last one (an
+                        // unanswered message before it is joined to it).
+                        let last = body["messages"]
+                            .as_array()
+                            .and_then(|m| m.last())
+                            .and_then(|m| m["content"].as_str())
+                            .unwrap_or("")
+                            .to_string();
+                        let breaks = script.break_when.is_none_or(|w| last.ends_with(w));
                         for (i, word) in script.words.iter().enumerate() {
-                            if script.break_after == Some(i) {
+                            if breaks && script.break_after == Some(i) {
                                 // Let what was written reach the client, then cut.
                                 tokio::time::sleep(script.gap).await;
                                 let _ = tx.send(Err(std::io::Error::other("connection reset"))).await;

@@ -35,9 +35,36 @@ pub async fn handle(chat: &Chat, request: Request) -> Result<Response<Body>, std
     .await
 }
 
-async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
+/// A turn ready for the model: round trip 1 done, its connection given back.
+pub(crate) struct Prepared {
+    pub user: User,
+    pub key: Option<String>,
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    pub model_request: ModelRequest,
+    pub lease: chrono::DateTime<chrono::Utc>,
+}
+
+/// What round trip 1 decided.
+pub(crate) enum Turn {
+    /// This Idempotency-Key's reply is stored: answer it again.
+    Replay {
+        conversation_id: Uuid,
+        reply: StoredReply,
+    },
+    Ready(Prepared),
+}
+
+/// Everything before the model: the route, the user, the body, the key, round trip 1, for a
+/// model call bounded by `model_timeout` (the message's lease covers it).
+pub(crate) async fn prepare(
+    chat: &Chat,
+    request: &Request,
+    route: &str,
+    model_timeout: std::time::Duration,
+) -> Result<Turn, ApiError> {
     let path = request.raw_http_path().trim_end_matches('/').to_string();
-    if path != "/api/agents/chat" {
+    if path != route {
         return Err(ApiError::NotFound);
     }
     if request.method() != Method::POST {
@@ -48,16 +75,14 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
     let input = request::parse(body, chat.settings.max_message_chars)?;
     let key = idempotency_key(request)?;
 
-    let (start, lease) = begin(chat, user, &input, key.as_deref()).await?;
-    let (conversation_id, message_id, model_request) = match start {
-        TurnStart::AgentNotFound => return Err(ApiError::NotFoundWith("agent not found")),
-        TurnStart::ConversationNotFound => return Err(ApiError::NotFoundWith("conversation not found")),
-        TurnStart::KeyReused => {
-            return Err(ApiError::Unprocessable(
-                "this Idempotency-Key was used for a different request".into(),
-            ))
-        }
-        TurnStart::RateLimited { retry_after_secs } => return Err(ApiError::TooManyRequests { retry_after_secs }),
+    let (start, lease) = begin(chat, user, &input, key.as_deref(), model_timeout).await?;
+    match start {
+        TurnStart::AgentNotFound => Err(ApiError::NotFoundWith("agent not found")),
+        TurnStart::ConversationNotFound => Err(ApiError::NotFoundWith("conversation not found")),
+        TurnStart::KeyReused => Err(ApiError::Unprocessable(
+            "this Idempotency-Key was used for a different request".into(),
+        )),
+        TurnStart::RateLimited { retry_after_secs } => Err(ApiError::TooManyRequests { retry_after_secs }),
         TurnStart::InProgress {
             retry_after_secs,
             release,
@@ -65,59 +90,86 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
             if release {
                 release_turn(chat, user, None, lease).await;
             }
-            return Err(ApiError::InProgress {
+            Err(ApiError::InProgress {
                 message: "a request with this Idempotency-Key is being answered".into(),
                 retry_after_secs,
-            });
+            })
         }
-        TurnStart::Replay { conversation_id, reply } => return Ok(reply_response(conversation_id, &reply, request_id)),
+        TurnStart::Replay { conversation_id, reply } => Ok(Turn::Replay { conversation_id, reply }),
         TurnStart::Ready {
             conversation_id,
             message_id,
             instructions,
             history,
-        } => (
+        } => Ok(Turn::Ready(Prepared {
+            user,
+            key,
             conversation_id,
             message_id,
-            ModelRequest::conversation(instructions, history),
-        ),
+            model_request: ModelRequest::conversation(instructions, history),
+            lease,
+        })),
+    }
+}
+
+async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
+    let turn = match prepare(chat, request, "/api/agents/chat", chat.settings.model_timeout).await? {
+        Turn::Replay { conversation_id, reply } => return Ok(reply_response(conversation_id, &reply, request_id)),
+        Turn::Ready(turn) => turn,
     };
 
     // No connection is held here: round trip 1 gave its connection back, and in release mode
     // the pooler client is closed too while the model thinks.
     chat.db.release_idle();
-    let generated = match tokio::time::timeout(chat.settings.model_timeout, chat.model.generate(&model_request)).await {
-        Ok(result) => result.map_err(model_error),
-        Err(_) => Err(ApiError::ModelTimeout),
-    };
+    let generated =
+        match tokio::time::timeout(chat.settings.model_timeout, chat.model.generate(&turn.model_request)).await {
+            Ok(result) => result.map_err(model_error),
+            Err(_) => Err(ApiError::ModelTimeout),
+        };
     let text = match generated {
         Ok(text) => text,
         Err(e) => {
             // The message stays stored; its lease and the user's slot go back so a retry may
             // answer it.
-            release_turn(chat, user, Some(message_id), lease).await;
+            release_turn(chat, turn.user, Some(turn.message_id), turn.lease).await;
             return Err(e);
         }
     };
-
-    // Round trip 2 (it releases the slot too; when it fails, the slot is released apart).
-    let stored = async {
-        let conn = chat.db.conn().await?;
-        store::store_reply(&conn.sql(), user.id, conversation_id, &text, key.as_deref(), lease).await
-    }
-    .await;
-    let stored = match stored {
-        Ok(stored) => stored,
-        Err(e) => {
-            release_turn(chat, user, Some(message_id), lease).await;
-            return Err(e.into());
-        }
-    };
-    match stored {
-        Some(reply) => Ok(reply_response(conversation_id, &reply, request_id)),
+    match store(chat, &turn, &text, None).await? {
+        Some(reply) => Ok(reply_response(turn.conversation_id, &reply, request_id)),
         None => Err(ApiError::Conflict(
             "a request with this Idempotency-Key was answered meanwhile; retry to get its reply".into(),
         )),
+    }
+}
+
+/// Round trip 2 (it releases the slot too; when it fails, the slot is released apart).
+pub(crate) async fn store(
+    chat: &Chat,
+    turn: &Prepared,
+    text: &str,
+    reply_id: Option<Uuid>,
+) -> Result<Option<StoredReply>, ApiError> {
+    let stored = async {
+        let conn = chat.db.conn().await?;
+        store::store_reply(
+            &conn.sql(),
+            turn.user.id,
+            turn.conversation_id,
+            text,
+            turn.key.as_deref(),
+            turn.lease,
+            reply_id,
+        )
+        .await
+    }
+    .await;
+    match stored {
+        Ok(stored) => Ok(stored),
+        Err(e) => {
+            release_turn(chat, turn.user, Some(turn.message_id), turn.lease).await;
+            Err(e.into())
+        }
     }
 }
 
@@ -128,13 +180,14 @@ async fn begin(
     user: User,
     input: &ChatInput,
     key: Option<&str>,
+    model_timeout: std::time::Duration,
 ) -> Result<(TurnStart, chrono::DateTime<chrono::Utc>), ApiError> {
     let limits = TurnLimits {
         rate_limit: chat.settings.rate_limit,
         rate_window_secs: chat.settings.rate_window.as_secs_f64(),
         max_in_flight: chat.settings.max_in_flight,
         // Past the model's bound and round trip 2's, the lease is certainly stale.
-        answer_lease_secs: (chat.settings.model_timeout + ANSWER_LEASE_MARGIN).as_secs_f64(),
+        answer_lease_secs: (model_timeout + ANSWER_LEASE_MARGIN).as_secs_f64(),
         history: chat.settings.history,
     };
     let turn = TurnRequest {
@@ -153,7 +206,12 @@ async fn begin(
 }
 
 /// Best effort: gives a turn's lease and in-flight slot back (both expire on their own anyway).
-async fn release_turn(chat: &Chat, user: User, message_id: Option<Uuid>, lease: chrono::DateTime<chrono::Utc>) {
+pub(crate) async fn release_turn(
+    chat: &Chat,
+    user: User,
+    message_id: Option<Uuid>,
+    lease: chrono::DateTime<chrono::Utc>,
+) {
     let released = async {
         let conn = chat.db.conn().await?;
         store::release_turn(&conn.sql(), user.id, message_id, lease).await
@@ -164,7 +222,7 @@ async fn release_turn(chat: &Chat, user: User, message_id: Option<Uuid>, lease: 
     }
 }
 
-fn model_error(e: ModelError) -> ApiError {
+pub(crate) fn model_error(e: ModelError) -> ApiError {
     match e {
         ModelError::Timeout(_) => ApiError::ModelTimeout,
         // Throttling is not the request's failure: come back when the provider said (5 s when
@@ -177,7 +235,12 @@ fn model_error(e: ModelError) -> ApiError {
 }
 
 fn reply_response(conversation_id: Uuid, reply: &StoredReply, request_id: &str) -> Response<Body> {
-    let body = json!({
+    json_response(StatusCode::OK, &reply_json(conversation_id, reply), request_id)
+}
+
+/// The answer to a message, as the buffered route returns it (and the stream's `done` event).
+pub(crate) fn reply_json(conversation_id: Uuid, reply: &StoredReply) -> serde_json::Value {
+    json!({
         "conversationId": conversation_id,
         "message": {
             "id": reply.id,
@@ -185,6 +248,5 @@ fn reply_response(conversation_id: Uuid, reply: &StoredReply, request_id: &str) 
             "content": reply.content,
             "createdAt": reply.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }
-    });
-    json_response(StatusCode::OK, &body, request_id)
+    })
 }

@@ -60,6 +60,14 @@ pub const CHAT_MODEL_TIMEOUT_MS: Setting = Setting::millis(
     "bound on the model call of one message (504 past it)",
 );
 
+pub const CHAT_STREAM_TIMEOUT_MS: Setting = Setting::millis(
+    "CHAT_STREAM_TIMEOUT_MS",
+    1,
+    900_000,
+    240_000,
+    "bound on a streamed reply (`chat-stream`), first chunk to last (an `error` event past it)",
+);
+
 pub const SETTINGS: &[&Setting] = &[
     &CHAT_MAX_MESSAGE_CHARS,
     &CHAT_MAX_BODY_BYTES,
@@ -68,6 +76,7 @@ pub const SETTINGS: &[&Setting] = &[
     &CHAT_RATE_WINDOW_SECS,
     &CHAT_MAX_IN_FLIGHT,
     &CHAT_MODEL_TIMEOUT_MS,
+    &CHAT_STREAM_TIMEOUT_MS,
 ];
 
 #[derive(Debug, Clone)]
@@ -79,6 +88,7 @@ pub struct Settings {
     pub rate_window: Duration,
     pub max_in_flight: i64,
     pub model_timeout: Duration,
+    pub stream_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -98,6 +108,7 @@ impl Settings {
             rate_window: env.duration(&CHAT_RATE_WINDOW_SECS)?,
             max_in_flight: i64::try_from(env.number(&CHAT_MAX_IN_FLIGHT)?).unwrap_or(i64::MAX),
             model_timeout: env.duration(&CHAT_MODEL_TIMEOUT_MS)?,
+            stream_timeout: env.duration(&CHAT_STREAM_TIMEOUT_MS)?,
         })
     }
 }

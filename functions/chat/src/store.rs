@@ -221,12 +221,13 @@ pub async fn store_reply<C: GenericClient + Sync>(
     content: &str,
     idempotency_key: Option<&str>,
     lease: DateTime<Utc>,
+    id: Option<Uuid>,
 ) -> Result<Option<StoredReply>, DbError> {
     let row = sql
         .query_opt(
             "WITH reply AS (
-                 INSERT INTO messages (conversation_id, user_id, role, content, idempotency_key)
-                 VALUES ($1, $2, 'assistant', $3, $4)
+                 INSERT INTO messages (id, conversation_id, user_id, role, content, idempotency_key)
+                 VALUES (coalesce($6, gen_random_uuid()), $1, $2, 'assistant', $3, $4)
                      ON CONFLICT (user_id, role, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id, content, created_at
              ), touched AS (
@@ -243,6 +244,7 @@ pub async fn store_reply<C: GenericClient + Sync>(
                 (&content, Type::TEXT),
                 (&idempotency_key, Type::TEXT),
                 (&lease, Type::TIMESTAMPTZ),
+                (&id, Type::UUID),
             ],
         )
         .await?;

@@ -1,0 +1,242 @@
+//! `POST /api/agents/chat/stream` through `cargo lambda watch` (the `chat-stream` binary with its
+//! streaming runtime), the OpenAI-compatible stand-in streaming a reply word by word.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use integration_tests::fakes::{self, openai_streaming, LastWritten, StreamScript};
+use serde_json::{json, Value};
+
+use crate::chat::{SECRET, USER};
+use crate::helpers::TestDb;
+use crate::lambda_watch::Watch;
+
+const AGENT: &str = "00000000-0000-4000-8000-000000000001";
+const SUPABASE: &str = "https://stream.supabase.co";
+
+/// An event of the stream and when it arrived.
+#[derive(Debug, Clone)]
+struct Event {
+    name: String,
+    data: Value,
+    at: Instant,
+}
+
+struct Setup {
+    db: TestDb,
+    watch: Watch,
+    last_written: LastWritten,
+    token: String,
+}
+
+/// A database with an agent, the stand-in streaming 10 words 100 ms apart (about 1 s; cut after
+/// 3 words when the message says "please break"), `cargo lambda watch` serving the functions
+/// with it.
+async fn setup() -> Setup {
+    let db = TestDb::new().await;
+    db.direct()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO agents (id, name, instructions, visibility) VALUES ('{AGENT}', 'helper', 'Be brief.', 'public')"
+        ))
+        .await
+        .unwrap();
+    let (url, last_written) = openai_streaming(StreamScript {
+        words: (0..10).map(|i| format!("word{i} ")).collect(),
+        gap: Duration::from_millis(100),
+        break_after: Some(3),
+        break_when: Some("please break"),
+    })
+    .await;
+    let watch = Watch::start(
+        &db,
+        &[
+            ("MODEL_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", url.as_str()),
+            ("OPENAI_MODEL", "gpt-test"),
+            ("SUPABASE_URL", SUPABASE),
+            ("SUPABASE_JWT_SECRET", SECRET),
+        ],
+    )
+    .await;
+    let token = fakes::hs256(SECRET, &fakes::claims(&format!("{SUPABASE}/auth/v1"), USER));
+    Setup {
+        db,
+        watch,
+        last_written,
+        token,
+    }
+}
+
+impl Setup {
+    /// Sends a message to the stream route: the status, and the events (or the JSON error).
+    async fn send(&self, message: &str, conversation: Option<&str>, key: Option<&str>) -> (u16, Vec<Event>, Value) {
+        let mut body = json!({"agentId": AGENT, "message": message});
+        if let Some(c) = conversation {
+            body["conversationId"] = c.into();
+        }
+        let url = format!(
+            "http://127.0.0.1:{}/lambda-url/chat-stream/api/agents/chat/stream",
+            self.watch.port
+        );
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(240))
+            .build()
+            .unwrap();
+        let mut request = client
+            .post(&url)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = key {
+            request = request.header("idempotency-key", k);
+        }
+        let response = request.send().await.expect("the stream route answers");
+        let status = response.status().as_u16();
+        let is_sse = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream"));
+        if !is_sse {
+            let value = response.json::<Value>().await.unwrap_or(Value::Null);
+            return (status, Vec::new(), value);
+        }
+        let mut events = Vec::new();
+        let mut buffer = String::new();
+        let mut bytes = response.bytes_stream();
+        while let Some(chunk) = bytes.next().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk.expect("the stream reads")));
+            while let Some(end) = buffer.find("\n\n") {
+                let raw: String = buffer.drain(..end + 2).collect();
+                let name = raw
+                    .lines()
+                    .find_map(|l| l.strip_prefix("event: "))
+                    .unwrap_or("")
+                    .to_string();
+                let data = raw.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("null");
+                events.push(Event {
+                    name,
+                    data: serde_json::from_str(data).unwrap_or(Value::Null),
+                    at: Instant::now(),
+                });
+            }
+        }
+        (status, events, Value::Null)
+    }
+
+    async fn stored(&self, conversation: &str) -> Vec<(String, String)> {
+        self.db
+            .direct()
+            .await
+            .query(
+                "SELECT role, content FROM messages WHERE conversation_id = $1::text::uuid ORDER BY created_at, id",
+                &[&conversation],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+}
+
+fn names(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.name.as_str()).collect()
+}
+
+fn deltas(events: &[Event]) -> String {
+    events
+        .iter()
+        .filter(|e| e.name == "delta")
+        .map(|e| e.data["text"].as_str().unwrap_or(""))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_reply_arrives_as_meta_deltas_done_and_is_stored_as_the_buffered_route_would() {
+    let s = setup().await;
+    let (status, events, error) = s.send("Tell me a story", None, None).await;
+    assert_eq!(status, 200, "{error}");
+    let order = names(&events);
+    assert_eq!(order.first(), Some(&"meta"), "{order:?}");
+    assert_eq!(order.last(), Some(&"done"), "{order:?}");
+    assert!(
+        order[1..order.len() - 1].iter().all(|n| *n == "delta") && order.len() > 3,
+        "{order:?}"
+    );
+    // The first delta was on the client before the provider had written the reply's end.
+    let first_delta = events.iter().find(|e| e.name == "delta").unwrap().at;
+    let last_written = s.last_written.lock().unwrap().expect("the stand-in wrote");
+    assert!(
+        first_delta < last_written,
+        "the first words came before the model finished"
+    );
+
+    let meta = &events[0].data;
+    let done = &events.last().unwrap().data;
+    let conversation = meta["conversationId"].as_str().unwrap().to_string();
+    assert_eq!(done["conversationId"], conversation.as_str());
+    assert_eq!(
+        done["message"]["id"], meta["id"],
+        "meta names the reply that done stores"
+    );
+    assert_eq!(done["message"]["role"], "assistant");
+    let text = deltas(&events);
+    assert_eq!(
+        done["message"]["content"],
+        text.as_str(),
+        "the deltas are the stored reply"
+    );
+    assert_eq!(
+        s.stored(&conversation).await,
+        vec![
+            ("user".into(), "Tell me a story".into()),
+            ("assistant".into(), text.clone())
+        ]
+    );
+
+    // A second message keeps the conversation.
+    let (status, second, _) = s.send("And then?", Some(&conversation), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(second[0].data["conversationId"], conversation.as_str());
+    assert_eq!(s.stored(&conversation).await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_failing_midway_ends_with_an_error_event_keeps_the_message_and_the_next_turn_works() {
+    let s = setup().await;
+    let (status, events, _) = s.send("please break", None, Some("turn-1")).await;
+    assert_eq!(status, 200);
+    let order = names(&events);
+    assert_eq!(order.first(), Some(&"meta"));
+    assert_eq!(order.last(), Some(&"error"), "{order:?}");
+    assert!(!order.contains(&"done"), "{order:?}");
+    let error = &events.last().unwrap().data;
+    assert!(error["code"].is_string() && error["message"].is_string(), "{error}");
+    let conversation = events[0].data["conversationId"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.stored(&conversation).await,
+        vec![("user".into(), "please break".into())],
+        "the user's message is kept, no partial reply stored"
+    );
+    let (status, next, _) = s.send("Tell me a story", Some(&conversation), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&next).last(), Some(&"done"), "{:?}", names(&next));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_before_the_first_byte_are_json_and_a_retried_key_gets_the_stored_reply_as_one_done() {
+    let s = setup().await;
+    let (status, events, error) = s.send("", None, None).await;
+    assert_eq!((status, events.len()), (422, 0), "{error}");
+    assert_eq!(error["error"]["code"], "validation_failed");
+
+    let (status, first, _) = s.send("Tell me a story", None, Some("same-key")).await;
+    assert_eq!(status, 200);
+    let (status, again, _) = s.send("Tell me a story", None, Some("same-key")).await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&again), ["meta", "done"]);
+    assert_eq!(again[1].data, first.last().unwrap().data, "the stored reply, once");
+    let conversation = first[0].data["conversationId"].as_str().unwrap().to_string();
+    assert_eq!(s.stored(&conversation).await.len(), 2, "nothing stored twice");
+}

@@ -1,9 +1,11 @@
 // The reference web client: no framework, no build step. It shows what a frontend needs from the
 // backend: the agents a user may use, a conversation that survives a reload (its id is kept in
 // localStorage and its messages read back from GET /api/conversations/{id}/messages), and tasks
-// with their approval step. Configuration comes from config.js (scripts/dev writes it):
-//   window.AGENT_BACKEND = { chatBase, apiBase, token }
-// In AWS both bases are the HTTP API's URL; under `cargo lambda watch` each function has its own.
+// with their approval step; replies are shown as the model writes them when the streaming route
+// is configured. Configuration comes from config.js (scripts/dev writes it):
+//   window.AGENT_BACKEND = { chatBase, apiBase, streamBase, token }
+// In AWS chatBase and apiBase are the HTTP API's URL and streamBase the chat-stream function URL
+// (without it, the buffered route); under `cargo lambda watch` each function has its own.
 "use strict";
 
 const config = window.AGENT_BACKEND || {};
@@ -43,13 +45,63 @@ function conversationKey() {
   return `conversation:${agentId()}`;
 }
 
-function showMessage(message) {
+function showMessage(message, done = true) {
   const li = document.createElement("li");
   li.className = message.role;
   li.dataset.id = message.id;
+  if (done) li.dataset.done = "true";
   li.textContent = message.content;
   $("messages").appendChild(li);
   li.scrollIntoView({ block: "end" });
+  return li;
+}
+
+// POST /api/agents/chat/stream: Server-Sent Events (meta, delta, done, error), the reply shown
+// as it grows. Errors before the stream are JSON, as on the buffered route.
+async function sendStreamed(body, key) {
+  const response = await fetch(config.streamBase + "/api/agents/chat/stream", {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${config.token}`,
+      "content-type": "application/json",
+      "idempotency-key": crypto.randomUUID(),
+    },
+    body: JSON.stringify(body),
+  });
+  if (!(response.headers.get("content-type") || "").startsWith("text/event-stream")) {
+    const data = await response.json().catch(() => ({}));
+    const error = new Error(`${response.status}: ${(data.error && data.error.message) || response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let li = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const raw = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const name = (raw.match(/^event: (.*)$/m) || [])[1];
+      const data = JSON.parse((raw.match(/^data: (.*)$/m) || [])[1] || "null");
+      if (name === "meta") {
+        localStorage.setItem(key, data.conversationId);
+        li = showMessage({ role: "assistant", content: "", id: data.id }, false);
+      } else if (name === "delta" && li) {
+        li.textContent += data.text;
+        li.scrollIntoView({ block: "end" });
+      } else if (name === "done" && li) {
+        li.textContent = data.message.content;
+        li.dataset.done = "true";
+      } else if (name === "error") {
+        if (li) li.remove();
+        throw new Error(`${data.code}: ${data.message}`);
+      }
+    }
+  }
 }
 
 async function loadConversation() {
@@ -82,14 +134,18 @@ async function send(event) {
   const controls = [$("message"), $("agent"), ...$("send").querySelectorAll("button")];
   controls.forEach((c) => (c.disabled = true));
   try {
-    // One key per message: a retry of this request never stores it twice.
-    const reply = await call(config.chatBase, "/api/agents/chat", {
-      method: "POST",
-      body,
-      key: crypto.randomUUID(),
-    });
-    localStorage.setItem(key, reply.conversationId);
-    showMessage(reply.message);
+    if (config.streamBase) {
+      await sendStreamed(body, key);
+    } else {
+      // One key per message: a retry of this request never stores it twice.
+      const reply = await call(config.chatBase, "/api/agents/chat", {
+        method: "POST",
+        body,
+        key: crypto.randomUUID(),
+      });
+      localStorage.setItem(key, reply.conversationId);
+      showMessage(reply.message);
+    }
   } catch (e) {
     say(e.message);
   } finally {

@@ -1,6 +1,6 @@
 //! The reference web client (web/) in a real browser: headless Chromium driven over the DevTools
 //! protocol against `scripts/dev` itself (its stack settings, seeded agent, `cargo lambda watch`
-//! serving the functions, the client on its own origin). What the original frontend's checklist
+//! serving the functions, the client on its own origin, replies streamed through `chat-stream`). What the original frontend's checklist
 //! asked, read from the browser's own network events. Screenshots of a failure go to
 //! `target/browser-failures/`.
 
@@ -46,6 +46,8 @@ impl Dev {
             .env("DIRECT_URL", &db.direct_url)
             .env("DEV_PORT", port.to_string())
             .env("DEV_WEB_PORT", web_port.to_string())
+            // The local model takes a second and streams word by word over it.
+            .env("LOCAL_MODEL_LATENCY_MS", "1000")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -113,9 +115,16 @@ async fn mark_stale(page: &Page<'_>) -> Result<(), String> {
         .map(|_| ())
 }
 
+/// `n` replies shown whole (a streamed one is marked done when its `done` event came).
 fn assistant_replies(n: usize) -> String {
-    format!("document.querySelectorAll('#messages li.assistant').length === {n}")
+    format!("document.querySelectorAll('#messages li.assistant[data-done=true]').length === {n}")
 }
+
+/// Records the length of the reply being written each time the page changes it.
+const WATCH_REPLY: &str = "window.replyLengths = []; new MutationObserver(() => { \
+    const li = [...document.querySelectorAll('#messages li.assistant')].pop(); \
+    if (li) window.replyLengths.push(li.textContent.length); \
+  }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true}); true";
 
 async fn send_message(page: &Page<'_>, text: &str, replies_after: usize) -> Result<(), String> {
     page.type_into("#message", text).await?;
@@ -143,10 +152,23 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
     mark_stale(page).await?;
     page.hard_reload().await?;
     page.wait_for(READY, Duration::from_secs(60)).await?;
+    page.eval(WATCH_REPLY).await?;
     send_message(page, "Olá", 1).await?;
     let shown = shown_messages(page).await?;
     if shown.len() != 2 || shown[0] != "user: Olá" || !shown[1].starts_with("assistant: ") {
         return Err(format!("after Olá the page shows {shown:?}"));
+    }
+    // The first words were on screen before the whole reply: the page showed it growing.
+    let lengths = page.eval("window.replyLengths").await?;
+    let lengths: Vec<u64> = lengths
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let last = lengths.last().copied().unwrap_or(0);
+    if !lengths.iter().any(|n| *n > 0 && *n < last) {
+        return Err(format!(
+            "the reply was not shown as it was written: lengths {lengths:?}"
+        ));
     }
 
     // "5 consecutive messages all 200 with the same conversationId".
@@ -156,7 +178,9 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
     let chats: Vec<_> = page
         .requests()
         .into_iter()
-        .filter(|r| r.method == "POST" && r.url.ends_with("/api/agents/chat"))
+        .filter(|r| {
+            r.method == "POST" && (r.url.ends_with("/api/agents/chat") || r.url.ends_with("/api/agents/chat/stream"))
+        })
         .collect();
     if chats.len() != 6 {
         return Err(format!("6 chat requests expected, the browser sent {chats:?}"));

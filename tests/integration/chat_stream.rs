@@ -240,3 +240,20 @@ async fn errors_before_the_first_byte_are_json_and_a_retried_key_gets_the_stored
     let conversation = first[0].data["conversationId"].as_str().unwrap().to_string();
     assert_eq!(s.stored(&conversation).await.len(), 2, "nothing stored twice");
 }
+
+#[tokio::test]
+async fn the_sample_function_url_event_is_a_stream_request_and_a_bad_token_is_a_json_401() {
+    let h = crate::chat::harness(crate::chat::ChatModel::new(Duration::ZERO)).await;
+    let chat = std::sync::Arc::new(h.chat);
+    let mut event: Value = serde_json::from_str(include_str!("../../events/chat-stream.json")).unwrap();
+    event["headers"]["authorization"] = "Bearer not-a-token".into();
+    let request = lambda_http::request::from_str(&event.to_string()).expect("a function URL event");
+    let response = chat::handle_stream(chat.clone(), request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(value["error"]["code"], "unauthorized");
+}

@@ -257,3 +257,54 @@ async fn the_sample_function_url_event_is_a_stream_request_and_a_bad_token_is_a_
     let value: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(value["error"]["code"], "unauthorized");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_stream_does_not_stop_the_turn_the_reply_is_stored_whole() {
+    let s = setup().await;
+    let url = format!(
+        "http://127.0.0.1:{}/lambda-url/chat-stream/api/agents/chat/stream",
+        s.watch.port
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", format!("Bearer {}", s.token))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "left-early")
+        .body(json!({"agentId": AGENT, "message": "Tell me a story"}).to_string())
+        .send()
+        .await
+        .expect("the stream starts");
+    let mut bytes = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("event: delta") {
+        let chunk = bytes.next().await.expect("a first delta").expect("readable");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(bytes);
+    let conversation: String = serde_json::from_str::<Value>(
+        seen.lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("meta's data"),
+    )
+    .unwrap()["conversationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let whole = (0..10).map(|i| format!("word{i} ")).collect::<String>();
+    let stored = crate::helpers::eventually(Duration::from_secs(20), || async {
+        s.stored(&conversation)
+            .await
+            .last()
+            .is_some_and(|(role, text)| role == "assistant" && *text == whole)
+    })
+    .await;
+    assert!(
+        stored,
+        "the reply was stored whole: {:?}",
+        s.stored(&conversation).await
+    );
+    // The same key gets it back as one done.
+    let (_, again, _) = s.send("Tell me a story", None, Some("left-early")).await;
+    assert_eq!(names(&again), ["meta", "done"]);
+    assert_eq!(again[1].data["message"]["content"], whole.as_str());
+}

@@ -148,6 +148,11 @@ impl ApiHarness {
     async fn sql(&self) -> tokio_postgres::Client {
         self.chat.db.direct().await
     }
+
+    /// The number a `SELECT count(*) …` gives.
+    async fn count(&self, sql: &str) -> i64 {
+        self.sql().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
 }
 
 #[tokio::test]
@@ -502,13 +507,7 @@ async fn task_bodies_are_validated_with_statuses_and_messages_that_name_the_fiel
         .await
         .into_pair();
     assert_eq!(got, 401);
-    let count: i64 = h
-        .sql()
-        .await
-        .query_one("SELECT count(*) FROM agent_tasks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count: i64 = h.count("SELECT count(*) FROM agent_tasks").await;
     assert_eq!(count, 0, "nothing was written by a refused request");
 }
 
@@ -568,13 +567,7 @@ async fn an_idempotency_key_creates_one_task_and_another_request_with_it_is_a_42
     }))
     .await;
     assert!(racing.iter().all(|s| *s == 201), "{racing:?}");
-    let count: i64 = h
-        .sql()
-        .await
-        .query_one("SELECT count(*) FROM agent_tasks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count: i64 = h.count("SELECT count(*) FROM agent_tasks").await;
     assert_eq!(count, 2);
 }
 
@@ -798,12 +791,8 @@ async fn cancelling_a_recurring_task_cancels_its_series_and_rejecting_one_asks_a
         "{cancelled}"
     );
     let live: i64 = h
-        .sql()
-        .await
-        .query_one("SELECT count(*) FROM agent_tasks WHERE status = 'pending'", &[])
-        .await
-        .unwrap()
-        .get(0);
+        .count("SELECT count(*) FROM agent_tasks WHERE status = 'pending'")
+        .await;
     assert_eq!(live, 0, "the series is over: no occurrence left pending");
 }
 

@@ -631,12 +631,17 @@ pub(crate) fn openai_model(server: &FakeServer, timeout: Duration) -> shared::mo
 
 /// The real Bedrock client, pointed at a stand-in, without the SDK's retries.
 pub(crate) fn bedrock_model(server: &FakeServer, timeout: Duration) -> shared::model::bedrock::BedrockModel {
+    bedrock_model_at(&server.url(), timeout)
+}
+
+/// The real Bedrock client, pointed at `url`, without the SDK's retries.
+pub(crate) fn bedrock_model_at(url: &str, timeout: Duration) -> shared::model::bedrock::BedrockModel {
     use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
     let config = aws_sdk_bedrockruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .endpoint_url(server.url())
+        .endpoint_url(url)
         .http_client(shared::model::bedrock::http_client())
         .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
         .build();

@@ -8,7 +8,7 @@ use integration_tests::fakes::{bedrock_streaming, openai_streaming, FakeServer, 
 use shared::model::openai::OpenAiModel;
 use shared::model::{AgentModel, LocalModel, ModelError, ModelRequest};
 
-use crate::chat::limits;
+use crate::chat::{bedrock_model_at, limits};
 
 fn words(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("word{i} ")).collect()
@@ -122,24 +122,6 @@ async fn the_local_model_streams_word_by_word_the_reply_it_would_give_whole() {
     assert_eq!(text, whole);
 }
 
-/// The real Bedrock client pointed at `url`.
-fn bedrock(url: &str) -> shared::model::bedrock::BedrockModel {
-    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .endpoint_url(url)
-        .http_client(shared::model::bedrock::http_client())
-        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
-        .build();
-    shared::model::bedrock::BedrockModel::from_client(
-        aws_sdk_bedrockruntime::Client::from_conf(config),
-        "anthropic.claude-test",
-        limits(Duration::from_secs(5)),
-    )
-}
-
 #[tokio::test]
 async fn the_bedrock_client_reads_converse_stream_events_in_their_event_stream_encoding() {
     let url = bedrock_streaming(StreamScript {
@@ -149,7 +131,9 @@ async fn the_bedrock_client_reads_converse_stream_events_in_their_event_stream_e
         break_when: None,
     })
     .await;
-    let items = collect(&bedrock(&url)).await.expect("a stream");
+    let items = collect(&bedrock_model_at(&url, Duration::from_secs(5)))
+        .await
+        .expect("a stream");
     let text: String = items.into_iter().map(|(_, i)| i.expect("no error")).collect();
     assert_eq!(text, words(8).concat());
 
@@ -160,7 +144,7 @@ async fn the_bedrock_client_reads_converse_stream_events_in_their_event_stream_e
         break_when: None,
     })
     .await;
-    let mut items: Vec<_> = collect(&bedrock(&broken))
+    let mut items: Vec<_> = collect(&bedrock_model_at(&broken, Duration::from_secs(5)))
         .await
         .expect("a stream")
         .into_iter()

@@ -417,83 +417,33 @@ pub struct StreamScript {
 /// When the streaming stand-in wrote its last word (the reply's end, as the provider saw it).
 pub type LastWritten = Arc<Mutex<Option<Instant>>>;
 
-/// An OpenAI-compatible `POST /v1/chat/completions` that streams (`text/event-stream`) as
-/// `script` says, whatever it is asked. Its URL (the base, with `/v1`) and when it wrote the
-/// last word.
-pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
-    use http_body_util::StreamBody;
-    use hyper::body::Frame;
+/// Sends the frames of a streamed answer.
+pub type Frames = tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::io::Error>>;
 
+/// An HTTP/1 server on loopback answering every request 200 with `content_type` and a body
+/// streamed by `write` (a frame at a time; an `Err` frame cuts the connection). Its address.
+async fn serve_streaming<F, Fut>(content_type: &'static str, write: F) -> SocketAddr
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>, Frames) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let last: LastWritten = Arc::default();
-    let written = last.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (script, written) = (script.clone(), written.clone());
+            let write = write.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (script, written) = (script.clone(), written.clone());
-                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
-                    tokio::spawn(async move {
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(http_body_util::Collected::to_bytes)
-                            .unwrap_or_default();
-                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        if body["stream"] != true {
-                            tokio::time::sleep(script.gap * u32::try_from(script.words.len()).unwrap_or(0)).await;
-                            let reply = json!({
-                                "id": "chatcmpl-whole", "object": "chat.completion", "created": 1_795_780_800,
-                                "model": "gpt-test",
-                                "choices": [{"index": 0, "message": {"role": "assistant", "content": script.words.concat()}, "finish_reason": "stop"}]
-                            });
-                            let _ = tx.send(Ok(Frame::data(Bytes::from(reply.to_string())))).await;
-                            return;
-                        }
-                        // Only the message being answered decides: the end of the last one (an
-                        // unanswered message before it is joined to it).
-                        let last = body["messages"]
-                            .as_array()
-                            .and_then(|m| m.last())
-                            .and_then(|m| m["content"].as_str())
-                            .unwrap_or("")
-                            .to_string();
-                        let breaks = script.break_when.is_none_or(|w| last.ends_with(w));
-                        for (i, word) in script.words.iter().enumerate() {
-                            if breaks && script.break_after == Some(i) {
-                                // Let what was written reach the client, then cut.
-                                tokio::time::sleep(script.gap).await;
-                                let _ = tx.send(Err(std::io::Error::other("connection reset"))).await;
-                                return;
-                            }
-                            tokio::time::sleep(script.gap).await;
-                            let event = json!({
-                                "id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1_795_780_800,
-                                "model": "gpt-test",
-                                "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]
-                            });
-                            if tx
-                                .send(Ok(Frame::data(Bytes::from(format!("data: {event}\n\n")))))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                            *written.lock().unwrap() = Some(Instant::now());
-                        }
-                        let _ = tx.send(Ok(Frame::data(Bytes::from("data: [DONE]\n\n")))).await;
-                    });
-                    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel(16);
+                    tokio::spawn(write(req, tx));
+                    let body = http_body_util::StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
                         rx.recv().await.map(|item| (item, rx))
                     }));
                     async move {
                         Ok::<_, std::convert::Infallible>(
                             hyper::Response::builder()
                                 .status(200)
-                                .header("content-type", "text/event-stream")
+                                .header("content-type", content_type)
                                 .body(body)
                                 .unwrap(),
                         )
@@ -505,6 +455,69 @@ pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
             });
         }
     });
+    addr
+}
+
+fn data(bytes: impl Into<Bytes>) -> Result<hyper::body::Frame<Bytes>, std::io::Error> {
+    Ok(hyper::body::Frame::data(bytes.into()))
+}
+
+/// An OpenAI-compatible `POST /v1/chat/completions` that streams (`text/event-stream`) as
+/// `script` says, whatever it is asked. Its URL (the base, with `/v1`) and when it wrote the
+/// last word.
+pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
+    let last: LastWritten = Arc::default();
+    let written = last.clone();
+    let addr = serve_streaming("text/event-stream", move |req, tx| {
+        let (script, written) = (script.clone(), written.clone());
+        async move {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .unwrap_or_default();
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if body["stream"] != true {
+                tokio::time::sleep(script.gap * u32::try_from(script.words.len()).unwrap_or(0)).await;
+                let reply = json!({
+                    "id": "chatcmpl-whole", "object": "chat.completion", "created": 1_795_780_800,
+                    "model": "gpt-test",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": script.words.concat()}, "finish_reason": "stop"}]
+                });
+                let _ = tx.send(data(reply.to_string())).await;
+                return;
+            }
+            // Only the message being answered decides: the end of the last one (an unanswered
+            // message before it is joined to it).
+            let last = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let breaks = script.break_when.is_none_or(|w| last.ends_with(w));
+            for (i, word) in script.words.iter().enumerate() {
+                tokio::time::sleep(script.gap).await;
+                if breaks && script.break_after == Some(i) {
+                    // What was written has had a gap to reach the client: cut now.
+                    let _ = tx.send(Err(std::io::Error::other("connection reset"))).await;
+                    return;
+                }
+                let event = json!({
+                    "id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1_795_780_800,
+                    "model": "gpt-test",
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]
+                });
+                if tx.send(data(format!("data: {event}\n\n"))).await.is_err() {
+                    return;
+                }
+                *written.lock().unwrap() = Some(Instant::now());
+            }
+            let _ = tx.send(data("data: [DONE]\n\n")).await;
+        }
+    })
+    .await;
     (format!("http://{addr}/v1"), last)
 }
 
@@ -514,8 +527,6 @@ pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
 /// `modelStreamErrorException` after `break_after` words. Its URL.
 pub async fn bedrock_streaming(script: StreamScript) -> String {
     use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-    use http_body_util::StreamBody;
-    use hyper::body::Frame;
 
     fn frame(kind: &str, name: &str, payload: &Value) -> Bytes {
         let type_header = if kind == "event" {
@@ -538,67 +549,37 @@ pub async fn bedrock_streaming(script: StreamScript) -> String {
         Bytes::from(out)
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let script = script.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let script = script.clone();
-                    let found = req.uri().path().ends_with("/converse-stream");
-                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
-                    tokio::spawn(async move {
-                        let send = |b: Bytes| {
-                            let tx = tx.clone();
-                            async move { tx.send(Ok(Frame::data(b))).await.is_ok() }
-                        };
-                        if !send(frame("event", "messageStart", &json!({"role": "assistant"}))).await {
-                            return;
-                        }
-                        for (i, word) in script.words.iter().enumerate() {
-                            tokio::time::sleep(script.gap).await;
-                            if script.break_after == Some(i) {
-                                let _ = send(frame(
-                                    "exception",
-                                    "modelStreamErrorException",
-                                    &json!({"message": "The model stopped unexpectedly.", "originalStatusCode": 500}),
-                                ))
-                                .await;
-                                return;
-                            }
-                            let delta = json!({"contentBlockIndex": 0, "delta": {"text": word}});
-                            if !send(frame("event", "contentBlockDelta", &delta)).await {
-                                return;
-                            }
-                        }
-                        let _ = send(frame("event", "contentBlockStop", &json!({"contentBlockIndex": 0}))).await;
-                        let _ = send(frame("event", "messageStop", &json!({"stopReason": "end_turn"}))).await;
-                        let _ = send(frame(
-                            "event",
-                            "metadata",
-                            &json!({"usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10}, "metrics": {"latencyMs": 12}}),
-                        ))
-                        .await;
-                    });
-                    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
-                        rx.recv().await.map(|item| (item, rx))
-                    }));
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            hyper::Response::builder()
-                                .status(if found { 200 } else { 404 })
-                                .header("content-type", "application/vnd.amazon.eventstream")
-                                .body(body)
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = serve_streaming("application/vnd.amazon.eventstream", move |_req, tx| {
+        let script = script.clone();
+        async move {
+            if tx.send(data(frame("event", "messageStart", &json!({"role": "assistant"})))).await.is_err() {
+                return;
+            }
+            for (i, word) in script.words.iter().enumerate() {
+                tokio::time::sleep(script.gap).await;
+                if script.break_after == Some(i) {
+                    let error = json!({"message": "The model stopped unexpectedly.", "originalStatusCode": 500});
+                    let _ = tx.send(data(frame("exception", "modelStreamErrorException", &error))).await;
+                    return;
+                }
+                let delta = json!({"contentBlockIndex": 0, "delta": {"text": word}});
+                if tx.send(data(frame("event", "contentBlockDelta", &delta))).await.is_err() {
+                    return;
+                }
+            }
+            let end = [
+                ("contentBlockStop", json!({"contentBlockIndex": 0})),
+                ("messageStop", json!({"stopReason": "end_turn"})),
+                (
+                    "metadata",
+                    json!({"usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10}, "metrics": {"latencyMs": 12}}),
+                ),
+            ];
+            for (name, payload) in end {
+                let _ = tx.send(data(frame("event", name, &payload))).await;
+            }
         }
-    });
+    })
+    .await;
     format!("http://{addr}")
 }

@@ -7,7 +7,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use shared::db::{column, DbError, FromRow, Row, Sql, Type};
-use shared::http::ApiError;
+use shared::http::{json_object, ApiError};
 use shared::tasks::recurrence::{next_occurrence, RecurrenceError};
 
 use crate::agents::time;
@@ -80,22 +80,7 @@ fn string_field<'a>(map: &'a Map<String, Value>, name: &str) -> Result<Option<&'
 
 /// Parses and validates a body already capped in size.
 pub fn parse(body: &[u8], settings: &Settings, now: DateTime<Utc>) -> Result<NewTask, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(match e.classify() {
-            serde_json::error::Category::Eof => "the body is not complete JSON".into(),
-            _ => format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
-        })
-    })?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::Unprocessable("the body must be a JSON object".into()));
-    };
-    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        let shown: String = unknown.chars().take(64).collect();
-        return Err(ApiError::Unprocessable(format!(
-            "unknown field `{shown}`; expected {}",
-            FIELDS.join(", ")
-        )));
-    }
+    let map = json_object(body, &FIELDS)?;
     let agent_id = string_field(&map, "agentId")?
         .ok_or_else(|| ApiError::Unprocessable("agentId is required".into()))
         .and_then(|s| Uuid::parse_str(s).map_err(|_| ApiError::Unprocessable("agentId must be a UUID".into())))?;

@@ -27,6 +27,24 @@ pub struct Chat {
     pub metrics: Metrics,
 }
 
+impl Chat {
+    /// An instance's state from its (secrets-resolved) environment: settings, the Supabase token
+    /// check, the model, and the warmed pool named `function` (its metrics too).
+    pub async fn from_env(env: &shared::config::Env, function: &str) -> Result<Chat, lambda_http::Error> {
+        let settings = Settings::from_env(env)?;
+        let auth = Authenticator::new(shared::auth::AuthConfig::from_env(env)?);
+        let model = shared::model::from_env(env).await?;
+        let db = shared::lifecycle::database(env, function, shared::db::PoolDefaults { max_size: 1 }).await?;
+        Ok(Chat {
+            db,
+            auth,
+            model,
+            settings,
+            metrics: Metrics::new(env, function),
+        })
+    }
+}
+
 /// The Lambda handler.
 pub async fn handle(chat: &Chat, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
     serve(&chat.db, &chat.metrics, request, |request, id| async move {

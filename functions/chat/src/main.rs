@@ -1,24 +1,11 @@
 use lambda_http::{run, service_fn, Error};
-use shared::auth::{AuthConfig, Authenticator};
 use shared::config::Env;
-use shared::db::PoolDefaults;
-use shared::metrics::Metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let env = Env::from_process();
     shared::telemetry::init(&env)?;
     let env = shared::secrets::resolve(env).await?;
-    let settings = chat::Settings::from_env(&env)?;
-    let auth = Authenticator::new(AuthConfig::from_env(&env)?);
-    let model = shared::model::from_env(&env).await?;
-    let db = shared::lifecycle::database(&env, "chat", PoolDefaults { max_size: 1 }).await?;
-    let chat = chat::Chat {
-        db,
-        auth,
-        model,
-        settings,
-        metrics: Metrics::new(&env, "chat"),
-    };
+    let chat = chat::Chat::from_env(&env, "chat").await?;
     run(service_fn(|request| chat::handle(&chat, request))).await
 }

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use shared::http::ApiError;
+use shared::http::{json_object, ApiError};
 
 /// A validated chat request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,21 +30,7 @@ fn uuid_field(map: &Map<String, Value>, name: &str, required: bool) -> Result<Op
 
 /// Parses a body already capped in size. `max_chars` bounds the trimmed message.
 pub fn parse(body: &[u8], max_chars: usize) -> Result<ChatInput, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(match e.classify() {
-            serde_json::error::Category::Eof => "the body is not complete JSON".into(),
-            _ => format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
-        })
-    })?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::Unprocessable("the body must be a JSON object".into()));
-    };
-    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        let shown: String = unknown.chars().take(64).collect();
-        return Err(ApiError::Unprocessable(format!(
-            "unknown field `{shown}`; expected agentId, message, conversationId"
-        )));
-    }
+    let map = json_object(body, &FIELDS)?;
     let agent_id =
         uuid_field(&map, "agentId", true)?.ok_or_else(|| ApiError::Unprocessable("agentId is required".into()))?;
     let conversation_id = uuid_field(&map, "conversationId", false)?;

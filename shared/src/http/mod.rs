@@ -8,5 +8,5 @@ mod response;
 
 pub use error::{db_public_message, ApiError};
 pub use handler::{request_id, serve, Reply};
-pub use request::{check_content_type, idempotency_key, idempotency_key_of, json_body};
+pub use request::{check_content_type, idempotency_key, idempotency_key_of, json_body, json_object};
 pub use response::{json_response, with_retry_after, RETRY_AFTER_SECS};

@@ -107,6 +107,17 @@ impl BedrockModel {
             .collect()
     }
 
+    /// The agent's instructions as the system prompt (none when empty).
+    fn system(request: &ModelRequest) -> Option<Vec<SystemContentBlock>> {
+        (!request.instructions.is_empty()).then(|| vec![SystemContentBlock::Text(request.instructions.clone())])
+    }
+
+    fn inference(&self) -> InferenceConfiguration {
+        InferenceConfiguration::builder()
+            .max_tokens(self.limits.max_tokens as i32)
+            .build()
+    }
+
     fn timeout_ms(&self) -> u64 {
         self.limits.timeout.as_millis() as u64
     }
@@ -115,19 +126,13 @@ impl BedrockModel {
 #[async_trait]
 impl AgentModel for BedrockModel {
     async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
-        let mut call = self
+        let call = self
             .client
             .converse()
             .model_id(&self.model_id)
             .set_messages(Some(Self::messages(request)?))
-            .inference_config(
-                InferenceConfiguration::builder()
-                    .max_tokens(self.limits.max_tokens as i32)
-                    .build(),
-            );
-        if !request.instructions.is_empty() {
-            call = call.system(SystemContentBlock::Text(request.instructions.clone()));
-        }
+            .set_system(Self::system(request))
+            .inference_config(self.inference());
         let output = tokio::time::timeout(self.limits.timeout, call.send())
             .await
             .map_err(|_| ModelError::Timeout(self.timeout_ms()))?
@@ -151,19 +156,13 @@ impl AgentModel for BedrockModel {
     /// then each text delta as it comes, each within `MODEL_STREAM_GAP_MS` of the previous, the
     /// whole within `MODEL_TIMEOUT_MS` and `MODEL_MAX_REPLY_BYTES`, until `messageStop`.
     async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
-        let mut call = self
+        let call = self
             .client
             .converse_stream()
             .model_id(&self.model_id)
             .set_messages(Some(Self::messages(request)?))
-            .inference_config(
-                InferenceConfiguration::builder()
-                    .max_tokens(self.limits.max_tokens as i32)
-                    .build(),
-            );
-        if !request.instructions.is_empty() {
-            call = call.system(SystemContentBlock::Text(request.instructions.clone()));
-        }
+            .set_system(Self::system(request))
+            .inference_config(self.inference());
         let timeout_ms = self.timeout_ms();
         let output = tokio::time::timeout(self.limits.timeout, call.send())
             .await

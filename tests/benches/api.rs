@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use api::{Api, Settings as ApiSettings};
-use integration_tests::fakes;
+use integration_tests::bench::{token, SECRET, SUPABASE};
 use integration_tests::helpers::{settings_for, watch_connections, PoolOptions, PrivateBouncer, TestDb};
 use integration_tests::stats::percentile;
 use lambda_http::Body;
@@ -23,8 +23,6 @@ use shared::auth::{AuthConfig, Authenticator};
 use shared::db::Db;
 use shared::metrics::{Metrics, Sink};
 
-const SECRET: &str = "bench-jwt-secret-with-at-least-32-characters!";
-const SUPABASE: &str = "https://bench.supabase.co";
 const USERS: i64 = 1000;
 const ROUTES: [&str; 5] = ["agents", "conversations", "messages", "tasks", "task"];
 
@@ -148,10 +146,6 @@ fn new_api(settings: &shared::db::DbSettings) -> Api {
         settings: ApiSettings::default(),
         metrics: Metrics::new(&shared::config::Env::default(), "api").with_sink(Sink::Buffer(Default::default())),
     }
-}
-
-fn token(user: &str) -> String {
-    fakes::hs256(SECRET, &fakes::claims(&format!("{SUPABASE}/auth/v1"), user))
 }
 
 fn report(title: &str, results: &[(&'static str, u16, f64, u64)], seconds: f64) {

@@ -12,19 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chat::{Chat, Settings as ChatSettings};
+use integration_tests::bench::{chat_instance, token};
 use integration_tests::fakes;
 use integration_tests::helpers::{settings_for, PoolOptions, PrivateBouncer, TestDb};
 use integration_tests::stats::percentile;
 use lambda_http::Body;
 use serde_json::{json, Value};
-use shared::auth::{AuthConfig, Authenticator};
 use shared::db::Db;
-use shared::metrics::{Metrics, Sink};
 use shared::model::{AgentModel, LocalModel, ModelError, ModelRequest};
-
-const SECRET: &str = "bench-jwt-secret-with-at-least-32-characters!";
-const SUPABASE: &str = "https://bench.supabase.co";
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -123,17 +118,7 @@ async fn main() {
                 },
                 last: Mutex::new(Duration::ZERO),
             });
-            let chat = Chat {
-                db: Db::new(&settings).unwrap(),
-                auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
-                model: model.clone(),
-                settings: ChatSettings {
-                    rate_limit: 1_000_000,
-                    ..ChatSettings::default()
-                },
-                metrics: Metrics::new(&shared::config::Env::default(), "chat")
-                    .with_sink(Sink::Buffer(Default::default())),
-            };
+            let chat = chat_instance(Db::new(&settings).unwrap(), model.clone());
             chat.db.warm().await;
             barrier.wait().await;
             // Instances start spread over one think time, as independent users would.
@@ -141,8 +126,7 @@ async fn main() {
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(0..think_ms))).await;
             }
             let user = uuid::Uuid::new_v4().to_string();
-            let token = fakes::hs256(SECRET, &fakes::claims(&format!("{SUPABASE}/auth/v1"), &user));
-            let template = fakes::chat_event(&token);
+            let template = fakes::chat_event(&token(&user));
             let mut conversation: Option<String> = None;
             let mut results = Vec::with_capacity(per_instance);
             for n in 0..per_instance {

@@ -10,19 +10,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat::{Chat, Settings as ChatSettings};
+use chat::Chat;
 use http_body_util::BodyExt;
+use integration_tests::bench::{chat_instance, token};
 use integration_tests::fakes::{self, openai_streaming, StreamScript};
 use integration_tests::helpers::{settings_for, watch_connections, PoolOptions, PrivateBouncer, TestDb};
 use integration_tests::stats::percentile;
 use serde_json::json;
-use shared::auth::{AuthConfig, Authenticator};
 use shared::db::Db;
-use shared::metrics::{Metrics, Sink};
 use shared::model::{ModelLimits, SharedModel};
-
-const SECRET: &str = "bench-jwt-secret-with-at-least-32-characters!";
-const SUPABASE: &str = "https://bench.supabase.co";
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -141,25 +137,14 @@ async fn main() {
                     stream_gap: Duration::from_secs(10),
                 },
             ));
-            let chat = Arc::new(Chat {
-                db: Db::new(&settings).expect("pool"),
-                auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
-                model,
-                settings: ChatSettings {
-                    rate_limit: 1_000_000,
-                    ..ChatSettings::default()
-                },
-                metrics: Metrics::new(&shared::config::Env::default(), "chat")
-                    .with_sink(Sink::Buffer(Default::default())),
-            });
+            let chat = Arc::new(chat_instance(Db::new(&settings).expect("pool"), model));
             chat.db.warm().await;
             barrier.wait().await;
             if think_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(0..think_ms))).await;
             }
             let user = uuid::Uuid::new_v4().to_string();
-            let token = fakes::hs256(SECRET, &fakes::claims(&format!("{SUPABASE}/auth/v1"), &user));
-            let template = fakes::chat_event(&token);
+            let template = fakes::chat_event(&token(&user));
             let mut out = Vec::new();
             for n in 0..messages * 2 {
                 let stream = n % 2 == 0;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chat::{Chat, Settings as ChatSettings};
 use health::{Health, Settings as HealthSettings, Thresholds};
+use integration_tests::bench::{token, SECRET, SUPABASE};
 use integration_tests::fakes;
 use integration_tests::helpers::{settings_for, PoolOptions, PrivateBouncer, TestDb};
 use integration_tests::stats::percentile;
@@ -28,9 +29,6 @@ use shared::config::Env;
 use shared::db::Db;
 use shared::metrics::{Metrics, Sink};
 use shared::model::{AgentModel, ModelError, ModelRequest};
-
-const SECRET: &str = "bench-jwt-secret-with-at-least-32-characters!";
-const SUPABASE: &str = "https://bench.supabase.co";
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -110,7 +108,7 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
             tokio::time::sleep(Duration::from_millis(fastrand::u64(0..think_ms.max(1)))).await;
             chat.db.warm().await;
             let user = uuid::Uuid::new_v4().to_string();
-            let token = fakes::hs256(SECRET, &fakes::claims(&format!("{SUPABASE}/auth/v1"), &user));
+            let token = token(&user);
             let template = fakes::chat_event(&token);
             let mut results = Vec::new();
             let mut n = 0;

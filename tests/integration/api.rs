@@ -134,6 +134,14 @@ impl ApiHarness {
         (s, v)
     }
 
+    /// `POST /api/tasks/{id}/{action}` as the caller, from `events/api-task-{action}.json`.
+    async fn decide(&self, id: &str, action: &str) -> (u16, Value) {
+        let event = format!("api-task-{action}.json");
+        self.send(call(&event, "POST", format!("/api/tasks/{id}/{action}")))
+            .await
+            .into_pair()
+    }
+
     async fn create_task(&self, body: &Value) -> (u16, Value) {
         let (s, v, _) = self
             .send(call("api-tasks-create.json", "POST", "/api/tasks").body(body))
@@ -342,27 +350,13 @@ async fn a_task_is_created_awaiting_approval_approved_run_by_the_scheduler_and_i
         .unwrap();
     assert_eq!(summary.claimed, 0);
 
-    let (status, approved) = h
-        .send(call(
-            "api-task-approve.json",
-            "POST",
-            format!("/api/tasks/{id}/approve"),
-        ))
-        .await
-        .into_pair();
+    let (status, approved) = h.decide(&id, "approve").await;
     assert_eq!(
         (status, approved["approvalStatus"].as_str()),
         (200, Some("approved")),
         "{approved}"
     );
-    let (status, again) = h
-        .send(call(
-            "api-task-approve.json",
-            "POST",
-            format!("/api/tasks/{id}/approve"),
-        ))
-        .await
-        .into_pair();
+    let (status, again) = h.decide(&id, "approve").await;
     assert_eq!(status, 409, "{again}");
     assert!(
         again["error"]["message"].as_str().unwrap().contains("already approved"),
@@ -684,15 +678,8 @@ async fn approve_and_cancel_against_a_running_claim_are_409_naming_the_state_and
     )
     .await
     .unwrap();
-    for (event, action) in [
-        ("api-task-cancel.json", "cancel"),
-        ("api-task-reject.json", "reject"),
-        ("api-task-approve.json", "approve"),
-    ] {
-        let (status, body) = h
-            .send(call(event, "POST", format!("/api/tasks/{id}/{action}")))
-            .await
-            .into_pair();
+    for action in ["cancel", "reject", "approve"] {
+        let (status, body) = h.decide(&id, action).await;
         assert_eq!(status, 409, "{action}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("it is running"), "{action}: {message}");
@@ -725,8 +712,8 @@ async fn approve_and_cancel_against_a_running_claim_are_409_naming_the_state_and
                 .unwrap()
                 .len()
         };
-        let cancel = h.send(call("api-task-cancel.json", "POST", format!("/api/tasks/{id}/cancel")));
-        let (claimed, (status, _, _)) = tokio::join!(claim, cancel);
+        let cancel = h.decide(&id, "cancel");
+        let (claimed, (status, _)) = tokio::join!(claim, cancel);
         let state: String = sql
             .query_one(
                 "SELECT status FROM agent_tasks WHERE id = $1",
@@ -751,10 +738,7 @@ async fn cancelling_a_recurring_task_cancels_its_series_and_rejecting_one_asks_a
         .create_task(&json!({"agentId": h.agent(), "prompt": "daily", "cron": "0 6 * * *", "scheduledFor": chrono::Utc::now().to_rfc3339()}))
         .await;
     let id = daily["id"].as_str().unwrap().to_string();
-    let (status, rejected) = h
-        .send(call("api-task-reject.json", "POST", format!("/api/tasks/{id}/reject")))
-        .await
-        .into_pair();
+    let (status, rejected) = h.decide(&id, "reject").await;
     assert_eq!(
         (status, rejected["approvalStatus"].as_str()),
         (200, Some("rejected")),
@@ -777,14 +761,7 @@ async fn cancelling_a_recurring_task_cancels_its_series_and_rejecting_one_asks_a
         .clone();
     assert_eq!(next["seriesId"], id.as_str());
     let next_id = next["id"].as_str().unwrap();
-    let (status, cancelled) = h
-        .send(call(
-            "api-task-cancel.json",
-            "POST",
-            format!("/api/tasks/{next_id}/cancel"),
-        ))
-        .await
-        .into_pair();
+    let (status, cancelled) = h.decide(next_id, "cancel").await;
     assert_eq!(
         (status, cancelled["status"].as_str()),
         (200, Some("cancelled")),

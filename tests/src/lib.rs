@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests and benchmarks.
 
+pub mod bench;
 pub mod bouncer;
 pub mod browser;
 pub mod cluster;

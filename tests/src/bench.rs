@@ -1,0 +1,33 @@
+//! What the benchmarks' simulated Lambda instances share: one Supabase project stand-in (its
+//! legacy JWT secret and URL), access tokens for it, and a chat instance as the benchmarks build
+//! it (no rate limit in the way of the load, metrics kept quiet).
+
+use chat::{Chat, Settings as ChatSettings};
+use shared::auth::{AuthConfig, Authenticator};
+use shared::db::Db;
+use shared::metrics::{Metrics, Sink};
+use shared::model::SharedModel;
+
+use crate::fakes;
+
+pub const SECRET: &str = "bench-jwt-secret-with-at-least-32-characters!";
+pub const SUPABASE: &str = "https://bench.supabase.co";
+
+/// An access token of `user` for the stand-in project.
+pub fn token(user: &str) -> String {
+    fakes::hs256(SECRET, &fakes::claims(&format!("{SUPABASE}/auth/v1"), user))
+}
+
+/// A chat instance on `db` answering with `model`.
+pub fn chat_instance(db: Db, model: SharedModel) -> Chat {
+    Chat {
+        db,
+        auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
+        model,
+        settings: ChatSettings {
+            rate_limit: 1_000_000,
+            ..ChatSettings::default()
+        },
+        metrics: Metrics::new(&shared::config::Env::default(), "chat").with_sink(Sink::Buffer(Default::default())),
+    }
+}

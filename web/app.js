@@ -2,13 +2,16 @@
 // backend: the agents a user may use, a conversation that survives a reload (its id is kept in
 // localStorage and its messages read back from GET /api/conversations/{id}/messages), and tasks
 // with their approval step; replies are shown as the model writes them when the streaming route
-// is configured. Configuration comes from config.js (scripts/dev writes it):
-//   window.AGENT_BACKEND = { chatBase, apiBase, streamBase, token }
+// is configured. Configuration comes from config.json next to this file (scripts/dev writes it):
+//   { "chatBase", "apiBase", "streamBase", "token" }
 // In AWS chatBase and apiBase are the HTTP API's URL and streamBase the chat-stream function URL
 // (without it, the buffered route); under `cargo lambda watch` each function has its own.
-"use strict";
+// This is a module: the configuration and the access token live in its scope, never in a global
+// another script could read; index.html's Content-Security-Policy allows no inline script.
 
-const config = window.AGENT_BACKEND || {};
+const config = await fetch("config.json", { cache: "no-store" })
+  .then((r) => (r.ok ? r.json() : {}))
+  .catch(() => ({}));
 const $ = (id) => document.getElementById(id);
 
 function say(text) {
@@ -222,7 +225,7 @@ async function createTask(event) {
 
 async function start() {
   if (!config.token) {
-    say("config.js is missing: run scripts/dev");
+    say("config.json is missing: run scripts/dev");
     return;
   }
   try {

@@ -19,6 +19,7 @@
 //! | `SeriesSuspended` | Count | scheduler (recurring series suspended after failing too often in a row) |
 //! | `TasksRemainingDue` | Count | scheduler (due tasks left when a run ends: the backlog) |
 //! | `TasksThrottled` | Count | scheduler (tasks handed back because the model provider throttled; no attempt counted) |
+//! | `TasksAgentUnavailable` | Count | scheduler (due tasks cancelled unrun: their owner may no longer use their agent) |
 //! | `SeriesEnded` | Count | scheduler (recurring series that could not go on: their cron or time zone no longer evaluates) |
 //! | `SchedulerRunFailed` | Count | scheduler |
 //! | `SchedulerConcurrency` | Count | scheduler (model calls the instance allows at once: every 10 s of a run, and when it ends) |

@@ -710,6 +710,7 @@ async fn approve_and_cancel_against_a_running_claim_are_409_naming_the_state_and
             scheduler::tasks::claim(&c.sql(), "racer", 60.0, 1000)
                 .await
                 .unwrap()
+                .tasks
                 .len()
         };
         let cancel = h.decide(&id, "cancel");
@@ -792,4 +793,113 @@ async fn unknown_routes_wrong_methods_and_missing_tokens_are_answered_cleanly() 
             assert!(body["error"]["code"].is_string(), "{body}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_cron_that_fires_every_second_or_more_often_than_the_minimum_interval_is_a_422_naming_cron() {
+    let mut h = api_harness().await;
+    let agent = h.agent();
+    for cron in ["* * * * * *", "*/10 * * * * *", "0 0 9 * * *"] {
+        let (status, body) = h
+            .create_task(&json!({"agentId": agent, "prompt": "x", "cron": cron}))
+            .await;
+        assert_eq!(status, 422, "{cron}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("cron must have 5 fields"), "{cron}: {message}");
+    }
+    h.api.settings.min_interval = Duration::from_secs(300);
+    let (status, body) = h
+        .create_task(&json!({"agentId": agent, "prompt": "x", "cron": "*/1 * * * *"}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "cron runs every 60 s at times; the shortest interval allowed is 300 s"
+    );
+    let (status, body) = h
+        .create_task(&json!({"agentId": agent, "prompt": "x", "cron": "*/5 * * * *"}))
+        .await;
+    assert_eq!(status, 201, "five minutes apart is allowed: {body}");
+    assert_eq!(
+        h.count("SELECT count(*) FROM agent_tasks").await,
+        1,
+        "only that one stored"
+    );
+}
+
+#[tokio::test]
+async fn twenty_parallel_creations_stop_at_the_active_task_cap_with_a_429_and_store_nothing_more() {
+    let mut h = api_harness().await;
+    h.api.settings.max_active_tasks = 5;
+    h.api.settings.task_rate_limit = 1000;
+    let body = json!({"agentId": h.agent(), "prompt": "flood", "approved": true});
+    let answers = futures_util::future::join_all((0..20).map(|_| h.create_task(&body))).await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 429).map(|(_, b)| b).collect();
+    assert_eq!(created, 5, "{answers:?}");
+    assert_eq!(refused.len(), 15, "{answers:?}");
+    assert!(
+        refused.iter().all(|b| b["error"]["code"] == "too_many_active_tasks"),
+        "{refused:?}"
+    );
+    assert_eq!(h.count("SELECT count(*) FROM agent_tasks").await, 5);
+
+    // Another user is not affected; a finished task frees a slot.
+    let (status, _, _) = h
+        .send(
+            call("api-tasks-create.json", "POST", "/api/tasks")
+                .body(&body)
+                .user(Some(OTHER_USER)),
+        )
+        .await;
+    assert_eq!(status, 201);
+    h.sql()
+        .await
+        .execute(
+            &format!("UPDATE agent_tasks SET status = 'completed' WHERE id = (SELECT id FROM agent_tasks WHERE user_id = '{USER}' LIMIT 1)"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.create_task(&body).await.0, 201);
+    assert_eq!(h.create_task(&body).await.0, 429);
+}
+
+#[tokio::test]
+async fn task_creation_is_rate_limited_per_user_with_retry_after_and_replays_are_free() {
+    let mut h = api_harness().await;
+    h.api.settings.task_rate_limit = 3;
+    let agent = h.agent();
+    for i in 0..3 {
+        let (status, body) = h
+            .create_task(&json!({"agentId": agent, "prompt": format!("t{i}")}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body, response) = h
+        .send(call("api-tasks-create.json", "POST", "/api/tasks").body(&json!({"agentId": agent, "prompt": "t3"})))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (1..=60).contains(&retry),
+        "a slot frees within the 60 s window: {retry}"
+    );
+    assert_eq!(h.count("SELECT count(*) FROM agent_tasks").await, 3, "nothing stored");
+
+    // A request replayed with its Idempotency-Key is answered from what it created, limit or not.
+    h.api.settings.task_rate_limit = 4;
+    let keyed = json!({"agentId": agent, "prompt": "keyed"});
+    let send_keyed = || {
+        h.send(
+            call("api-tasks-create.json", "POST", "/api/tasks")
+                .body(&keyed)
+                .header("idempotency-key", "k-1"),
+        )
+    };
+    assert_eq!(send_keyed().await.0, 201);
+    let (status, _, replay) = send_keyed().await;
+    assert_eq!(status, 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
 }

@@ -126,6 +126,12 @@ const WATCH_REPLY: &str = "window.replyLengths = []; new MutationObserver(() => 
     if (li) window.replyLengths.push(li.textContent.length); \
   }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true}); true";
 
+/// The names of the page's globals whose value holds a JWT (`eyJ…` header and payload).
+const TOKEN_GLOBALS: &str = r"Object.getOwnPropertyNames(window).filter(k => {
+    try { const v = window[k]; const text = typeof v === 'string' ? v : JSON.stringify(v) ?? '';
+          return /eyJ[\w-]+\.eyJ/.test(text); }
+    catch (e) { return false; } })";
+
 async fn send_message(page: &Page<'_>, text: &str, replies_after: usize) -> Result<(), String> {
     page.type_into("#message", text).await?;
     page.click("#send button").await?;
@@ -147,6 +153,19 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
     let web = format!("http://127.0.0.1:{}/", dev.web_port);
     page.navigate(&web).await?;
     page.wait_for(READY, Duration::from_secs(180)).await?;
+    // It works under its own Content-Security-Policy (no inline script, calls only to the
+    // backend), and the access token is in no global another script could read.
+    let policy = page
+        .eval("document.querySelector('meta[http-equiv=Content-Security-Policy]')?.content ?? ''")
+        .await?;
+    let policy = policy.as_str().unwrap_or_default();
+    if !policy.contains("script-src 'self'") || !policy.contains("default-src 'none'") {
+        return Err(format!("the page's Content-Security-Policy is {policy:?}"));
+    }
+    let exposed = page.eval(TOKEN_GLOBALS).await?;
+    if exposed.as_array().is_none_or(|a| !a.is_empty()) {
+        return Err(format!("globals holding an access token: {exposed}"));
+    }
 
     // "Chat works after a hard refresh": send "Olá" after Ctrl-Shift-R.
     mark_stale(page).await?;
@@ -254,7 +273,7 @@ async fn the_web_client_chats_after_a_hard_reload_keeps_its_conversation_and_sho
         .timeout(Duration::from_secs(10))
         .build()
         .expect("an HTTP client");
-    let config = format!("http://127.0.0.1:{}/config.js", dev.web_port);
+    let config = format!("http://127.0.0.1:{}/config.json", dev.web_port);
     let served = eventually(Duration::from_secs(240), || async {
         http.get(&config).send().await.is_ok_and(|r| r.status() == 200)
     })

@@ -363,3 +363,71 @@ async fn a_conversation_with_a_failed_turn_continues_with_an_openai_compatible_m
     );
     assert_eq!(last[3]["content"], "second\n\nthird", "the failed turn joins the retry");
 }
+
+#[tokio::test]
+async fn an_anonymous_sign_in_is_refused_unless_allowed() {
+    let auth = FakeServer::supabase_auth().await;
+    let issuer = format!("{}/auth/v1", auth.url());
+    let mut claims = fakes::claims(&issuer, USER);
+    claims["is_anonymous"] = true.into();
+    let token = fakes::es256(&claims, "ec-key-1");
+    let config = AuthConfig::new(&auth.url(), Some(SECRET.into()));
+    let refused = Authenticator::new(config.clone()).verify(&token).await;
+    assert_eq!(refused, Err(shared::auth::AuthError::Anonymous));
+    let hs = fakes::hs256(SECRET, &claims);
+    assert_eq!(
+        Authenticator::new(config.clone()).verify(&hs).await,
+        Err(shared::auth::AuthError::Anonymous)
+    );
+    // Through the chat route it is a 401, nothing stored.
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
+    let mut event = fakes::chat_event(&fakes::hs256(SECRET, &{
+        let mut c = fakes::claims(&h.issuer, USER);
+        c["is_anonymous"] = true.into();
+        c
+    }));
+    event["body"] = h.body("hi", None).into();
+    let response = chat::handle(&h.chat, lambda_http::request::from_str(&event.to_string()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(count(&h, "SELECT count(*) FROM messages").await, 0);
+
+    let mut allowed = config;
+    allowed.allow_anonymous = true;
+    let user = Authenticator::new(allowed)
+        .verify(&token)
+        .await
+        .expect("allowed by AUTH_ALLOW_ANONYMOUS");
+    assert_eq!(user.id.to_string(), USER);
+}
+
+#[tokio::test]
+async fn signing_keys_stay_trusted_through_a_jwks_outage_only_for_a_bounded_time() {
+    let auth = FakeServer::supabase_auth().await;
+    let token = fakes::es256(&fakes::claims(&format!("{}/auth/v1", auth.url()), USER), "ec-key-1");
+    let mut config = AuthConfig::new(&auth.url(), None);
+    config.jwks_ttl = Duration::from_millis(200);
+    config.jwks_max_stale = Duration::from_secs(1);
+    config.jwks_min_refresh = Duration::ZERO;
+    let auth_client = Authenticator::new(config);
+    assert!(auth_client.verify(&token).await.is_ok(), "keys fetched");
+    auth.set_mode(Mode::HttpError);
+    // Right after the outage starts, the cached keys still verify.
+    assert!(auth_client.verify(&token).await.is_ok(), "stale keys carry an outage");
+    // Past TTL + the stale bound they no longer do: an outage answer, not a forever-trusted key.
+    let refused = eventually(Duration::from_secs(15), || async {
+        matches!(
+            auth_client.verify(&token).await,
+            Err(shared::auth::AuthError::KeysUnavailable { .. })
+        )
+    })
+    .await;
+    assert!(refused, "keys were trusted past the stale bound");
+    auth.set_mode(Mode::Ok);
+    let back = eventually(Duration::from_secs(15), || async {
+        auth_client.verify(&token).await.is_ok()
+    })
+    .await;
+    assert!(back, "tokens verify again once the JWKS answers");
+}

@@ -18,7 +18,7 @@ fn groups() -> Vec<(&'static str, Vec<&'static Setting>)> {
     let all = |s: &[&'static Setting]| s.to_vec();
     vec![
         (
-            "Database (every function; `migrate` reads only `DIRECT_URL` and `AGENT_BACKEND_PASSWORD`)",
+            "Database (every function; `migrate` reads only `DIRECT_URL`, `AGENT_BACKEND_PASSWORD` and `AGENT_MONITOR_PASSWORD`)",
             [shared::db::settings::SETTINGS, shared::db::migrate::SETTINGS].concat(),
         ),
         ("Secrets at run time (every function)", all(shared::secrets::SETTINGS)),

@@ -308,3 +308,119 @@ async fn the_functions_connect_as_the_least_privilege_role_through_the_pooler() 
         .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
+
+#[tokio::test]
+async fn a_table_created_after_migrating_is_closed_to_the_data_api_despite_supabase_default_privileges() {
+    let (_db, admin) = supabase_like().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE later_feature (id int PRIMARY KEY, secret text);
+             INSERT INTO later_feature VALUES (1, 'not for the Data API');
+             CREATE SEQUENCE later_seq;
+             CREATE FUNCTION later_rpc() RETURNS text LANGUAGE sql AS $$ SELECT 'called' $$;",
+        )
+        .await
+        .unwrap();
+    for role in ["anon", "authenticated"] {
+        let read = as_data_api(&admin, role, Some(ALICE), "SELECT secret FROM later_feature").await;
+        assert!(denied(&read), "{role} reads a new table: {read:?}");
+        let write = as_data_api(&admin, role, Some(ALICE), "INSERT INTO later_feature VALUES (2, 'x')").await;
+        assert!(denied(&write), "{role} writes a new table: {write:?}");
+        let next = as_data_api(&admin, role, Some(ALICE), "SELECT nextval('later_seq')::text").await;
+        assert!(denied(&next), "{role} uses a new sequence: {next:?}");
+        let rpc = as_data_api(&admin, role, Some(ALICE), "SELECT later_rpc()").await;
+        assert!(denied(&rpc), "{role} calls a new function: {rpc:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_data_api_does_not_tell_a_user_who_owns_an_agent() {
+    let (_db, admin) = supabase_like().await;
+    let owners = as_data_api(
+        &admin,
+        "authenticated",
+        Some(ALICE),
+        "SELECT owner_id::text FROM agents",
+    )
+    .await;
+    assert!(denied(&owners), "owner ids readable: {owners:?}");
+    // The agents themselves stay readable, without the column.
+    let names = as_data_api(
+        &admin,
+        "authenticated",
+        Some(ALICE),
+        "SELECT name FROM agents ORDER BY name",
+    )
+    .await;
+    assert_eq!(names.unwrap(), vec!["alice agent", "public helper"]);
+}
+
+/// Roles are cluster-wide and every test migrates its own database, so role memberships are
+/// checked on a cluster of this test's own, migrated once.
+#[tokio::test]
+async fn only_the_monitor_role_reads_every_session_and_migrate_never_sends_a_password() {
+    let cluster = crate::helpers::PrivateCluster::start(20, 3);
+    let admin = cluster.connect().await;
+    admin
+        .batch_execute("ALTER SYSTEM SET log_statement = 'all'")
+        .await
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let logging = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+        let fresh = cluster.connect().await;
+        let row = fresh.query_one("SHOW log_statement", &[]).await.unwrap();
+        row.get::<_, String>(0) == "all"
+    })
+    .await;
+    assert!(logging, "the server logs every statement");
+    let settings = crate::helpers::settings_for(&cluster.url("postgres"), &crate::helpers::PoolOptions::default());
+    let (functions, monitor) = ("functions-pw-Zq81", "monitor-pw-Kx27");
+    shared::db::migrate::run_with(
+        &settings,
+        shared::db::migrate::Passwords {
+            functions: Some(functions),
+            monitor: Some(monitor),
+        },
+    )
+    .await
+    .expect("migrations apply");
+    let member = |role: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one("SELECT pg_has_role($1, 'pg_read_all_stats', 'MEMBER')", &[&role])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(
+        !member("agent_backend").await,
+        "the public functions' role reads every session"
+    );
+    assert!(
+        member("agent_monitor").await,
+        "the health role cannot read every session"
+    );
+    // Both roles log in with their passwords; the server's statement log never saw them.
+    for (role, password) in [("agent_backend", functions), ("agent_monitor", monitor)] {
+        let url = format!("postgres://{role}:{password}@127.0.0.1:{}/postgres", cluster.port);
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{role} logs in: {e}"));
+        tokio::spawn(conn);
+        let stored: String = admin
+            .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&role])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(stored.starts_with("SCRAM-SHA-256$"), "{role}: {stored}");
+        drop(client);
+    }
+    let log = std::fs::read_to_string(cluster.log_path()).unwrap();
+    assert!(log.contains("ALTER ROLE agent_backend"), "the statement log is on");
+    assert!(
+        !log.contains(functions) && !log.contains(monitor),
+        "a password reached the server's log"
+    );
+}

@@ -114,7 +114,8 @@ async fn the_connections_route_wants_the_admin_key_and_says_nothing_else() {
 #[tokio::test]
 async fn opened_connections_raise_the_figures_by_as_many() {
     let db = TestDb::new().await;
-    let h = health(&db.settings(&PoolOptions::default()));
+    // As the health function's own role, which reads every session (agent_monitor).
+    let h = health(&db.monitor_settings(&PoolOptions::default()));
     let (_, before, _) = call(&h, "GET", "/api/health/connections", Some(KEY)).await;
     let base = count(&before, "byDatabase", &db.name, "connections");
 

@@ -22,6 +22,9 @@ enum Behaviour {
     Throttle,
 }
 
+/// What a provider's error can say: nothing of it may reach a task's `lastError`.
+const PROVIDER_DETAIL: &str = "User: arn:aws:iam::123456789012:role/agent-backend is not authorized (key sk-...Zx9q)";
+
 /// A model that records every execution by prompt.
 struct RecordingModel {
     runs: Mutex<HashMap<String, u32>>,
@@ -61,7 +64,7 @@ impl AgentModel for RecordingModel {
         }
         match self.behaviour {
             Behaviour::Succeed => Ok(format!("done: {prompt}")),
-            Behaviour::Fail => Err(ModelError::Failed("upstream said no".into())),
+            Behaviour::Fail => Err(ModelError::Failed(PROVIDER_DETAIL.into())),
             Behaviour::Hang => std::future::pending().await,
             Behaviour::Throttle => Err(ModelError::Throttled {
                 retry_after: Some(Duration::from_secs(60)),
@@ -276,7 +279,11 @@ async fn a_failing_model_is_retried_with_growing_delays_then_failed() {
         let (status, attempts, last_error, delay): (String, i32, Option<String>, f64) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         assert_eq!(attempts, attempt);
-        assert!(last_error.unwrap_or_default().contains("upstream said no"));
+        // The provider's text (account id, role ARN, masked key) is logged, never stored.
+        assert_eq!(
+            last_error.as_deref(),
+            Some("model_error: the model provider answered with an error (details in the function's log)")
+        );
         if attempt < 3 {
             assert_eq!(status, "pending");
             assert_eq!(summary.retried, 1);
@@ -319,7 +326,7 @@ async fn a_hanging_model_is_cut_by_the_task_timeout() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(errors.len(), 3);
-    assert!(errors.iter().all(|e| e.contains("timed out")), "{errors:?}");
+    assert!(errors.iter().all(|e| e.starts_with("model_timeout:")), "{errors:?}");
 }
 
 #[tokio::test]
@@ -678,12 +685,12 @@ async fn two_rescuers_and_a_late_finisher_racing_on_one_occurrence_make_one_next
         let conn = pools[0].conn().await.unwrap();
         tasks::claim(&conn.sql(), "late-instance", 0.3, 10).await.unwrap()
     };
-    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed.tasks.len(), 1);
     let expired = eventually(Duration::from_secs(10), || async { live_leases(&client).await == 0 }).await;
     assert!(expired);
 
     let now = chrono::Utc::now();
-    let occurrence = claimed[0].schedule.occurrence().expect("it recurs");
+    let occurrence = claimed.tasks[0].schedule.occurrence().expect("it recurs");
     let next_failed = series::next(&occurrence, Ending::Failed, Scope::Occurrence, now, 3).unwrap();
     let next_completed = series::next(&occurrence, Ending::Completed, Scope::Occurrence, now, 3).unwrap();
     let rescue = |i: usize| {
@@ -893,4 +900,66 @@ async fn a_throttled_task_is_handed_back_for_later_without_counting_an_attempt()
             "pending again, no attempt spent, due after the provider's Retry-After"
         );
     }
+}
+
+#[tokio::test]
+async fn a_task_whose_agent_was_made_private_is_not_run_and_its_series_stops() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let (owner, user) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let agent: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO agents (name, instructions, visibility, owner_id) VALUES ('shared', 'help', 'public', $1)
+             RETURNING id",
+            &[&owner],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The user's recurring task and the owner's own task on it, both due.
+    let series_id = seed_series(&client, agent, "user's series", 3).await;
+    client
+        .execute(
+            "UPDATE agent_tasks SET user_id = $1 WHERE id = $2",
+            &[&user, &series_id],
+        )
+        .await
+        .unwrap();
+    seed_tasks(&client, agent, 1, "owner's", "", "").await;
+    client
+        .execute(
+            "UPDATE agent_tasks SET user_id = $1 WHERE prompt LIKE 'owner''s%'",
+            &[&owner],
+        )
+        .await
+        .unwrap();
+    // The owner makes the agent private: the user may no longer use it.
+    client
+        .execute("UPDATE agents SET visibility = 'private' WHERE id = $1", &[&agent])
+        .await
+        .unwrap();
+
+    let model = RecordingModel::new(Behaviour::Succeed);
+    let s = scheduler(&db, model.clone(), test_config());
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(summary.completed, 1, "only the owner's task ran: {summary:?}");
+    assert_eq!(model.runs().keys().collect::<Vec<_>>(), ["owner's-1"]);
+    let row = client
+        .query_one(
+            "SELECT status, attempts, last_error FROM agent_tasks WHERE id = $1",
+            &[&series_id],
+        )
+        .await
+        .unwrap();
+    let (status, attempts, error): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("cancelled", 0),
+        "ended unrun, no attempt spent"
+    );
+    assert!(error.starts_with("agent_unavailable:"), "{error}");
+    assert!(
+        later_occurrences(&client, series_id).await.is_empty(),
+        "the series stops"
+    );
 }

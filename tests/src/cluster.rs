@@ -75,6 +75,11 @@ impl PrivateCluster {
         PrivateCluster { port, dir }
     }
 
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }

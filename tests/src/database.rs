@@ -15,6 +15,12 @@ pub fn urls() -> (String, String) {
     (pooled, direct)
 }
 
+/// `MONITOR_DATABASE_URL` (the health function's role `agent_monitor`, through the pooler) as
+/// `scripts/stack env` exports it; `DATABASE_URL` when unset.
+pub fn monitor_url() -> String {
+    std::env::var("MONITOR_DATABASE_URL").unwrap_or_else(|_| urls().0)
+}
+
 fn settings_from(url: &str, var: &str, app: &str, extra: &[(&str, String)]) -> DbSettings {
     let env = extra
         .iter()
@@ -89,6 +95,11 @@ impl TestDb {
 
     pub fn settings(&self, opts: &PoolOptions) -> DbSettings {
         settings_for(&self.pooled_url, opts)
+    }
+
+    /// Through the shared pgbouncer as the health function's role (`agent_monitor`).
+    pub fn monitor_settings(&self, opts: &PoolOptions) -> DbSettings {
+        settings_for(&with_db(&monitor_url(), &self.name), opts)
     }
 
     /// A pool through the shared pgbouncer.

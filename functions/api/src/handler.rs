@@ -17,8 +17,12 @@ use crate::conversations;
 use crate::cursor::Cursor;
 use crate::query::Query;
 use crate::settings::Settings;
-use crate::tasks::{self, Created, Filter, Task};
+use crate::tasks::{self, Admission, Created, Filter, Quota, Task};
 use crate::{agents, tasks::NewTask};
+
+/// `Retry-After` of a creation refused for too many active tasks: they end when they run, so
+/// there is no exact time; a minute is a polite pace to ask again.
+const ACTIVE_TASKS_RETRY_SECS: u64 = 60;
 
 /// The API function's state, built once per instance.
 pub struct Api {
@@ -197,9 +201,36 @@ async fn create_task(api: &Api, request: &Request, user: User, request_id: &str)
     let input: NewTask = tasks::parse(body, &api.settings, now)?;
     let key = idempotency_key(request)?;
     let due = input.first_due(now)?;
+    let quota = Quota {
+        max_active: api.settings.max_active_tasks,
+        rate_limit: api.settings.task_rate_limit,
+        rate_window_secs: api.settings.task_rate_window.as_secs_f64(),
+    };
     let created = {
-        let conn = api.db.conn().await?;
-        tasks::create(&conn.sql(), user.id, &input, due, key.as_deref()).await?
+        let mut conn = api.db.conn().await?;
+        let tx = conn.transaction().await?;
+        let sql = tx.sql();
+        tasks::lock_user(&sql, user.id).await?;
+        match tasks::admission(&sql, user.id, key.as_deref(), quota).await? {
+            Admission::Admitted => {}
+            Admission::RateLimited { retry_after_secs } => {
+                return Err(ApiError::TooManyRequests { retry_after_secs });
+            }
+            Admission::TooManyActive { active } => {
+                return Err(ApiError::QuotaExceeded {
+                    code: "too_many_active_tasks",
+                    message: format!(
+                        "{active} of your tasks are pending or running; the limit is {}: cancel some or wait for them to finish",
+                        quota.max_active
+                    ),
+                    retry_after_secs: ACTIVE_TASKS_RETRY_SECS,
+                });
+            }
+        }
+        let created = tasks::create(&sql, user.id, &input, due, key.as_deref()).await?;
+        drop(sql);
+        tx.commit().await?;
+        created
     };
     match created {
         Created::Task(task, fresh) => {

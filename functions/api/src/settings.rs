@@ -1,5 +1,7 @@
 //! The API function's settings.
 
+use std::time::Duration;
+
 use shared::config::{invalid, ConfigError, Env, Setting, Unit};
 
 pub const API_MAX_BODY_BYTES: Setting = Setting::number(
@@ -51,6 +53,39 @@ pub const TASK_MAX_ATTEMPTS: Setting = Setting::number(
     "largest `maxAttempts` a task may ask for (422 above); 3 when not given",
 );
 
+pub const TASKS_MAX_ACTIVE_PER_USER: Setting = Setting::number(
+    "TASKS_MAX_ACTIVE_PER_USER",
+    1,
+    1_000_000,
+    100,
+    Unit::Plain,
+    "a user's tasks pending or running at once (a series counts once: one occurrence is in flight); creating one more is a 429 `too_many_active_tasks`",
+);
+pub const TASKS_RATE_LIMIT: Setting = Setting::number(
+    "TASKS_RATE_LIMIT",
+    1,
+    1_000_000,
+    30,
+    Unit::Plain,
+    "tasks a user may create per `TASKS_RATE_WINDOW_SECS` (429 `rate_limited` above; idempotent replays are free)",
+);
+pub const TASKS_RATE_WINDOW_SECS: Setting = Setting::number(
+    "TASKS_RATE_WINDOW_SECS",
+    1,
+    86_400,
+    60,
+    Unit::Seconds,
+    "the task-creation rate limit's window (sliding, per user)",
+);
+pub const TASKS_MIN_INTERVAL_SECS: Setting = Setting::number(
+    "TASKS_MIN_INTERVAL_SECS",
+    60,
+    86_400,
+    60,
+    Unit::Seconds,
+    "shortest gap between two runs of a recurring task's cron (422 naming `cron` below); a seconds field is always refused",
+);
+
 pub const SETTINGS: &[&Setting] = &[
     &API_MAX_BODY_BYTES,
     &API_PAGE_SIZE,
@@ -58,6 +93,10 @@ pub const SETTINGS: &[&Setting] = &[
     &TASK_MAX_PROMPT_CHARS,
     &TASK_MAX_HORIZON_DAYS,
     &TASK_MAX_ATTEMPTS,
+    &TASKS_MAX_ACTIVE_PER_USER,
+    &TASKS_RATE_LIMIT,
+    &TASKS_RATE_WINDOW_SECS,
+    &TASKS_MIN_INTERVAL_SECS,
 ];
 
 #[derive(Debug, Clone)]
@@ -68,6 +107,10 @@ pub struct Settings {
     pub max_prompt_chars: usize,
     pub horizon_days: i64,
     pub max_attempts: i32,
+    pub max_active_tasks: i64,
+    pub task_rate_limit: i64,
+    pub task_rate_window: Duration,
+    pub min_interval: Duration,
 }
 
 impl Default for Settings {
@@ -87,6 +130,10 @@ impl Settings {
             max_prompt_chars: usize::try_from(env.number(&TASK_MAX_PROMPT_CHARS)?).unwrap_or(usize::MAX),
             horizon_days: number(&TASK_MAX_HORIZON_DAYS)?,
             max_attempts: i32::try_from(env.number(&TASK_MAX_ATTEMPTS)?).unwrap_or(100),
+            max_active_tasks: number(&TASKS_MAX_ACTIVE_PER_USER)?,
+            task_rate_limit: number(&TASKS_RATE_LIMIT)?,
+            task_rate_window: env.duration(&TASKS_RATE_WINDOW_SECS)?,
+            min_interval: env.duration(&TASKS_MIN_INTERVAL_SECS)?,
         };
         if settings.page_size > settings.max_page_size {
             return Err(invalid(API_PAGE_SIZE.name, "must not be above API_MAX_PAGE_SIZE"));

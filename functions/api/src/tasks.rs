@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use shared::db::{column, DbError, FromRow, Row, Sql, Type};
 use shared::http::{json_object, ApiError};
-use shared::tasks::recurrence::{next_occurrence, RecurrenceError};
+use shared::tasks::recurrence::{field_count, next_occurrence, shortest_gap, RecurrenceError};
 
 use crate::agents::time;
 use crate::cursor::Cursor;
@@ -64,10 +64,38 @@ impl NewTask {
 
 fn recurrence_error(e: &RecurrenceError) -> ApiError {
     ApiError::Unprocessable(match e {
-        RecurrenceError::Cron(_) => "cron is not a valid cron expression (5 fields, or 6 with seconds)".into(),
+        RecurrenceError::Cron(_) => {
+            "cron is not a valid cron expression (5 fields: minute hour day-of-month month day-of-week)".into()
+        }
         RecurrenceError::TimeZone(_) => "timeZone is not a known IANA time zone (e.g. Europe/Paris)".into(),
         RecurrenceError::NoNext(_) => "cron has no future occurrence".into(),
     })
+}
+
+/// A schedule may not fire more often than `TASKS_MIN_INTERVAL_SECS`: no seconds field, and no
+/// two runs closer than that.
+fn check_interval(
+    cron: &str,
+    time_zone: Option<&str>,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if field_count(cron) > 5 {
+        return Err(ApiError::Unprocessable(
+            "cron must have 5 fields (minute hour day-of-month month day-of-week); a seconds field is not accepted"
+                .into(),
+        ));
+    }
+    let gap = shortest_gap(cron, time_zone, now).map_err(|e| recurrence_error(&e))?;
+    let min = Duration::from_std(settings.min_interval).unwrap_or(Duration::MAX);
+    match gap {
+        Some(gap) if gap < min => Err(ApiError::Unprocessable(format!(
+            "cron runs every {} s at times; the shortest interval allowed is {} s",
+            gap.num_seconds(),
+            min.num_seconds()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn string_field<'a>(map: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -141,7 +169,7 @@ pub fn parse(body: &[u8], settings: &Settings, now: DateTime<Utc>) -> Result<New
         }
     }
     if let Some(cron) = &cron {
-        next_occurrence(cron, time_zone.as_deref(), now, now).map_err(|e| recurrence_error(&e))?;
+        check_interval(cron, time_zone.as_deref(), settings, now)?;
     }
     let max_attempts = match map.get("maxAttempts") {
         None | Some(Value::Null) => 3,
@@ -278,6 +306,86 @@ pub enum Created {
     KeyReused,
     /// No agent the caller may use has that id.
     AgentNotFound,
+}
+
+/// A user's task-creation limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub max_active: i64,
+    pub rate_limit: i64,
+    pub rate_window_secs: f64,
+}
+
+/// Whether one more task may be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Under both limits, or a replay of this Idempotency-Key (free).
+    Admitted,
+    /// `TASKS_RATE_LIMIT` tasks created in the window: a slot frees in this many seconds.
+    RateLimited { retry_after_secs: u64 },
+    /// `TASKS_MAX_ACTIVE_PER_USER` tasks pending or running.
+    TooManyActive { active: i64 },
+}
+
+/// Serialises the creations of one user until the transaction ends (a transaction-scoped
+/// advisory lock: safe through the pooler), so the limits below count every committed task.
+#[tracing::instrument(skip_all)]
+pub async fn lock_user<C: GenericClient + Sync>(sql: &Sql<'_, C>, user: Uuid) -> Result<(), DbError> {
+    sql.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('agent_tasks.create:' || $1::text, 0))",
+        &[(&user, Type::UUID)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Counts what the limits need, under [`lock_user`] (a later statement of the same transaction
+/// sees every task committed before the lock was granted): one statement.
+#[tracing::instrument(skip_all)]
+pub async fn admission<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    user: Uuid,
+    key: Option<&str>,
+    quota: Quota,
+) -> Result<Admission, DbError> {
+    let row = sql
+        .query_one(
+            "WITH recent AS (
+                 SELECT created_at FROM agent_tasks
+                  WHERE user_id = $1 AND series_id IS NULL AND created_at > now() - make_interval(secs => $3)
+             )
+             SELECT EXISTS (SELECT 1 FROM agent_tasks
+                             WHERE $2::text IS NOT NULL AND user_id = $1 AND idempotency_key = $2) AS replay,
+                    (SELECT count(*) FROM agent_tasks
+                      WHERE user_id = $1 AND status IN ('pending', 'running')) AS active,
+                    (SELECT count(*) FROM recent) AS recent,
+                    -- The window frees a slot when the rate_limit-th newest creation leaves it.
+                    greatest(1, ceil(extract(epoch FROM coalesce(
+                        (SELECT created_at FROM recent ORDER BY created_at DESC OFFSET $4 - 1 LIMIT 1)
+                          + make_interval(secs => $3) - now(),
+                        interval '1 second'))))::int8 AS retry_after_secs",
+            &[
+                (&user, Type::UUID),
+                (&key, Type::TEXT),
+                (&quota.rate_window_secs, Type::FLOAT8),
+                (&quota.rate_limit, Type::INT8),
+            ],
+        )
+        .await?;
+    if column::<bool>(&row, "replay")? {
+        return Ok(Admission::Admitted);
+    }
+    let active: i64 = column(&row, "active")?;
+    if active >= quota.max_active {
+        return Ok(Admission::TooManyActive { active });
+    }
+    if column::<i64>(&row, "recent")? >= quota.rate_limit {
+        let secs: i64 = column(&row, "retry_after_secs")?;
+        return Ok(Admission::RateLimited {
+            retry_after_secs: u64::try_from(secs).unwrap_or(1),
+        });
+    }
+    Ok(Admission::Admitted)
 }
 
 /// Inserts the task, or finds the one this Idempotency-Key created: one statement.

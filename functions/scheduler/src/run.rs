@@ -301,8 +301,21 @@ impl Scheduler {
     ) -> Result<Vec<ClaimedTask>, DbError> {
         // The lease covers everything this invocation could still do, plus a grace period.
         let lease_secs = (deadline.remaining() + self.settings.lease_grace).as_secs_f64();
-        let conn = self.db.conn().await?;
-        tasks::claim(&conn.sql(), owner, lease_secs, i64::try_from(limit).unwrap_or(i64::MAX)).await
+        let claimed = {
+            let conn = self.db.conn().await?;
+            tasks::claim(&conn.sql(), owner, lease_secs, i64::try_from(limit).unwrap_or(i64::MAX)).await?
+        };
+        if !claimed.agent_unavailable.is_empty() {
+            tracing::warn!(
+                tasks = ?claimed.agent_unavailable,
+                "tasks cancelled unrun: their owner may no longer use their agent"
+            );
+            self.metrics.emit(&[Metric::count(
+                "TasksAgentUnavailable",
+                claimed.agent_unavailable.len() as u64,
+            )]);
+        }
+        Ok(claimed.tasks)
     }
 
     /// Records a batch; the number of series it suspended.
@@ -362,13 +375,19 @@ impl Scheduler {
             Err(ModelError::Throttled { retry_after }) => Outcome::Throttled {
                 delay_secs: self.settings.throttle_delay(retry_after).as_secs_f64(),
             },
-            Err(e) if task.attempts >= task.max_attempts => Outcome::Failed {
-                error: truncate(e.to_string()),
-            },
-            Err(e) => Outcome::Retry {
-                error: truncate(e.to_string()),
-                delay_secs: self.settings.retry_delay(task.attempts).as_secs_f64(),
-            },
+            Err(e) => {
+                // The provider's words go to the log; the task keeps a class users may read.
+                tracing::warn!(task = %task.id, attempt = task.attempts, error = %e, "task attempt failed");
+                let error = e.public_summary().to_string();
+                if task.attempts >= task.max_attempts {
+                    Outcome::Failed { error }
+                } else {
+                    Outcome::Retry {
+                        error,
+                        delay_secs: self.settings.retry_delay(task.attempts).as_secs_f64(),
+                    }
+                }
+            }
         };
         let ending = match outcome {
             Outcome::Completed { .. } => Some(Ending::Completed),

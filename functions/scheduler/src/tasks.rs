@@ -34,8 +34,24 @@ impl FromRow for ClaimedTask {
     }
 }
 
+/// What a claim took: the tasks to run, and those ended unrun because their owner may no longer
+/// use their agent.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub tasks: Vec<ClaimedTask>,
+    /// Cancelled by the claim (the agent was made private or given to another owner): never run,
+    /// and their series stop (no next occurrence).
+    pub agent_unavailable: Vec<Uuid>,
+}
+
+/// What `last_error` says of a task ended because its agent is no longer available to its owner.
+pub const AGENT_UNAVAILABLE: &str =
+    "agent_unavailable: the task's owner may no longer use its agent (made private or given to another owner); not run, and its series stops";
+
 /// Claims up to `limit` due, approved, pending tasks, oldest first, skipping rows another
-/// instance holds; takes a lease of `lease_secs` and counts the attempt.
+/// instance holds; takes a lease of `lease_secs` and counts the attempt. A task whose owner may
+/// no longer use its agent (private and not theirs; operator tasks without an owner always may)
+/// is cancelled by the same statement instead, its attempts untouched.
 ///
 /// `id = ANY(ARRAY(subquery))` rather than `id IN (subquery)`: the locked ids are computed once
 /// and the rows reached through the primary key; with `IN`, Postgres plans a hash semi-join
@@ -46,27 +62,46 @@ pub async fn claim<C: GenericClient + Sync>(
     owner: &str,
     lease_secs: f64,
     limit: i64,
-) -> Result<Vec<ClaimedTask>, DbError> {
+) -> Result<Claimed, DbError> {
+    const USABLE: &str = "(t.user_id IS NULL OR a.visibility = 'public' OR a.owner_id = t.user_id)";
     let rows = sql
         .query(
-            "UPDATE agent_tasks t
-                SET status = 'running', lease_owner = $1,
-                    lease_expires_at = now() + make_interval(secs => $2),
-                    attempts = t.attempts + 1, updated_at = now()
-               FROM agents a
-              WHERE a.id = t.agent_id
-                AND t.id = ANY(ARRAY(SELECT id FROM agent_tasks
-                                      WHERE status = 'pending' AND approval_status = 'approved'
-                                        AND scheduled_for <= now()
-                                      ORDER BY scheduled_for, id
-                                      LIMIT $3
-                                      FOR UPDATE SKIP LOCKED))
-          RETURNING t.id, t.prompt, a.instructions, t.attempts, t.max_attempts, t.cron, t.time_zone,
-                    t.scheduled_for, t.approval_status, t.series_failures",
-            &[(&owner, Type::TEXT), (&lease_secs, Type::FLOAT8), (&limit, Type::INT8)],
+            &format!(
+                "UPDATE agent_tasks t
+                    SET status = CASE WHEN {USABLE} THEN 'running' ELSE 'cancelled' END,
+                        lease_owner = CASE WHEN {USABLE} THEN $1 END,
+                        lease_expires_at = CASE WHEN {USABLE} THEN now() + make_interval(secs => $2) END,
+                        attempts = CASE WHEN {USABLE} THEN t.attempts + 1 ELSE t.attempts END,
+                        last_error = CASE WHEN {USABLE} THEN t.last_error ELSE $4 END,
+                        updated_at = now()
+                   FROM agents a
+                  WHERE a.id = t.agent_id
+                    AND t.id = ANY(ARRAY(SELECT id FROM agent_tasks
+                                          WHERE status = 'pending' AND approval_status = 'approved'
+                                            AND scheduled_for <= now()
+                                          ORDER BY scheduled_for, id
+                                          LIMIT $3
+                                          FOR UPDATE SKIP LOCKED))
+              RETURNING t.id, t.status, t.prompt, a.instructions, t.attempts, t.max_attempts, t.cron, t.time_zone,
+                        t.scheduled_for, t.approval_status, t.series_failures"
+            ),
+            &[
+                (&owner, Type::TEXT),
+                (&lease_secs, Type::FLOAT8),
+                (&limit, Type::INT8),
+                (&AGENT_UNAVAILABLE, Type::TEXT),
+            ],
         )
         .await?;
-    ClaimedTask::from_rows(&rows)
+    let mut claimed = Claimed::default();
+    for row in &rows {
+        if column::<String>(row, "status")? == TaskStatus::Running.as_str() {
+            claimed.tasks.push(ClaimedTask::from_row(row)?);
+        } else {
+            claimed.agent_unavailable.push(column(row, "id")?);
+        }
+    }
+    Ok(claimed)
 }
 
 /// How one claimed task ended in this invocation.

@@ -45,11 +45,27 @@ pub const AUTH_JWKS_TTL_SECS: Setting = Setting::number(
     "how long fetched signing keys are trusted before they are fetched again",
 );
 
+pub const AUTH_JWKS_MAX_STALE_SECS: Setting = Setting::number(
+    "AUTH_JWKS_MAX_STALE_SECS",
+    0,
+    86_400,
+    3600,
+    Unit::Seconds,
+    "how long past their TTL fetched keys stay trusted while the JWKS cannot be fetched (an outage); after that, requests get a 503 until it answers (a revoked key is not trusted forever)",
+);
+pub const AUTH_ALLOW_ANONYMOUS: Setting = Setting::flag(
+    "AUTH_ALLOW_ANONYMOUS",
+    false,
+    "accept Supabase anonymous sign-ins (tokens with `is_anonymous: true`); refused by default, so an unverified visitor cannot spend the model budget",
+);
+
 pub const SETTINGS: &[&Setting] = &[
     &SUPABASE_URL,
     &SUPABASE_JWT_SECRET,
     &AUTH_TRUST_API_GATEWAY,
     &AUTH_JWKS_TTL_SECS,
+    &AUTH_JWKS_MAX_STALE_SECS,
+    &AUTH_ALLOW_ANONYMOUS,
 ];
 
 const ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::ES256, Algorithm::RS256];
@@ -72,6 +88,8 @@ pub enum AuthError {
     Invalid(String),
     #[error("token is not a signed-in user's")]
     NotAUser,
+    #[error("anonymous sign-ins are not accepted; sign in with an account")]
+    Anonymous,
     /// The project's signing keys cannot be fetched: an outage, not a bad token (503).
     #[error("signing keys unavailable")]
     KeysUnavailable { retry_after_secs: u64 },
@@ -90,7 +108,11 @@ pub struct AuthConfig {
     hs256_secret: Option<String>,
     pub trust_api_gateway: bool,
     pub jwks_ttl: Duration,
+    /// How long past `jwks_ttl` keys stay trusted while refreshes fail.
+    pub jwks_max_stale: Duration,
     pub jwks_min_refresh: Duration,
+    /// Whether tokens of anonymous sign-ins (`is_anonymous: true`) are users.
+    pub allow_anonymous: bool,
     pub leeway_secs: u64,
 }
 
@@ -114,7 +136,9 @@ impl AuthConfig {
             hs256_secret: hs256_secret.filter(|s| !s.is_empty()),
             trust_api_gateway: false,
             jwks_ttl: Duration::from_secs(DEFAULT_JWKS_TTL_SECS),
+            jwks_max_stale: Duration::from_secs(3600),
             jwks_min_refresh: Duration::from_secs(30),
+            allow_anonymous: false,
             leeway_secs: 30,
         }
     }
@@ -138,6 +162,8 @@ impl AuthConfig {
         let mut config = Self::new(&url, env.text(&SUPABASE_JWT_SECRET));
         config.trust_api_gateway = env.flag(&AUTH_TRUST_API_GATEWAY)?;
         config.jwks_ttl = env.duration(&AUTH_JWKS_TTL_SECS)?;
+        config.jwks_max_stale = env.duration(&AUTH_JWKS_MAX_STALE_SECS)?;
+        config.allow_anonymous = env.flag(&AUTH_ALLOW_ANONYMOUS)?;
         Ok(config)
     }
 
@@ -178,13 +204,19 @@ struct Claims {
     sub: String,
     #[serde(default)]
     role: Option<String>,
+    /// Supabase marks anonymous sign-ins (role `authenticated` all the same).
+    #[serde(default)]
+    is_anonymous: bool,
 }
 
 /// A signed-in user's claims: `role` must be `authenticated` (the anon and service-role keys,
-/// and tokens without a role, are not users).
-fn user_from(sub: &str, role: Option<&str>) -> Result<User, AuthError> {
+/// and tokens without a role, are not users), and an anonymous sign-in only when allowed.
+fn user_from(sub: &str, role: Option<&str>, anonymous: bool, allow_anonymous: bool) -> Result<User, AuthError> {
     if role != Some("authenticated") {
         return Err(AuthError::NotAUser);
+    }
+    if anonymous && !allow_anonymous {
+        return Err(AuthError::Anonymous);
     }
     Uuid::parse_str(sub)
         .map(|id| User { id })
@@ -215,7 +247,14 @@ impl Authenticator {
         if self.config.trust_api_gateway {
             if let Some(claims) = gateway_claims.filter(|c| !c.is_empty()) {
                 let sub = claims.get("sub").ok_or(AuthError::NotAUser)?;
-                return user_from(sub, claims.get("role").map(String::as_str));
+                // The authorizer hands claims over as strings.
+                let anonymous = claims.get("is_anonymous").is_some_and(|v| v == "true");
+                return user_from(
+                    sub,
+                    claims.get("role").map(String::as_str),
+                    anonymous,
+                    self.config.allow_anonymous,
+                );
             }
         }
         let header = headers
@@ -271,7 +310,12 @@ impl Authenticator {
                 .to_string(),
             )
         })?;
-        user_from(&data.claims.sub, data.claims.role.as_deref())
+        user_from(
+            &data.claims.sub,
+            data.claims.role.as_deref(),
+            data.claims.is_anonymous,
+            self.config.allow_anonymous,
+        )
     }
 
     async fn public_key(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, AuthError> {
@@ -294,8 +338,17 @@ impl Authenticator {
                     }
                 }
             }
+            let too_stale = cache
+                .fetched_at
+                .is_some_and(|t| t.elapsed() >= self.config.jwks_ttl + self.config.jwks_max_stale);
+            if too_stale {
+                // Keys that could not be refreshed for that long may have been revoked since:
+                // no longer trusted until the JWKS answers again.
+                cache.keys.clear();
+                cache.fetched_at = None;
+            }
             if cache.keys.is_empty() && cache.fetched_at.is_none() {
-                // Stale keys keep working through an outage; without any ever fetched, it is an
+                // Stale keys keep working through an outage (up to the bound above); without any, it is an
                 // outage. (A fetched but empty key set is an answer: the token's key is unknown.)
                 let wait = cache
                     .next_fetch_at

@@ -15,8 +15,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let password = env.text(&shared::db::migrate::AGENT_BACKEND_PASSWORD);
-    match shared::db::migrate::run_with(&settings, password.as_deref()).await {
+    let functions = env.text(&shared::db::migrate::AGENT_BACKEND_PASSWORD);
+    let monitor = env.text(&shared::db::migrate::AGENT_MONITOR_PASSWORD);
+    let passwords = shared::db::migrate::Passwords {
+        functions: functions.as_deref(),
+        monitor: monitor.as_deref(),
+    };
+    match shared::db::migrate::run_with(&settings, passwords).await {
         Ok(report) if report.applied.is_empty() => {
             println!("migrate: schema is up to date ({})", settings.dbname);
             ExitCode::SUCCESS
@@ -28,7 +33,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("migrate: {e}");
+            eprintln!("migrate: {}", shared::db::migrate::with_causes(&e));
             ExitCode::FAILURE
         }
     }

@@ -33,6 +33,13 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    /// A per-user quota other than the request rate (`code` names it, e.g. `too_many_active_tasks`).
+    #[error("{message}")]
+    QuotaExceeded {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{message}")]
     InProgress { message: String, retry_after_secs: u64 },
     #[error("the sign-in service is unavailable; retry shortly")]
@@ -65,6 +72,9 @@ impl ApiError {
             Self::TooManyRequests { retry_after_secs } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(*retry_after_secs))
             }
+            Self::QuotaExceeded {
+                code, retry_after_secs, ..
+            } => (StatusCode::TOO_MANY_REQUESTS, code, Some(*retry_after_secs)),
             Self::InProgress { retry_after_secs, .. } => (StatusCode::CONFLICT, "in_progress", Some(*retry_after_secs)),
             Self::AuthUnavailable { retry_after_secs } => (
                 StatusCode::SERVICE_UNAVAILABLE,

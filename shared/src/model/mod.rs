@@ -200,6 +200,20 @@ pub enum ModelError {
     TooLarge(usize),
 }
 
+impl ModelError {
+    /// What may be stored where users read it (a task's `lastError`) or shown: a class and a
+    /// fixed sentence. A provider's own error text can carry account ids, role ARNs or masked
+    /// keys: it goes to the log, never here.
+    pub fn public_summary(&self) -> &'static str {
+        match self {
+            Self::Throttled { .. } => "model_throttled: the model provider is throttling",
+            Self::Timeout(_) => "model_timeout: the model did not answer in time",
+            Self::Failed(_) => "model_error: the model provider answered with an error (details in the function's log)",
+            Self::TooLarge(_) => "model_reply_too_large: the model's reply was larger than allowed",
+        }
+    }
+}
+
 /// A reply as the model writes it: text chunks in order; an error after the first chunk is an
 /// item of the stream (an error before it is the `Err` of [`AgentModel::stream`]).
 pub type TextStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<String, ModelError>> + Send>>;

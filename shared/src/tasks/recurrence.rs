@@ -45,6 +45,35 @@ pub fn next_occurrence(
         .map_err(|_| RecurrenceError::NoNext(cron.to_string()))
 }
 
+/// Runs of a schedule examined by [`shortest_gap`]: enough to cover every minute of two hours
+/// (the minute field's pattern, and the step from one allowed hour into the next).
+const GAP_SAMPLE_RUNS: usize = 240;
+
+/// Fields of a cron expression (`@hourly`-style nicknames are one).
+pub fn field_count(cron: &str) -> usize {
+    cron.split_whitespace().count()
+}
+
+/// The shortest gap between two consecutive runs among the next runs after `from` (`None` when
+/// it runs at most once). A bound on how often a schedule fires, checked at creation.
+pub fn shortest_gap(
+    cron: &str,
+    time_zone: Option<&str>,
+    from: DateTime<Utc>,
+) -> Result<Option<chrono::Duration>, RecurrenceError> {
+    let mut previous = next_occurrence(cron, time_zone, from, from)?;
+    let mut shortest: Option<chrono::Duration> = None;
+    for _ in 0..GAP_SAMPLE_RUNS {
+        let Ok(next) = next_occurrence(cron, time_zone, previous, previous) else {
+            break;
+        };
+        let gap = next - previous;
+        shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
+        previous = next;
+    }
+    Ok(shortest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +120,20 @@ mod tests {
             next_occurrence("0 * * * *", Some("Mars/Olympus"), t, t),
             Err(RecurrenceError::TimeZone(_))
         ));
+    }
+
+    #[test]
+    fn the_shortest_gap_is_found_in_the_minute_pattern_and_across_hours() {
+        let t = utc("2026-01-01T00:30:00Z");
+        let gap = |cron: &str| shortest_gap(cron, None, t).unwrap().map(|d| d.num_seconds());
+        assert_eq!(gap("* * * * * *"), Some(1));
+        assert_eq!(gap("*/5 * * * *"), Some(300));
+        assert_eq!(gap("0,1 * * * *"), Some(60));
+        // 23:59 then 00:00: the gap that spans an hour (and a day) counts too.
+        assert_eq!(gap("59,0 23,0 * * *"), Some(60));
+        assert_eq!(gap("0 9 * * *"), Some(86_400));
+        assert_eq!(field_count("* * * * * *"), 6);
+        assert_eq!(field_count("@hourly"), 1);
     }
 
     /// The runs of `cron` in `zone` whose instants fall in [from, to), walking run after run.

@@ -2,7 +2,12 @@
 //! stdout, which CloudWatch Logs turns into metrics without any API call from the function.
 //!
 //! Every line has the namespace `METRICS_NAMESPACE` (default `AgentBackend`) and one dimension
-//! set, `[Function]`, the same for every function, so alarms and dashboards can slice by it.
+//! set, `[Function]` ([`DIMENSION`]), the same for every function, so alarms and dashboards can
+//! slice by it.
+//!
+//! A metric is named only by a constant of [`name`] (the only values of [`Name`]), so
+//! [`NAMES`] is every name the functions can emit; the tests check the template's alarms and
+//! dashboard and `docs/grafana/agent-backend.json` against it.
 //!
 //! | metric | unit | from |
 //! |---|---|---|
@@ -43,6 +48,57 @@ pub const METRICS_NAMESPACE: Setting = Setting::text(
 
 pub const SETTINGS: &[&Setting] = &[&METRICS_NAMESPACE];
 
+/// The one dimension of every metric: the function's name.
+pub const DIMENSION: &str = "Function";
+
+/// A metric's name: one of the constants in [`name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Name(&'static str);
+
+impl Name {
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+macro_rules! metric_names {
+    ($($id:ident = $text:literal,)*) => {
+        /// The metrics' names (documented in the table above).
+        pub mod name {
+            use super::Name;
+            $(pub const $id: Name = Name($text);)*
+        }
+        /// Every name a function can emit.
+        pub const NAMES: &[&str] = &[$(name::$id.as_str()),*];
+    };
+}
+
+metric_names! {
+    POOL_CHECKOUTS = "PoolCheckouts",
+    POOL_WAIT_MS = "PoolWaitMs",
+    POOL_WAIT_MAX_MS = "PoolWaitMaxMs",
+    POOL_TIMEOUTS = "PoolTimeouts",
+    STATEMENT_TIMEOUTS = "StatementTimeouts",
+    DB_ERRORS = "DbErrors",
+    SERVER_CONNECTIONS = "ServerConnections",
+    POOLER_REFUSED = "PoolerRefused",
+    CONNECTION_USAGE_PERCENT = "ConnectionUsagePercent",
+    TASKS_CLAIMED = "TasksClaimed",
+    TASKS_COMPLETED = "TasksCompleted",
+    TASKS_FAILED = "TasksFailed",
+    TASKS_RETRIED = "TasksRetried",
+    TASKS_RESCUED = "TasksRescued",
+    SERIES_SUSPENDED = "SeriesSuspended",
+    TASKS_REMAINING_DUE = "TasksRemainingDue",
+    TASKS_THROTTLED = "TasksThrottled",
+    SERIES_ENDED = "SeriesEnded",
+    SCHEDULER_RUN_FAILED = "SchedulerRunFailed",
+    SCHEDULER_CONCURRENCY = "SchedulerConcurrency",
+    TASKS_IN_FLIGHT = "TasksInFlight",
+    TASKS_IN_FLIGHT_PEAK = "TasksInFlightPeak",
+    SCHEDULER_CONTINUED = "SchedulerContinued",
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Count,
@@ -69,23 +125,23 @@ pub struct Metric {
 }
 
 impl Metric {
-    pub fn count(name: &'static str, value: u64) -> Self {
+    pub fn count(name: Name, value: u64) -> Self {
         Self {
-            name,
+            name: name.as_str(),
             value: value as f64,
             unit: Unit::Count,
         }
     }
-    pub fn ms(name: &'static str, value: f64) -> Self {
+    pub fn ms(name: Name, value: f64) -> Self {
         Self {
-            name,
+            name: name.as_str(),
             value,
             unit: Unit::Milliseconds,
         }
     }
-    pub fn percent(name: &'static str, value: f64) -> Self {
+    pub fn percent(name: Name, value: f64) -> Self {
         Self {
-            name,
+            name: name.as_str(),
             value,
             unit: Unit::Percent,
         }
@@ -139,12 +195,12 @@ impl Metrics {
                 "Timestamp": timestamp,
                 "CloudWatchMetrics": [{
                     "Namespace": self.namespace,
-                    "Dimensions": [["Function"]],
+                    "Dimensions": [[DIMENSION]],
                     "Metrics": metrics.iter().map(|m| json!({"Name": m.name, "Unit": m.unit.as_str()})).collect::<Vec<_>>(),
                 }],
             }),
         );
-        root.insert("Function".into(), Value::String(self.function.clone()));
+        root.insert(DIMENSION.into(), Value::String(self.function.clone()));
         for m in metrics {
             root.insert(m.name.into(), json!(m.value));
         }
@@ -174,12 +230,12 @@ impl Metrics {
     pub fn db_metrics(db: &Db, extra: &[Metric]) -> Vec<Metric> {
         let a = db.take_activity();
         let mut all = vec![
-            Metric::count("PoolCheckouts", a.checkouts),
-            Metric::ms("PoolWaitMs", a.mean_wait_ms),
-            Metric::ms("PoolWaitMaxMs", a.max_wait_ms),
-            Metric::count("PoolTimeouts", a.pool_timeouts),
-            Metric::count("StatementTimeouts", a.statement_timeouts),
-            Metric::count("DbErrors", a.errors),
+            Metric::count(name::POOL_CHECKOUTS, a.checkouts),
+            Metric::ms(name::POOL_WAIT_MS, a.mean_wait_ms),
+            Metric::ms(name::POOL_WAIT_MAX_MS, a.max_wait_ms),
+            Metric::count(name::POOL_TIMEOUTS, a.pool_timeouts),
+            Metric::count(name::STATEMENT_TIMEOUTS, a.statement_timeouts),
+            Metric::count(name::DB_ERRORS, a.errors),
         ];
         all.extend_from_slice(extra);
         all

@@ -3,6 +3,7 @@
 
 use integration_tests::helpers;
 
+mod alerting;
 mod api;
 mod browser;
 mod chat;

@@ -10,7 +10,7 @@ use shared::db::activity::{self, ConnectionUsage};
 use shared::db::probe::{Probe, ProbeStatus};
 use shared::db::{Db, DbError, PoolStatus};
 use shared::http::{db_public_message, json_response, serve, with_retry_after, ApiError, Reply, RETRY_AFTER_SECS};
-use shared::metrics::{Metric, Metrics};
+use shared::metrics::{name, Metric, Metrics};
 use subtle::ConstantTimeEq;
 
 use crate::settings::{Settings, Thresholds};
@@ -187,15 +187,15 @@ async fn respond(h: &Health, request: Request, request_id: String) -> Reply {
             match connection_report(h).await {
                 Ok(report) => {
                     let mut metrics = vec![Metric::count(
-                        "PoolerRefused",
+                        name::POOLER_REFUSED,
                         u64::from(report.pooler.probe.status != ProbeStatus::Ok),
                     )];
                     if let Some(usage) = &report.usage {
                         metrics.push(Metric::count(
-                            "ServerConnections",
+                            name::SERVER_CONNECTIONS,
                             u64::try_from(usage.active).unwrap_or(0),
                         ));
-                        metrics.push(Metric::percent("ConnectionUsagePercent", usage.usage_percent));
+                        metrics.push(Metric::percent(name::CONNECTION_USAGE_PERCENT, usage.usage_percent));
                     }
                     let body = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
                     Reply {

@@ -26,7 +26,7 @@ use futures_util::future::{BoxFuture, FutureExt, OptionFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use shared::db::DbError;
-use shared::metrics::Metric;
+use shared::metrics::{name, Metric};
 
 use crate::deadline::Deadline;
 use crate::limiter::Signal;
@@ -174,8 +174,8 @@ impl<'a> Pipeline<'a> {
             if reported.elapsed() >= REPORT_EVERY {
                 reported = Instant::now();
                 s.metrics.emit(&[
-                    Metric::count("SchedulerConcurrency", limit as u64),
-                    Metric::count("TasksInFlight", running.len() as u64),
+                    Metric::count(name::SCHEDULER_CONCURRENCY, limit as u64),
+                    Metric::count(name::TASKS_IN_FLIGHT, running.len() as u64),
                 ]);
             }
 

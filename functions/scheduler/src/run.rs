@@ -8,7 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use shared::db::{activity, Db, DbError};
-use shared::metrics::{Metric, Metrics};
+use shared::metrics::{name, Metric, Metrics};
 use shared::model::{ModelError, ModelRequest, SharedModel};
 
 use crate::continuation::Continue;
@@ -256,21 +256,21 @@ impl Scheduler {
     async fn emit_metrics(&self, summary: Option<&Summary>) {
         let mut extra = match summary {
             Some(s) => vec![
-                Metric::count("TasksClaimed", s.claimed),
-                Metric::count("TasksCompleted", s.completed),
-                Metric::count("TasksFailed", s.failed),
-                Metric::count("TasksRetried", s.retried),
-                Metric::count("TasksRescued", s.rescued),
-                Metric::count("SeriesSuspended", s.series_suspended),
-                Metric::count("SeriesEnded", s.series_ended),
-                Metric::count("TasksThrottled", s.throttled),
-                Metric::count("TasksRemainingDue", s.remaining_due),
-                Metric::count("SchedulerConcurrency", s.concurrency),
-                Metric::count("TasksInFlightPeak", s.peak_in_flight),
-                Metric::count("SchedulerContinued", u64::from(s.continued)),
-                Metric::count("SchedulerRunFailed", 0),
+                Metric::count(name::TASKS_CLAIMED, s.claimed),
+                Metric::count(name::TASKS_COMPLETED, s.completed),
+                Metric::count(name::TASKS_FAILED, s.failed),
+                Metric::count(name::TASKS_RETRIED, s.retried),
+                Metric::count(name::TASKS_RESCUED, s.rescued),
+                Metric::count(name::SERIES_SUSPENDED, s.series_suspended),
+                Metric::count(name::SERIES_ENDED, s.series_ended),
+                Metric::count(name::TASKS_THROTTLED, s.throttled),
+                Metric::count(name::TASKS_REMAINING_DUE, s.remaining_due),
+                Metric::count(name::SCHEDULER_CONCURRENCY, s.concurrency),
+                Metric::count(name::TASKS_IN_FLIGHT_PEAK, s.peak_in_flight),
+                Metric::count(name::SCHEDULER_CONTINUED, u64::from(s.continued)),
+                Metric::count(name::SCHEDULER_RUN_FAILED, 0),
             ],
-            None => vec![Metric::count("SchedulerRunFailed", 1)],
+            None => vec![Metric::count(name::SCHEDULER_RUN_FAILED, 1)],
         };
         // After a failed run the database is likely unreachable: do not wait on it again.
         if summary.is_none() {
@@ -284,10 +284,10 @@ impl Scheduler {
         .await;
         if let Ok(usage) = usage {
             extra.push(Metric::count(
-                "ServerConnections",
+                name::SERVER_CONNECTIONS,
                 u64::try_from(usage.active).unwrap_or(0),
             ));
-            extra.push(Metric::percent("ConnectionUsagePercent", usage.usage_percent));
+            extra.push(Metric::percent(name::CONNECTION_USAGE_PERCENT, usage.usage_percent));
         }
         self.metrics.flush_db(&self.db, &extra);
     }

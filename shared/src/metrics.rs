@@ -92,6 +92,7 @@ metric_names! {
     TASKS_REMAINING_DUE = "TasksRemainingDue",
     TASKS_THROTTLED = "TasksThrottled",
     SERIES_ENDED = "SeriesEnded",
+    TASKS_AGENT_UNAVAILABLE = "TasksAgentUnavailable",
     SCHEDULER_RUN_FAILED = "SchedulerRunFailed",
     SCHEDULER_CONCURRENCY = "SchedulerConcurrency",
     TASKS_IN_FLIGHT = "TasksInFlight",

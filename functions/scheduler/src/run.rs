@@ -311,7 +311,7 @@ impl Scheduler {
                 "tasks cancelled unrun: their owner may no longer use their agent"
             );
             self.metrics.emit(&[Metric::count(
-                "TasksAgentUnavailable",
+                name::TASKS_AGENT_UNAVAILABLE,
                 claimed.agent_unavailable.len() as u64,
             )]);
         }

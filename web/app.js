@@ -61,15 +61,24 @@ function showMessage(message, done = true) {
 
 // POST /api/agents/chat/stream: Server-Sent Events (meta, delta, done, error), the reply shown
 // as it grows. Errors before the stream are JSON, as on the buffered route.
+// Behind CloudFront with Origin Access Control (StreamingFrontDoor cloudfront), a POST must carry
+// its body's SHA-256 in x-amz-content-sha256; the function URL alone ignores it.
+async function sha256Hex(text) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 async function sendStreamed(body, key) {
+  const payload = JSON.stringify(body);
   const response = await fetch(config.streamBase + "/api/agents/chat/stream", {
     method: "POST",
     headers: {
       authorization: `Bearer ${config.token}`,
       "content-type": "application/json",
       "idempotency-key": crypto.randomUUID(),
+      "x-amz-content-sha256": await sha256Hex(payload),
     },
-    body: JSON.stringify(body),
+    body: payload,
   });
   if (!(response.headers.get("content-type") || "").startsWith("text/event-stream")) {
     const data = await response.json().catch(() => ({}));

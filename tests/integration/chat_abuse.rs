@@ -431,3 +431,38 @@ async fn signing_keys_stay_trusted_through_a_jwks_outage_only_for_a_bounded_time
     .await;
     assert!(back, "tokens verify again once the JWKS answers");
 }
+
+#[tokio::test]
+async fn behind_cloudfront_the_token_is_read_from_the_header_the_viewer_function_fills() {
+    let auth = FakeServer::supabase_auth().await;
+    let token = fakes::hs256(SECRET, &fakes::claims(&format!("{}/auth/v1", auth.url()), USER));
+    let env = Env::default()
+        .with("SUPABASE_URL", &auth.url())
+        .with("SUPABASE_JWT_SECRET", SECRET)
+        .with("AUTH_TOKEN_HEADER", "x-agent-authorization");
+    let authenticator = Authenticator::new(AuthConfig::from_env(&env).unwrap());
+    // What reaches the function through Origin Access Control: CloudFront's signature in
+    // Authorization, the user's token moved by the viewer function.
+    let mut headers = lambda_http::http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261204/us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=abc"
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(
+        authenticator.authenticate(&headers, None).await,
+        Err(shared::auth::AuthError::Missing),
+        "the signature is not a token"
+    );
+    headers.insert("x-agent-authorization", format!("Bearer {token}").parse().unwrap());
+    let user = authenticator
+        .authenticate(&headers, None)
+        .await
+        .expect("the moved token verifies");
+    assert_eq!(user.id.to_string(), USER);
+    // A forged token in that header is refused like any other.
+    headers.insert("x-agent-authorization", "Bearer not.a.token".parse().unwrap());
+    assert!(authenticator.authenticate(&headers, None).await.is_err());
+    assert!(AuthConfig::from_env(&env.with("AUTH_TOKEN_HEADER", "bad header\n")).is_err());
+}

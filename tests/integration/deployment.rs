@@ -1,5 +1,7 @@
 //! template.yaml: the connection budget and the timeouts, checked.
 
+use std::collections::BTreeSet;
+
 use serde_norway::Value;
 
 const TEMPLATE: &str = include_str!("../../template.yaml");
@@ -232,10 +234,15 @@ fn secrets_are_read_at_run_time_and_never_resolved_into_the_environment() {
         let policies = serde_norway::to_string(&resource["Properties"]["Policies"]).unwrap_or_default();
         assert!(
             policies.contains("secretsmanager:GetSecretValue") && policies.contains("DatabaseUrlSecretArn"),
-            "{name:?} may read exactly its secret: {policies}"
+            "{name:?} may read its database secret: {policies}"
         );
         let variables = &resource["Properties"]["Environment"]["Variables"];
-        for secret in ["HEALTH_API_KEY", "SUPABASE_JWT_SECRET", "DATABASE_URL"] {
+        for secret in [
+            "HEALTH_API_KEY",
+            "SUPABASE_JWT_SECRET",
+            "DATABASE_URL",
+            "OPENAI_API_KEY",
+        ] {
             assert!(variables.get(secret).is_none(), "{name:?} sets {secret} in plaintext");
         }
     }
@@ -349,18 +356,16 @@ fn browsers_on_the_allowed_origins_may_call_every_route_and_never_any_origin() {
         other => panic!("AllowOrigins comes from the CorsAllowedOrigins parameter, not {other:?}"),
     };
     assert_eq!(parameter, "CorsAllowedOrigins");
-    let default = t["Parameters"]["CorsAllowedOrigins"]["Default"].as_str().unwrap();
     assert_eq!(
         t["Parameters"]["CorsAllowedOrigins"]["Type"].as_str(),
         Some("CommaDelimitedList")
     );
-    for origin in default.split(',') {
-        assert!(!origin.contains('*'), "never a wildcard origin: {origin}");
-        assert!(
-            origin.starts_with("http://") || origin.starts_with("https://"),
-            "{origin}"
-        );
-    }
+    // No default: a deployed stage names its own frontends, never a developer's localhost.
+    assert!(
+        t["Parameters"]["CorsAllowedOrigins"].get("Default").is_none(),
+        "CorsAllowedOrigins has a default: {:?}",
+        t["Parameters"]["CorsAllowedOrigins"]["Default"]
+    );
     let list = |key: &str| -> Vec<String> {
         cors[key]
             .as_sequence()
@@ -422,8 +427,12 @@ fn the_streaming_chat_is_a_function_url_that_streams_checks_tokens_itself_and_al
     assert_eq!(f["Metadata"]["BuildProperties"]["Binary"].as_str(), Some("chat-stream"));
     let url = &f["Properties"]["FunctionUrlConfig"];
     assert_eq!(url["InvokeMode"].as_str(), Some("RESPONSE_STREAM"));
-    // The URL does not authenticate: the function verifies the Supabase token (tested above).
-    assert_eq!(url["AuthType"].as_str(), Some("NONE"));
+    // By default the URL does not authenticate: the function verifies the Supabase token (tested
+    // above); behind CloudFront it takes only signed requests.
+    assert_eq!(
+        serde_norway::to_string(&url["AuthType"]).unwrap().trim(),
+        "!If\n- StreamBehindCloudFront\n- AWS_IAM\n- NONE"
+    );
     match &url["Cors"]["AllowOrigins"] {
         Value::Tagged(tagged) if tagged.tag == "!Ref" => assert_eq!(tagged.value.as_str(), Some("CorsAllowedOrigins")),
         other => panic!("the URL's origins come from CorsAllowedOrigins, not {other:?}"),
@@ -443,4 +452,190 @@ fn the_streaming_chat_is_a_function_url_that_streams_checks_tokens_itself_and_al
     let timeout_ms = number(&t, &f["Properties"]["Timeout"]).unwrap() * 1000;
     let trip = ms("DB_POOL_TIMEOUT_MS") + ms("DB_CONNECT_TIMEOUT_MS") + ms("DB_STATEMENT_TIMEOUT_MS");
     assert!(2 * trip + ms("CHAT_STREAM_TIMEOUT_MS") < timeout_ms);
+}
+
+/// Every parameter a value refers to (`!Ref`, inside `!If` too), `AWS::NoValue` left out.
+fn refs(v: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    match v {
+        Value::Tagged(tagged) if tagged.tag == "!Ref" => {
+            if let Some(name) = tagged.value.as_str().filter(|n| *n != "AWS::NoValue") {
+                out.insert(name.to_string());
+            }
+        }
+        Value::Tagged(tagged) => out.extend(refs(&tagged.value)),
+        Value::Sequence(items) => items.iter().for_each(|i| out.extend(refs(i))),
+        Value::Mapping(map) => map.values().for_each(|i| out.extend(refs(i))),
+        _ => {}
+    }
+    out
+}
+
+/// The secrets (template parameters) `function` may read with `secretsmanager:GetSecretValue`.
+fn readable_secrets(t: &Value, function: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let policies = t["Resources"][function]["Properties"]["Policies"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    for policy in &policies {
+        for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+            let actions = serde_norway::to_string(&statement["Action"]).unwrap_or_default();
+            if actions.contains("secretsmanager:GetSecretValue") {
+                out.extend(refs(&statement["Resource"]));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn each_function_may_read_only_the_secrets_of_its_own_use_and_only_token_verifiers_the_token_secret() {
+    let t = template();
+    let set = |names: &[&str]| names.iter().map(|n| (*n).to_string()).collect::<BTreeSet<_>>();
+    let expected = [
+        (
+            "ChatFunction",
+            set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn", "OpenAiApiKeySecretArn"]),
+        ),
+        (
+            "ChatStreamFunction",
+            set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn", "OpenAiApiKeySecretArn"]),
+        ),
+        ("ApiFunction", set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn"])),
+        (
+            "HealthFunction",
+            set(&[
+                "DatabaseUrlSecretArn",
+                "HealthDatabaseUrlSecretArn",
+                "HealthApiKeySecretArn",
+            ]),
+        ),
+        (
+            "SchedulerFunction",
+            set(&["DatabaseUrlSecretArn", "OpenAiApiKeySecretArn"]),
+        ),
+    ];
+    for (function, secrets) in &expected {
+        assert_eq!(&readable_secrets(&t, function), secrets, "{function}");
+    }
+    // Each secret a function is told to read (`*_SECRET_ARN`) is one its policy lets it read.
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for (function, _) in &expected {
+        let variables = &t["Resources"][*function]["Properties"]["Environment"]["Variables"];
+        let readable = readable_secrets(&t, function);
+        for (name, value) in globals
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .chain(variables.as_mapping().into_iter().flatten())
+        {
+            let name = name.as_str().unwrap_or_default();
+            if name.ends_with("_SECRET_ARN") {
+                let own = variables.get(name).unwrap_or(value);
+                assert!(
+                    refs(own).is_subset(&readable),
+                    "{function}: {name} = {own:?} outside {readable:?}"
+                );
+            }
+        }
+    }
+    // The HS256 secret is optional (Supabase's signing keys need none); the split secrets are
+    // distinct parameters, so no policy can reach another use's secret through a shared one.
+    assert_eq!(t["Parameters"]["SupabaseJwtSecretArn"]["Default"].as_str(), Some(""));
+    assert_eq!(t["Parameters"]["OpenAiApiKeySecretArn"]["Default"].as_str(), Some(""));
+    assert!(t["Parameters"]["HealthApiKeySecretArn"].get("Default").is_none());
+}
+
+#[test]
+fn a_policy_reading_another_uses_secret_is_caught() {
+    let t = with(
+        template(),
+        &["Resources", "HealthFunction", "Properties", "Policies"],
+        Some(serde_norway::from_str(
+            "- Statement:\n    - Effect: Allow\n      Action: [secretsmanager:GetSecretValue]\n      Resource: [!Ref DatabaseUrlSecretArn, !Ref SupabaseJwtSecretArn]\n",
+        )
+        .unwrap()),
+    );
+    assert!(readable_secrets(&t, "HealthFunction").contains("SupabaseJwtSecretArn"));
+}
+
+#[test]
+fn only_the_schedulers_own_rule_may_write_to_its_dead_letter_queue() {
+    let t = template();
+    let statements = t["Resources"]["SchedulerDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(statements.len(), 1);
+    let source = serde_norway::to_string(&statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"]).unwrap();
+    let rule =
+        t["Resources"]["SchedulerFunction"]["Properties"]["Events"]["Every5Minutes"]["Properties"]["Name"].clone();
+    let rule = serde_norway::to_string(&rule).unwrap();
+    assert!(rule.contains("${AWS::StackName}-schedule"), "the rule is named: {rule}");
+    assert!(
+        source.contains(":rule/${AWS::StackName}-schedule"),
+        "the queue admits exactly the scheduler's rule: {source}"
+    );
+}
+
+#[test]
+fn behind_cloudfront_the_streaming_url_takes_only_signed_requests_rate_limited_per_ip() {
+    let t = template();
+    let r = &t["Resources"];
+    for name in [
+        "StreamingOriginAccessControl",
+        "StreamingTokenHeader",
+        "StreamingDistribution",
+        "StreamingUrlPermission",
+    ] {
+        assert_eq!(r[name]["Condition"].as_str(), Some("StreamBehindCloudFront"), "{name}");
+    }
+    assert_eq!(
+        t["Parameters"]["StreamingFrontDoor"]["Default"].as_str(),
+        Some("function-url")
+    );
+    let oac = &r["StreamingOriginAccessControl"]["Properties"]["OriginAccessControlConfig"];
+    assert_eq!(oac["OriginAccessControlOriginType"].as_str(), Some("lambda"));
+    assert_eq!(oac["SigningBehavior"].as_str(), Some("always"));
+    let permission = &r["StreamingUrlPermission"]["Properties"];
+    assert_eq!(permission["Action"].as_str(), Some("lambda:InvokeFunctionUrl"));
+    assert_eq!(permission["FunctionUrlAuthType"].as_str(), Some("AWS_IAM"));
+    assert_eq!(permission["Principal"].as_str(), Some("cloudfront.amazonaws.com"));
+    assert!(serde_norway::to_string(&permission["SourceArn"])
+        .unwrap()
+        .contains("distribution/${StreamingDistribution}"));
+    // The WAF rule: rate-based, per client IP.
+    let rule = &r["StreamingWebAcl"]["Properties"]["Rules"][0];
+    assert_eq!(
+        rule["Statement"]["RateBasedStatement"]["AggregateKeyType"].as_str(),
+        Some("IP")
+    );
+    assert!(rule["Action"].get("Block").is_some());
+    assert_eq!(r["StreamingWebAcl"]["Properties"]["Scope"].as_str(), Some("CLOUDFRONT"));
+    // The viewer's token reaches the function in the header the function is told to read.
+    let code = r["StreamingTokenHeader"]["Properties"]["FunctionCode"]
+        .as_str()
+        .unwrap();
+    let header = serde_norway::to_string(
+        &r["ChatStreamFunction"]["Properties"]["Environment"]["Variables"]["AUTH_TOKEN_HEADER"],
+    )
+    .unwrap();
+    assert!(
+        code.contains("x-agent-authorization") && header.contains("x-agent-authorization"),
+        "{header}"
+    );
+}
+
+#[test]
+fn holding_every_streaming_instance_takes_at_least_ten_accounts() {
+    let t = template();
+    let props = &t["Resources"]["ChatStreamFunction"]["Properties"];
+    let reserved = number(&t, &props["ReservedConcurrentExecutions"]).unwrap();
+    let per_user = number(&t, &props["Environment"]["Variables"]["CHAT_MAX_IN_FLIGHT"]).unwrap();
+    let accounts = (reserved + per_user - 1) / per_user;
+    assert!(
+        accounts >= 10,
+        "{reserved} instances / {per_user} streams per user = {accounts} accounts"
+    );
 }

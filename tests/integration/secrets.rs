@@ -259,3 +259,68 @@ async fn a_rotated_database_password_is_read_again_from_the_secret() {
         .unwrap();
     let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {role}")).await;
 }
+
+#[tokio::test]
+async fn the_model_key_and_the_token_secret_come_from_their_own_secrets() {
+    let db = TestDb::new().await;
+    db.direct()
+        .await
+        .batch_execute(
+            "INSERT INTO agents (id, name, visibility) VALUES ('00000000-0000-4000-8000-000000000001', 'a', 'public')",
+        )
+        .await
+        .unwrap();
+    let moto = Moto::start().await;
+    let secret = |name: &'static str, value: &str| {
+        let body = json!({"Name": format!("agent-backend/{name}"), "SecretString": value});
+        let moto = &moto;
+        async move {
+            moto.call("CreateSecret", &body).await["ARN"]
+                .as_str()
+                .expect("an ARN")
+                .to_string()
+        }
+    };
+    let (jwt, key) = ("jwt-secret-from-secrets-manager-32-chars", "sk-from-secrets-manager");
+    let jwt_arn = secret("jwt", jwt).await;
+    let key_arn = secret("openai", &json!({"OPENAI_API_KEY": key}).to_string()).await;
+    let (port, fetches) = extension(moto.port).await;
+    let openai = integration_tests::fakes::FakeServer::openai().await;
+    let runtime = RuntimeApi::start().await;
+    let supabase = "https://secrets.supabase.co";
+    let _chat = tokio::process::Command::new(function_binary("chat"))
+        .envs(runtime.function_env("chat"))
+        .env("DATABASE_URL", &db.pooled_url)
+        .env("SUPABASE_URL", supabase)
+        .env_remove("SUPABASE_JWT_SECRET")
+        .env_remove("OPENAI_API_KEY")
+        .env("SUPABASE_JWT_SECRET_ARN", &jwt_arn)
+        .env("OPENAI_API_KEY_SECRET_ARN", &key_arn)
+        .env("MODEL_PROVIDER", "openai")
+        .env("OPENAI_BASE_URL", format!("{}/v1", openai.url()))
+        .env("OPENAI_MODEL", "gpt-test")
+        .env("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", port.to_string())
+        .env("AWS_SESSION_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the chat binary");
+    let token = integration_tests::fakes::hs256(
+        jwt,
+        &integration_tests::fakes::claims(&format!("{supabase}/auth/v1"), "11111111-1111-4111-8111-111111111111"),
+    );
+    let status = status_of(&runtime, &integration_tests::fakes::chat_event(&token)).await;
+    assert_eq!(
+        status, 200,
+        "the token verified with the secret's key and the model answered"
+    );
+    let seen = openai.seen.lock().unwrap().clone();
+    let authorization = seen
+        .iter()
+        .flat_map(|s| s.headers.iter())
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.clone());
+    assert_eq!(authorization.as_deref(), Some("Bearer sk-from-secrets-manager"));
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "one fetch per secret, at init");
+}

@@ -59,8 +59,15 @@ pub const AUTH_ALLOW_ANONYMOUS: Setting = Setting::flag(
     "accept Supabase anonymous sign-ins (tokens with `is_anonymous: true`); refused by default, so an unverified visitor cannot spend the model budget",
 );
 
+pub const AUTH_TOKEN_HEADER: Setting = Setting::text(
+    "AUTH_TOKEN_HEADER",
+    Some("authorization"),
+    "the header carrying `Bearer <token>`; behind CloudFront with Origin Access Control (which signs `Authorization`) the template sets `x-agent-authorization`, which its viewer function fills",
+);
+
 pub const SETTINGS: &[&Setting] = &[
     &SUPABASE_URL,
+    &AUTH_TOKEN_HEADER,
     &SUPABASE_JWT_SECRET,
     &AUTH_TRUST_API_GATEWAY,
     &AUTH_JWKS_TTL_SECS,
@@ -113,6 +120,8 @@ pub struct AuthConfig {
     pub jwks_min_refresh: Duration,
     /// Whether tokens of anonymous sign-ins (`is_anonymous: true`) are users.
     pub allow_anonymous: bool,
+    /// The header the bearer token comes in.
+    pub token_header: lambda_http::http::HeaderName,
     pub leeway_secs: u64,
 }
 
@@ -139,6 +148,7 @@ impl AuthConfig {
             jwks_max_stale: Duration::from_secs(3600),
             jwks_min_refresh: Duration::from_secs(30),
             allow_anonymous: false,
+            token_header: lambda_http::http::header::AUTHORIZATION,
             leeway_secs: 30,
         }
     }
@@ -164,6 +174,10 @@ impl AuthConfig {
         config.jwks_ttl = env.duration(&AUTH_JWKS_TTL_SECS)?;
         config.jwks_max_stale = env.duration(&AUTH_JWKS_MAX_STALE_SECS)?;
         config.allow_anonymous = env.flag(&AUTH_ALLOW_ANONYMOUS)?;
+        if let Some(name) = env.text(&AUTH_TOKEN_HEADER) {
+            config.token_header = lambda_http::http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| invalid(AUTH_TOKEN_HEADER.name, "not a valid HTTP header name"))?;
+        }
         Ok(config)
     }
 
@@ -258,7 +272,7 @@ impl Authenticator {
             }
         }
         let header = headers
-            .get(lambda_http::http::header::AUTHORIZATION)
+            .get(&self.config.token_header)
             .and_then(|v| v.to_str().ok())
             .ok_or(AuthError::Missing)?;
         let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Missing)?;

@@ -588,13 +588,21 @@ mod tests {
     #[test]
     fn verify_ca_and_verify_full_without_a_root_certificate_are_refused_at_init() {
         for (url, extra) in [
-            ("postgres://u:p@db.example.supabase.co:6543/postgres?sslmode=verify-full", None),
-            ("postgres://u:p@db.example.supabase.co:6543/postgres?sslmode=verify-ca", None),
+            (
+                "postgres://u:p@db.example.supabase.co:6543/postgres?sslmode=verify-full",
+                None,
+            ),
+            (
+                "postgres://u:p@db.example.supabase.co:6543/postgres?sslmode=verify-ca",
+                None,
+            ),
             ("postgres://u:p@127.0.0.1:6543/db", Some(("DB_SSLMODE", "verify-full"))),
         ] {
             let mut pairs = vec![("DATABASE_URL", url)];
             pairs.extend(extra);
-            let err = DbSettings::for_function(&env(&pairs), "chat", ONE).unwrap_err().to_string();
+            let err = DbSettings::for_function(&env(&pairs), "chat", ONE)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("DB_SSL_ROOT_CERT") && err.contains("sslrootcert"),
                 "{err:?} should name the setting"
@@ -622,7 +630,10 @@ mod tests {
         let s = DbSettings::for_function(&e, "chat", ONE).unwrap();
         assert_eq!(s.ssl_mode, SslMode::VerifyFull);
         assert_eq!(s.ssl_root_cert, Some(RootCert::Pem(pem.to_string())));
-        assert!(!format!("{s:?}").contains("MIIB"), "the PEM text is not repeated in logs");
+        assert!(
+            !format!("{s:?}").contains("MIIB"),
+            "the PEM text is not repeated in logs"
+        );
     }
 
     #[test]
@@ -632,14 +643,20 @@ mod tests {
             DbSettings::for_function(&env(&[("DATABASE_URL", url.as_str())]), "chat", ONE)
         };
         let s = with("sslrootcert=system").unwrap();
-        assert_eq!(s.ssl_mode, SslMode::VerifyFull, "libpq 16: system makes verify-full the default");
+        assert_eq!(
+            s.ssl_mode,
+            SslMode::VerifyFull,
+            "libpq 16: system makes verify-full the default"
+        );
         assert_eq!(s.ssl_root_cert, Some(RootCert::System));
         assert_eq!(
             with("sslrootcert=system&sslmode=verify-full").unwrap().ssl_mode,
             SslMode::VerifyFull
         );
         for weaker in ["verify-ca", "require", "prefer", "disable"] {
-            let err = with(&format!("sslrootcert=system&sslmode={weaker}")).unwrap_err().to_string();
+            let err = with(&format!("sslrootcert=system&sslmode={weaker}"))
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("DB_SSL_ROOT_CERT") && err.contains("verify-full"),
                 "{weaker}: {err:?}"

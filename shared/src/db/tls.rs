@@ -271,7 +271,11 @@ mod tests {
         let path = file_with("ca", &pem);
         for root in [RootCert::Pem(pem.clone()), RootCert::File(path.clone())] {
             let store = root_store(&root).unwrap();
-            assert_eq!(store.len(), 1, "{root:?}: exactly the configured root, no public web root beside it");
+            assert_eq!(
+                store.len(),
+                1,
+                "{root:?}: exactly the configured root, no public web root beside it"
+            );
             assert!(!store.roots.iter().any(is_public_root), "{root:?}");
         }
         let _ = std::fs::remove_file(path);

@@ -257,3 +257,72 @@ fn verify_modes_without_a_root_certificate_are_refused_at_init() {
         .expect_err("system under verify-ca");
     assert!(err.to_string().contains("verify-full"), "{err}");
 }
+
+/// A stand-in for a CA in the environment: Supabase's `prod-ca-2021.crt` is under 1.5 KB.
+const CA_BYTES: usize = 2048;
+/// A stand-in for any other reference (an ARN, a URL, a model id).
+const REFERENCE_BYTES: usize = 128;
+
+/// The bytes a variable's value may take in a function's environment.
+fn value_bytes(v: &serde_norway::Value) -> usize {
+    use serde_norway::Value;
+    match v {
+        Value::String(s) => s.len(),
+        Value::Number(n) => n.to_string().len(),
+        Value::Bool(b) => b.to_string().len(),
+        other if serde_norway::to_string(other).is_ok_and(|s| s.contains("DatabaseCaCertificate")) => CA_BYTES,
+        _ => REFERENCE_BYTES,
+    }
+}
+
+#[test]
+fn the_template_verifies_the_database_against_the_given_ca_alone_and_keeps_each_environment_under_4_kb() {
+    use serde_norway::Value;
+    let yaml = |text: &str| serde_norway::from_str::<Value>(text).expect("yaml");
+    let t = yaml(include_str!("../../template.yaml"));
+    assert_eq!(
+        t["Parameters"]["DatabaseCaCertificate"]["Default"].as_str(),
+        Some(""),
+        "no CA by default: the functions keep DatabaseSslMode (require)"
+    );
+    assert_eq!(
+        t["Conditions"]["HasDatabaseCa"],
+        yaml(r#"!Not [!Equals [!Ref DatabaseCaCertificate, ""]]"#)
+    );
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        globals["DB_SSLMODE"],
+        yaml("!If [HasDatabaseCa, verify-full, !Ref DatabaseSslMode]"),
+        "with the CA, verify-full"
+    );
+    assert_eq!(
+        globals["DB_SSL_ROOT_CERT"],
+        yaml("!If [HasDatabaseCa, !Ref DatabaseCaCertificate, !Ref AWS::NoValue]"),
+        "the CA itself, as text: a function cannot be handed a file"
+    );
+    let resources = t["Resources"].as_mapping().expect("Resources");
+    let mut functions = 0;
+    for (name, resource) in resources {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        functions += 1;
+        let own = &resource["Properties"]["Environment"]["Variables"];
+        for setting in ["DB_SSLMODE", "DB_SSL_ROOT_CERT"] {
+            assert!(own.get(setting).is_none(), "{name:?} overrides {setting}");
+        }
+        // Lambda refuses an environment over 4 KB (names and values together).
+        let mut vars: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for map in [globals, own] {
+            for (k, v) in map.as_mapping().into_iter().flatten() {
+                vars.insert(k.as_str().unwrap_or_default().to_string(), value_bytes(v));
+            }
+        }
+        let bytes: usize = vars.iter().map(|(k, v)| k.len() + v).sum();
+        assert!(
+            bytes < 4096,
+            "{name:?}: an environment of up to {bytes} bytes with the CA"
+        );
+    }
+    assert!(functions >= 4, "the functions were found");
+}

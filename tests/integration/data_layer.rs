@@ -388,7 +388,14 @@ async fn tls_follows_sslmode_through_a_tls_only_pooler() {
     // Plain TCP is refused by this pooler; an unknown issuer is refused by us.
     let plain = works(tls_settings(&bouncer, &db, "disable", None)).await;
     assert!(plain.is_err(), "sslmode=disable reached a TLS-only pooler");
-    let unverified = works(tls_settings(&bouncer, &db, "verify-full", None)).await;
+    // verify-full without a root is refused at init (libpq), before any connection is tried.
+    let mut unverified = url::Url::parse(&bouncer.url(&db)).unwrap();
+    unverified.query_pairs_mut().append_pair("sslmode", "verify-full");
+    let unverified = shared::db::DbSettings::for_function(
+        &shared::config::Env::default().with("DATABASE_URL", unverified.as_str()),
+        "test",
+        shared::db::PoolDefaults { max_size: 1 },
+    );
     assert!(
         unverified.is_err(),
         "a self-signed certificate passed verify-full without its root"

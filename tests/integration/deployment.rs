@@ -260,21 +260,40 @@ fn the_http_api_throttles_and_the_database_connection_requires_tls() {
     let burst = number(&t, &route["ThrottlingBurstLimit"]).expect("a burst limit");
     let rate = number(&t, &route["ThrottlingRateLimit"]).expect("a rate limit");
     assert!(burst >= 1 && rate >= 1);
+    // Every value the mode may take (a parameter's default, either branch of an !If) encrypts.
     let sslmode = &t["Globals"]["Function"]["Environment"]["Variables"]["DB_SSLMODE"];
-    let default = match sslmode {
+    let modes = sslmode_values(&t, sslmode);
+    assert!(!modes.is_empty(), "no DB_SSLMODE: {sslmode:?}");
+    for mode in modes {
+        assert!(
+            ["require", "verify-ca", "verify-full"].contains(&mode.as_str()),
+            "sslmode {mode:?} allows plaintext"
+        );
+    }
+}
+
+/// The values a `DB_SSLMODE` entry may take: a literal, a parameter's default and allowed
+/// values, either branch of an `!If`.
+fn sslmode_values(t: &Value, v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
         Value::Tagged(tagged) if tagged.tag == "!Ref" => {
-            let name = tagged.value.as_str().unwrap_or_default();
-            t["Parameters"][name]["Default"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
+            let parameter = &t["Parameters"][tagged.value.as_str().unwrap_or_default()];
+            let allowed = parameter["AllowedValues"].as_sequence().into_iter().flatten();
+            std::iter::once(&parameter["Default"])
+                .chain(allowed)
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect()
         }
-        other => other.as_str().unwrap_or_default().to_string(),
-    };
-    assert!(
-        ["require", "verify-ca", "verify-full"].contains(&default.as_str()),
-        "sslmode {default:?} allows plaintext"
-    );
+        Value::Tagged(tagged) if tagged.tag == "!If" => tagged
+            .value
+            .as_sequence()
+            .into_iter()
+            .flat_map(|branches| branches.iter().skip(1))
+            .flat_map(|branch| sslmode_values(t, branch))
+            .collect(),
+        other => vec![format!("{other:?}")],
+    }
 }
 
 #[test]

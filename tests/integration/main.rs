@@ -23,3 +23,4 @@ mod model_capacity;
 mod scheduler;
 mod secrets;
 mod streaming;
+mod tls;

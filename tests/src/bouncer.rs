@@ -79,17 +79,27 @@ impl PrivateBouncer {
 
     /// With its own client limit (`max_client_conn`).
     pub async fn configured(pg_port: u16, pool_size: usize, max_clients: usize) -> PrivateBouncer {
-        Self::build(pg_port, pool_size, max_clients, false).await
+        Self::build(pg_port, pool_size, max_clients, None).await
     }
 
     /// Clients must use TLS (`client_tls_sslmode = require`), with the self-signed certificate
     /// of `tests/fixtures/tls-server-cert.pem` (localhost, 127.0.0.1).
     pub async fn with_tls(pool_size: usize) -> PrivateBouncer {
-        let (_, direct) = urls();
-        Self::build(port_of(&direct), pool_size, 500, true).await
+        Self::with_tls_certificate(
+            pool_size,
+            include_str!("../fixtures/tls-server-cert.pem"),
+            include_str!("../fixtures/tls-server-key.pem"),
+        )
+        .await
     }
 
-    async fn build(pg_port: u16, pool_size: usize, max_clients: usize, tls: bool) -> PrivateBouncer {
+    /// Clients must use TLS, and the bouncer presents this certificate (chain) and key, as PEM.
+    pub async fn with_tls_certificate(pool_size: usize, cert_pem: &str, key_pem: &str) -> PrivateBouncer {
+        let (_, direct) = urls();
+        Self::build(port_of(&direct), pool_size, 500, Some((cert_pem, key_pem))).await
+    }
+
+    async fn build(pg_port: u16, pool_size: usize, max_clients: usize, tls: Option<(&str, &str)>) -> PrivateBouncer {
         let dir = std::env::temp_dir().join(format!("bouncer-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("bouncer dir");
         let port = free_port();
@@ -101,9 +111,9 @@ impl PrivateBouncer {
              logfile = {dir}/pgbouncer.log\n",
             dir = dir.display()
         );
-        let config = if tls {
-            std::fs::write(dir.join("key.pem"), include_str!("../fixtures/tls-server-key.pem")).expect("key");
-            std::fs::write(dir.join("cert.pem"), include_str!("../fixtures/tls-server-cert.pem")).expect("cert");
+        let config = if let Some((cert_pem, key_pem)) = tls {
+            std::fs::write(dir.join("key.pem"), key_pem).expect("key");
+            std::fs::write(dir.join("cert.pem"), cert_pem).expect("cert");
             format!(
                 "{config}client_tls_sslmode = require\nclient_tls_key_file = {dir}/key.pem\nclient_tls_cert_file = {dir}/cert.pem\n",
                 dir = dir.display()

@@ -55,8 +55,11 @@ pub const DB_SSLMODE: Setting = Setting::choice(
 pub const DB_SSL_ROOT_CERT: Setting = Setting::text(
     "DB_SSL_ROOT_CERT",
     None,
-    "PEM file of the CA to trust (Supabase's CA for `verify-full`; else the URL's `sslrootcert`)",
+    "the only CA trusted for `verify-ca`/`verify-full` (which need it; with `require` it means `verify-ca`): a PEM file's path, or the PEM text itself (line breaks may be spaces), or `system` for the public web roots with `verify-full`; else the URL's `sslrootcert`",
 );
+
+/// How errors about the root certificate name the setting.
+pub(crate) const ROOT_CERT_SETTING: &str = "DB_SSL_ROOT_CERT (or sslrootcert)";
 
 pub const DB_CONNECTION_MODE: Setting = Setting::choice(
     "DB_CONNECTION_MODE",
@@ -105,6 +108,17 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// libpq's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
     fn parse(name: &str, value: &str) -> Result<Self, ConfigError> {
         match value {
             "disable" => Ok(Self::Disable),
@@ -120,6 +134,74 @@ impl SslMode {
     }
 }
 
+/// The roots a verified connection trusts (`DB_SSL_ROOT_CERT`, else the URL's `sslrootcert`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// A PEM file (one or more certificates).
+    File(PathBuf),
+    /// PEM text given inline, its line breaks possibly replaced by spaces: how a CloudFormation
+    /// parameter reaches a Lambda function, which cannot be handed a file.
+    Pem(String),
+    /// libpq 16's `sslrootcert=system`: the public web roots (Mozilla's, from `webpki-roots`);
+    /// the default `sslmode` becomes `verify-full`, and a weaker one is refused.
+    System,
+}
+
+impl RootCert {
+    /// `system`, inline PEM text (it starts with `-----BEGIN`), else a path (a file named
+    /// `system` is `./system`, as in libpq).
+    pub fn parse(value: &str) -> Self {
+        let value = value.trim();
+        if value == "system" {
+            Self::System
+        } else if value.starts_with("-----BEGIN") {
+            Self::Pem(value.to_string())
+        } else {
+            Self::File(PathBuf::from(value))
+        }
+    }
+}
+
+impl fmt::Debug for RootCert {
+    /// The inline text is not repeated: only its size.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Pem(text) => write!(f, "Pem({} bytes)", text.len()),
+            Self::System => f.write_str("System"),
+        }
+    }
+}
+
+/// The mode and roots in force: libpq's rules. `sslrootcert=system` makes `verify-full` the
+/// default and refuses anything weaker; `verify-ca`/`verify-full` need a root certificate (never
+/// a silent fallback to the public web roots, which would let any publicly certified host pass).
+fn tls_mode(host: &str, explicit: Option<SslMode>, root: Option<&RootCert>) -> Result<SslMode, ConfigError> {
+    let mode = match (root, explicit) {
+        (Some(RootCert::System), None | Some(SslMode::VerifyFull)) => SslMode::VerifyFull,
+        (Some(RootCert::System), Some(weaker)) => {
+            return Err(invalid(
+                ROOT_CERT_SETTING,
+                format!(
+                    "`system` (the public web roots) needs sslmode verify-full, as in libpq, not {}: any publicly certified host would pass a weaker check",
+                    weaker.as_str()
+                ),
+            ))
+        }
+        _ => effective_ssl_mode(host, explicit),
+    };
+    if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root.is_none() {
+        return Err(invalid(
+            ROOT_CERT_SETTING,
+            format!(
+                "sslmode {} verifies the server against a root certificate, and none is set: give the CA (Supabase's prod-ca-2021.crt) as a PEM file's path or as PEM text, or `system` for the public web roots with verify-full",
+                mode.as_str()
+            ),
+        ));
+    }
+    Ok(mode)
+}
+
 /// Everything needed to open connections and size the pool of one Lambda instance.
 #[derive(Clone)]
 pub struct DbSettings {
@@ -129,7 +211,7 @@ pub struct DbSettings {
     password: Option<String>,
     pub dbname: String,
     pub ssl_mode: SslMode,
-    pub ssl_root_cert: Option<PathBuf>,
+    pub ssl_root_cert: Option<RootCert>,
     /// `application_name`, set to the function name so server-side views show who is connected.
     pub application_name: String,
     pub pool_max_size: usize,
@@ -254,7 +336,7 @@ struct ParsedUrl {
     password: Option<String>,
     dbname: String,
     ssl_mode: Option<SslMode>,
-    ssl_root_cert: Option<PathBuf>,
+    ssl_root_cert: Option<RootCert>,
     connection_limit: Option<usize>,
     pool_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
@@ -304,7 +386,7 @@ fn parse_url(name: &str, raw: &str) -> Result<ParsedUrl, ConfigError> {
             "pool_timeout" => parsed.pool_timeout = Some(parse_seconds(&param, &value)?),
             "connect_timeout" => parsed.connect_timeout = Some(parse_seconds(&param, &value)?),
             "sslmode" => parsed.ssl_mode = Some(SslMode::parse(&param, &value)?),
-            "sslrootcert" => parsed.ssl_root_cert = Some(PathBuf::from(value.as_ref())),
+            "sslrootcert" => parsed.ssl_root_cert = Some(RootCert::parse(&value)),
             "options" => {
                 return Err(invalid(
                     param,
@@ -346,16 +428,16 @@ impl DbSettings {
             Some(v) => Some(SslMode::parse(DB_SSLMODE.name, &v)?),
             None => url.ssl_mode,
         };
-        let ssl_mode = effective_ssl_mode(&url.host, explicit);
-        let ssl_root_cert = env.text(&DB_SSL_ROOT_CERT).map(PathBuf::from).or(url.ssl_root_cert);
-        if let Some(path) = &ssl_root_cert {
+        let ssl_root_cert = env
+            .text(&DB_SSL_ROOT_CERT)
+            .map(|v| RootCert::parse(&v))
+            .or(url.ssl_root_cert);
+        if let Some(RootCert::File(path)) = &ssl_root_cert {
             if !path.is_file() {
-                return Err(invalid(
-                    "DB_SSL_ROOT_CERT (or sslrootcert)",
-                    format!("no file at {}", path.display()),
-                ));
+                return Err(invalid(ROOT_CERT_SETTING, format!("no file at {}", path.display())));
             }
         }
+        let ssl_mode = tls_mode(&url.host, explicit, ssl_root_cert.as_ref())?;
         let or_default = |given: Option<Duration>, url: Option<Duration>, s: &Setting| {
             given.or(url).or(s.default_duration()).unwrap_or(Duration::from_secs(1))
         };
@@ -492,7 +574,7 @@ mod tests {
         assert_eq!(remote(""), SslMode::Require);
         assert_eq!(remote("?sslmode=prefer"), SslMode::Require);
         assert_eq!(remote("?sslmode=allow"), SslMode::Require);
-        assert_eq!(remote("?sslmode=verify-ca"), SslMode::VerifyCa);
+        assert_eq!(remote("?sslmode=verify-full&sslrootcert=system"), SslMode::VerifyFull);
         assert_eq!(
             remote("?sslmode=disable"),
             SslMode::Disable,
@@ -501,6 +583,85 @@ mod tests {
         let local =
             DbSettings::for_function(&env(&[("DATABASE_URL", "postgres://u@127.0.0.1:6543/db")]), "chat", ONE).unwrap();
         assert_eq!(local.ssl_mode, SslMode::Prefer);
+    }
+
+    #[test]
+    fn verify_ca_and_verify_full_without_a_root_certificate_are_refused_at_init() {
+        for (url, extra) in [
+            (
+                "postgres://u:p@db.example.supabase.co:6543/postgres?sslmode=verify-full",
+                None,
+            ),
+            (
+                "postgres://u:p@db.example.supabase.co:6543/postgres?sslmode=verify-ca",
+                None,
+            ),
+            ("postgres://u:p@127.0.0.1:6543/db", Some(("DB_SSLMODE", "verify-full"))),
+        ] {
+            let mut pairs = vec![("DATABASE_URL", url)];
+            pairs.extend(extra);
+            let err = DbSettings::for_function(&env(&pairs), "chat", ONE)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("DB_SSL_ROOT_CERT") && err.contains("sslrootcert"),
+                "{err:?} should name the setting"
+            );
+            assert!(!err.contains("p@"), "{err:?} leaks the URL");
+        }
+    }
+
+    #[test]
+    fn the_root_certificate_is_a_path_inline_pem_text_or_system() {
+        assert_eq!(
+            RootCert::parse("/opt/ca.pem"),
+            RootCert::File(PathBuf::from("/opt/ca.pem"))
+        );
+        assert_eq!(RootCert::parse("./system"), RootCert::File(PathBuf::from("./system")));
+        assert_eq!(RootCert::parse(" system "), RootCert::System);
+        let pem = "-----BEGIN CERTIFICATE----- MIIB -----END CERTIFICATE-----";
+        assert_eq!(RootCert::parse(pem), RootCert::Pem(pem.to_string()));
+        // Inline text needs no file: the template hands the CA over as a parameter's value.
+        let e = env(&[
+            ("DATABASE_URL", "postgres://u:p@db.example.supabase.co:6543/postgres"),
+            ("DB_SSLMODE", "verify-full"),
+            ("DB_SSL_ROOT_CERT", pem),
+        ]);
+        let s = DbSettings::for_function(&e, "chat", ONE).unwrap();
+        assert_eq!(s.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(s.ssl_root_cert, Some(RootCert::Pem(pem.to_string())));
+        assert!(
+            !format!("{s:?}").contains("MIIB"),
+            "the PEM text is not repeated in logs"
+        );
+    }
+
+    #[test]
+    fn sslrootcert_system_means_the_public_roots_under_verify_full_only() {
+        let with = |query: &str| {
+            let url = format!("postgres://u:p@db.example.supabase.co:6543/postgres?{query}");
+            DbSettings::for_function(&env(&[("DATABASE_URL", url.as_str())]), "chat", ONE)
+        };
+        let s = with("sslrootcert=system").unwrap();
+        assert_eq!(
+            s.ssl_mode,
+            SslMode::VerifyFull,
+            "libpq 16: system makes verify-full the default"
+        );
+        assert_eq!(s.ssl_root_cert, Some(RootCert::System));
+        assert_eq!(
+            with("sslrootcert=system&sslmode=verify-full").unwrap().ssl_mode,
+            SslMode::VerifyFull
+        );
+        for weaker in ["verify-ca", "require", "prefer", "disable"] {
+            let err = with(&format!("sslrootcert=system&sslmode={weaker}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("DB_SSL_ROOT_CERT") && err.contains("verify-full"),
+                "{weaker}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -218,6 +218,40 @@ impl ModelError {
 /// item of the stream (an error before it is the `Err` of [`AgentModel::stream`]).
 pub type TextStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<String, ModelError>> + Send>>;
 
+/// Tokens a call cost, as the provider reported them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+}
+
+/// A whole reply, what it cost (`None`: the provider reported nothing, which is stored as
+/// unknown, never as 0) and the model that wrote it (`None`: not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub text: String,
+    pub usage: Option<Usage>,
+    pub model: Option<String>,
+}
+
+/// Where a streamed reply's usage lands when the provider reports it (OpenAI's last chunk with
+/// `stream_options.include_usage`, Bedrock's `metadata` event): read it once the text stream ended.
+pub type UsageSlot = Arc<std::sync::Mutex<Option<Usage>>>;
+
+/// A reply streamed, with its usage to come and the model writing it.
+pub struct StreamedReply {
+    pub text: TextStream,
+    pub usage: UsageSlot,
+    pub model: Option<String>,
+}
+
+impl StreamedReply {
+    /// The usage the stream reported (read after the text stream ended).
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.lock().ok().and_then(|u| *u)
+    }
+}
+
 #[async_trait]
 pub trait AgentModel: Send + Sync {
     async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError>;
@@ -226,6 +260,24 @@ pub trait AgentModel: Send + Sync {
     async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
         let text = self.generate(request).await?;
         Ok(Box::pin(futures_util::stream::iter([Ok(text)])))
+    }
+
+    /// The reply with its usage. A model that reports none answers `usage: None` (unknown).
+    async fn complete(&self, request: &ModelRequest) -> Result<Reply, ModelError> {
+        Ok(Reply {
+            text: self.generate(request).await?,
+            usage: None,
+            model: None,
+        })
+    }
+
+    /// The reply streamed, with its usage once the stream ends.
+    async fn stream_reply(&self, request: &ModelRequest) -> Result<StreamedReply, ModelError> {
+        Ok(StreamedReply {
+            text: self.stream(request).await?,
+            usage: UsageSlot::default(),
+            model: None,
+        })
     }
 }
 

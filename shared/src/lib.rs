@@ -6,7 +6,9 @@
 //!   through the Lambda extension);
 //! - features on top, each behind a Cargo feature so a binary compiles only what it calls:
 //!   [`http`] (API Gateway plumbing), [`auth`] (Supabase tokens), [`model`] (the agent model;
-//!   the OpenAI-compatible and Bedrock clients behind `openai` and `bedrock`).
+//!   the OpenAI-compatible and Bedrock clients behind `openai` and `bedrock`), [`tasks`] (task
+//!   states, recurrence, series), [`usage`] (token budgets and their UTC reset), [`outbound`]
+//!   (capped reads of outbound HTTP answers).
 //!
 //! Each function's own handler, request types and SQL live in `functions/<name>/`.
 
@@ -27,3 +29,5 @@ pub mod model;
 pub mod outbound;
 #[cfg(feature = "tasks")]
 pub mod tasks;
+#[cfg(feature = "usage")]
+pub mod usage;

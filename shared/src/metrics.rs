@@ -31,6 +31,9 @@
 //! | `TasksInFlight` | Count | scheduler (model calls in flight, every 10 s of a run) |
 //! | `TasksInFlightPeak` | Count | scheduler (most model calls in flight at once during a run) |
 //! | `SchedulerContinued` | Count | scheduler (1 when a run its deadline stopped with a backlog started the next invocation) |
+//! | `TokensIn`, `TokensOut` | Count | chat, chat-stream, scheduler: tokens the provider reported, dimension `Model` only |
+//! | `BudgetExhausted` | Count | chat, chat-stream (a message refused: the user's or the agent's daily tokens are spent) |
+//! | `TasksDeferred` | Count | scheduler (due tasks moved to their budget's reset, attempts untouched) |
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -48,8 +51,10 @@ pub const METRICS_NAMESPACE: Setting = Setting::text(
 
 pub const SETTINGS: &[&Setting] = &[&METRICS_NAMESPACE];
 
-/// The one dimension of every metric: the function's name.
+/// The dimension of every metric but tokens: the function's name.
 pub const DIMENSION: &str = "Function";
+/// The one dimension of `TokensIn`/`TokensOut`: the model (kept low-cardinality: no user, no agent).
+pub const MODEL_DIMENSION: &str = "Model";
 
 /// A metric's name: one of the constants in [`name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +103,10 @@ metric_names! {
     TASKS_IN_FLIGHT = "TasksInFlight",
     TASKS_IN_FLIGHT_PEAK = "TasksInFlightPeak",
     SCHEDULER_CONTINUED = "SchedulerContinued",
+    TOKENS_IN = "TokensIn",
+    TOKENS_OUT = "TokensOut",
+    BUDGET_EXHAUSTED = "BudgetExhausted",
+    TASKS_DEFERRED = "TasksDeferred",
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +215,37 @@ impl Metrics {
             root.insert(m.name.into(), json!(m.value));
         }
         Value::Object(root)
+    }
+
+    /// The EMF document for metrics of one model: dimension `Model` only (a handful of
+    /// values), so a dashboard sums tokens by model across functions.
+    pub fn model_document(&self, model: &str, metrics: &[Metric]) -> Value {
+        let mut document = self.document(metrics);
+        document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] = json!([[MODEL_DIMENSION]]);
+        if let Value::Object(root) = &mut document {
+            root.remove(DIMENSION);
+            root.insert(MODEL_DIMENSION.into(), Value::String(model.to_string()));
+        }
+        document
+    }
+
+    /// Writes one EMF line of metrics by model to the sink.
+    pub fn emit_for_model(&self, model: &str, metrics: &[Metric]) {
+        let line = self.model_document(model, metrics).to_string();
+        self.write_line(&line);
+    }
+
+    fn write_line(&self, line: &str) {
+        match &self.sink {
+            Sink::Stdout => {
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }
+            Sink::Buffer(buffer) => {
+                if let Ok(mut b) = buffer.lock() {
+                    let _ = writeln!(*b, "{line}");
+                }
+            }
+        }
     }
 
     /// Writes one EMF line to `out`.

@@ -832,6 +832,13 @@ async fn twenty_parallel_creations_stop_at_the_active_task_cap_with_a_429_and_st
     let mut h = api_harness().await;
     h.api.settings.max_active_tasks = 5;
     h.api.settings.task_rate_limit = 1000;
+    // Twenty requests at once arrive at twenty instances, each with its own connection.
+    h.api.db = h.chat.db.pool(&PoolOptions {
+        app: "api".into(),
+        max_size: 20,
+        wait: Duration::from_secs(10),
+        ..PoolOptions::default()
+    });
     let body = json!({"agentId": h.agent(), "prompt": "flood", "approved": true});
     let answers = futures_util::future::join_all((0..20).map(|_| h.create_task(&body))).await;
     let created = answers.iter().filter(|(s, _)| *s == 201).count();

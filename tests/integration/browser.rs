@@ -133,6 +133,10 @@ const TOKEN_GLOBALS: &str = r"Object.getOwnPropertyNames(window).filter(k => {
     catch (e) { return false; } })";
 
 async fn send_message(page: &Page<'_>, text: &str, replies_after: usize) -> Result<(), String> {
+    // The page takes one message at a time: the box is enabled again once the previous reply's
+    // stream has ended (a little after its `done` event marked it done).
+    page.wait_for("!document.getElementById('message').disabled", Duration::from_secs(30))
+        .await?;
     page.type_into("#message", text).await?;
     page.click("#send button").await?;
     page.wait_for(&assistant_replies(replies_after), Duration::from_secs(60))

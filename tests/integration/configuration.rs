@@ -33,6 +33,7 @@ fn groups() -> Vec<(&'static str, Vec<&'static Setting>)> {
         ),
         ("Supabase auth (`chat`, `api`)", all(shared::auth::SETTINGS)),
         ("Model (`chat`, `scheduler`)", all(shared::model::SETTINGS)),
+        ("Token budgets (`chat`, `scheduler`, `api`)", all(shared::usage::SETTINGS)),
         ("`chat`", all(chat::settings::SETTINGS)),
         ("`api`", all(api::settings::SETTINGS)),
         ("`health`", all(health::settings::SETTINGS)),

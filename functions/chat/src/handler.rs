@@ -6,13 +6,13 @@ use serde_json::json;
 use shared::auth::{authenticate_request, Authenticator, User};
 use shared::db::Db;
 use shared::http::{idempotency_key, json_body, json_response, serve, ApiError};
-use shared::metrics::Metrics;
-use shared::model::{ModelError, ModelRequest, SharedModel};
+use shared::metrics::{name, Metric, Metrics};
+use shared::model::{ModelError, ModelRequest, SharedModel, Usage};
 use uuid::Uuid;
 
 use crate::request::{self, ChatInput};
 use crate::settings::Settings;
-use crate::store::{self, StoredReply, TurnLimits, TurnRequest};
+use crate::store::{self, ReplyToStore, StoredReply, TurnKeys, TurnLimits, TurnRequest};
 use crate::turn::{decide, TurnStart};
 
 /// Added to the model's bound to form the lease of a message being answered.
@@ -56,6 +56,7 @@ pub async fn handle(chat: &Chat, request: Request) -> Result<Response<Body>, std
 /// A turn ready for the model: round trip 1 done, its connection given back.
 pub(crate) struct Prepared {
     pub user: User,
+    pub agent_id: Uuid,
     pub key: Option<String>,
     pub conversation_id: Uuid,
     pub message_id: Uuid,
@@ -101,6 +102,14 @@ pub(crate) async fn prepare(
             "this Idempotency-Key was used for a different request".into(),
         )),
         TurnStart::RateLimited { retry_after_secs } => Err(ApiError::TooManyRequests { retry_after_secs }),
+        TurnStart::BudgetExhausted { retry_after_secs } => {
+            chat.metrics.emit(&[Metric::count(name::BUDGET_EXHAUSTED, 1)]);
+            Err(ApiError::QuotaExceeded {
+                code: "budget_exhausted",
+                message: "the daily token budget (yours or this agent's) is spent; it resets at 00:00 UTC".into(),
+                retry_after_secs,
+            })
+        }
         TurnStart::InProgress {
             retry_after_secs,
             release,
@@ -121,6 +130,7 @@ pub(crate) async fn prepare(
             history,
         } => Ok(Turn::Ready(Prepared {
             user,
+            agent_id: input.agent_id,
             key,
             conversation_id,
             message_id,
@@ -140,12 +150,12 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
     // the pooler client is closed too while the model thinks.
     chat.db.release_idle();
     let generated =
-        match tokio::time::timeout(chat.settings.model_timeout, chat.model.generate(&turn.model_request)).await {
+        match tokio::time::timeout(chat.settings.model_timeout, chat.model.complete(&turn.model_request)).await {
             Ok(result) => result.map_err(model_error),
             Err(_) => Err(ApiError::ModelTimeout),
         };
-    let text = match generated {
-        Ok(text) => text,
+    let reply = match generated {
+        Ok(reply) => reply,
         Err(e) => {
             // The message stays stored; its lease and the user's slot go back so a retry may
             // answer it.
@@ -153,7 +163,12 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
             return Err(e);
         }
     };
-    match store(chat, &turn, &text, None).await? {
+    let to_store = ReplyToStore {
+        content: &reply.text,
+        usage: reply.usage,
+        model: reply.model.as_deref(),
+    };
+    match store(chat, &turn, to_store, None).await? {
         Some(reply) => Ok(reply_response(turn.conversation_id, &reply, request_id)),
         None => Err(ApiError::Conflict(
             "a request with this Idempotency-Key was answered meanwhile; retry to get its reply".into(),
@@ -165,30 +180,43 @@ async fn respond(chat: &Chat, request: &Request, request_id: &str) -> Result<Res
 pub(crate) async fn store(
     chat: &Chat,
     turn: &Prepared,
-    text: &str,
+    reply: ReplyToStore<'_>,
     reply_id: Option<Uuid>,
 ) -> Result<Option<StoredReply>, ApiError> {
+    let keys = TurnKeys {
+        user_id: turn.user.id,
+        agent_id: turn.agent_id,
+        conversation_id: turn.conversation_id,
+        idempotency_key: turn.key.as_deref(),
+    };
     let stored = async {
         let conn = chat.db.conn().await?;
-        store::store_reply(
-            &conn.sql(),
-            turn.user.id,
-            turn.conversation_id,
-            text,
-            turn.key.as_deref(),
-            turn.lease,
-            reply_id,
-        )
-        .await
+        store::store_reply(&conn.sql(), &keys, reply, turn.lease, reply_id).await
     }
     .await;
     match stored {
-        Ok(stored) => Ok(stored),
+        Ok(stored) => {
+            if let (Some(usage), Some(_)) = (reply.usage, &stored) {
+                emit_tokens(&chat.metrics, reply.model, usage);
+            }
+            Ok(stored)
+        }
         Err(e) => {
             release_turn(chat, turn.user, Some(turn.message_id), turn.lease).await;
             Err(e.into())
         }
     }
+}
+
+/// `TokensIn`/`TokensOut` of one stored reply, by model.
+fn emit_tokens(metrics: &Metrics, model: Option<&str>, usage: Usage) {
+    metrics.emit_for_model(
+        model.unwrap_or("unknown"),
+        &[
+            Metric::count(name::TOKENS_IN, u64::try_from(usage.input_tokens).unwrap_or(0)),
+            Metric::count(name::TOKENS_OUT, u64::try_from(usage.output_tokens).unwrap_or(0)),
+        ],
+    );
 }
 
 /// Round trip 1; the connection goes back to the pool before the model is called. The decision,
@@ -207,6 +235,7 @@ async fn begin(
         // Past the model's bound and round trip 2's, the lease is certainly stale.
         answer_lease_secs: (model_timeout + ANSWER_LEASE_MARGIN).as_secs_f64(),
         history: chat.settings.history,
+        user_daily_tokens: chat.settings.user_daily_tokens,
     };
     let turn = TurnRequest {
         user_id: user.id,

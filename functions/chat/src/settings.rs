@@ -89,6 +89,8 @@ pub struct Settings {
     pub max_in_flight: i64,
     pub model_timeout: Duration,
     pub stream_timeout: Duration,
+    /// `USAGE_USER_DAILY_TOKENS` (0: unlimited).
+    pub user_daily_tokens: i64,
 }
 
 impl Default for Settings {
@@ -109,6 +111,7 @@ impl Settings {
             max_in_flight: i64::try_from(env.number(&CHAT_MAX_IN_FLIGHT)?).unwrap_or(i64::MAX),
             model_timeout: env.duration(&CHAT_MODEL_TIMEOUT_MS)?,
             stream_timeout: env.duration(&CHAT_STREAM_TIMEOUT_MS)?,
+            user_daily_tokens: shared::usage::user_daily_tokens(env)?,
         })
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use shared::db::{column, DbError, FromRow, Row, Sql, Type};
-use shared::model::{ChatMessage, Role};
+use shared::model::{ChatMessage, Role, Usage};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -23,6 +23,17 @@ pub struct TurnLimits {
     pub answer_lease_secs: f64,
     /// Earlier messages given to the model.
     pub history: i64,
+    /// Tokens a user may spend per UTC day (`USAGE_USER_DAILY_TOKENS`; 0: unlimited).
+    pub user_daily_tokens: i64,
+}
+
+/// Who a turn is for and where its reply goes.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnKeys<'a> {
+    pub user_id: Uuid,
+    pub agent_id: Uuid,
+    pub conversation_id: Uuid,
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// A reply already stored (idempotent replay) or just stored.
@@ -86,12 +97,25 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                         NOT EXISTS (SELECT 1 FROM prior
                                      WHERE content <> $4 OR agent_id <> $2
                                         OR ($3::uuid IS NOT NULL AND conversation_id <> $3)) AS same_request
+             ), budget AS (
+                 -- The UTC day's tokens so far, the user's and the agent's (across its users).
+                 -- Replies in flight are not counted yet: the overshoot is bounded by the
+                 -- in-flight cap times the reply limit.
+                 SELECT ($12::int8 = 0
+                         OR coalesce((SELECT sum(input_tokens + output_tokens) FROM usage_daily
+                                       WHERE day = (now() AT TIME ZONE 'UTC')::date AND user_id = $1), 0) < $12)
+                        AND coalesce((SELECT a.daily_token_budget IS NULL
+                                             OR coalesce((SELECT sum(input_tokens + output_tokens) FROM usage_daily
+                                                           WHERE day = (now() AT TIME ZONE 'UTC')::date AND agent_id = a.id), 0)
+                                                < a.daily_token_budget
+                                        FROM agents a WHERE a.id = $2), true) AS ok
              ), admitted AS (
                  -- One atomic upsert decides: parallel requests wait on the user's row and each
                  -- sees the count the previous one left, so exactly the limit is admitted.
                  INSERT INTO chat_usage AS u (user_id, window_start, window_count, in_flight)
-                 SELECT $1, now(), 1, ARRAY[now() + make_interval(secs => $10)] FROM decision d
+                 SELECT $1, now(), 1, ARRAY[now() + make_interval(secs => $10)] FROM decision d, budget b
                   WHERE d.agent_ok AND d.conversation_ok AND d.same_request AND NOT d.answered AND NOT d.answering
+                    AND b.ok
                      ON CONFLICT (user_id) DO UPDATE SET
                         window_start = CASE WHEN u.window_start <= now() - make_interval(secs => $7)
                                             THEN now() ELSE u.window_start END,
@@ -134,6 +158,9 @@ pub async fn begin_turn<C: GenericClient + Sync>(
              )
              SELECT d.agent_ok, d.conversation_ok, d.replay, d.answering, d.same_request,
                     EXISTS (SELECT 1 FROM admitted) AS admitted,
+                    NOT (SELECT ok FROM budget) AS over_budget,
+                    ceil(extract(epoch FROM date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day'
+                                            - (now() AT TIME ZONE 'UTC')))::int8 AS budget_resets_in_secs,
                     (SELECT id FROM conversation LIMIT 1) AS conversation_id,
                     coalesce((SELECT id FROM inserted), (SELECT id FROM claimed)) AS message_id,
                     now() + make_interval(secs => $10) AS lease_until,
@@ -164,6 +191,7 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                 (&new_conversation, Type::UUID),
                 (&limits.answer_lease_secs, Type::FLOAT8),
                 (&limits.max_in_flight, Type::INT8),
+                (&limits.user_daily_tokens, Type::INT8),
             ],
         )
         .await?;
@@ -201,6 +229,8 @@ impl FromRow for TurnRow {
                 .map(|v| serde_json::from_value(v).map_err(|e| DbError::Decode(format!("column prior_reply: {e}"))))
                 .transpose()?,
             retry_after_secs: column(row, "retry_after_secs")?,
+            over_budget: column(row, "over_budget")?,
+            budget_resets_in_secs: column(row, "budget_resets_in_secs")?,
         })
     }
 }
@@ -211,25 +241,45 @@ fn json_column<T: serde::de::DeserializeOwned>(row: &Row, name: &str) -> Result<
         .map_err(|e| DbError::Decode(format!("column {name}: {e}")))
 }
 
-/// Round trip 2: stores the model's reply (once per Idempotency-Key) and touches the
-/// conversation. `None` when a concurrent request with the same key stored its reply first.
+/// A reply to store: its text, what it cost (`None`: unknown) and the model that wrote it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyToStore<'a> {
+    pub content: &'a str,
+    pub usage: Option<Usage>,
+    pub model: Option<&'a str>,
+}
+
+/// Round trip 2: stores the model's reply (once per Idempotency-Key) with its usage, adds that
+/// usage to the user's day (`usage_daily`) and touches the conversation, in one statement.
+/// `None` when a concurrent request with the same key stored its reply first.
 #[tracing::instrument(skip_all)]
 pub async fn store_reply<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
-    user_id: Uuid,
-    conversation_id: Uuid,
-    content: &str,
-    idempotency_key: Option<&str>,
+    turn: &TurnKeys<'_>,
+    reply: ReplyToStore<'_>,
     lease: DateTime<Utc>,
     id: Option<Uuid>,
 ) -> Result<Option<StoredReply>, DbError> {
+    let input = reply.usage.map(|u| u.input_tokens);
+    let output = reply.usage.map(|u| u.output_tokens);
     let row = sql
         .query_opt(
             "WITH reply AS (
-                 INSERT INTO messages (id, conversation_id, user_id, role, content, idempotency_key)
-                 VALUES (coalesce($6, gen_random_uuid()), $1, $2, 'assistant', $3, $4)
+                 INSERT INTO messages (id, conversation_id, user_id, role, content, idempotency_key,
+                                       input_tokens, output_tokens, model)
+                 VALUES (coalesce($6, gen_random_uuid()), $1, $2, 'assistant', $3, $4, $8, $9, $10)
                      ON CONFLICT (user_id, role, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id, content, created_at
+             ), used AS (
+                 INSERT INTO usage_daily AS u (day, user_id, agent_id, model, input_tokens, output_tokens, calls)
+                 SELECT (now() AT TIME ZONE 'UTC')::date, $2, $7, coalesce($10, 'unknown'),
+                        coalesce($8, 0), coalesce($9, 0), 1
+                   FROM reply
+                     ON CONFLICT (day, user_id, agent_id, model) DO UPDATE
+                    SET input_tokens = u.input_tokens + EXCLUDED.input_tokens,
+                        output_tokens = u.output_tokens + EXCLUDED.output_tokens,
+                        calls = u.calls + 1
+                 RETURNING 1
              ), touched AS (
                  UPDATE conversations SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM reply)
                  RETURNING 1
@@ -239,12 +289,16 @@ pub async fn store_reply<C: GenericClient + Sync>(
              )
              SELECT id, content, created_at FROM reply",
             &[
-                (&conversation_id, Type::UUID),
-                (&user_id, Type::UUID),
-                (&content, Type::TEXT),
-                (&idempotency_key, Type::TEXT),
+                (&turn.conversation_id, Type::UUID),
+                (&turn.user_id, Type::UUID),
+                (&reply.content, Type::TEXT),
+                (&turn.idempotency_key, Type::TEXT),
                 (&lease, Type::TIMESTAMPTZ),
                 (&id, Type::UUID),
+                (&turn.agent_id, Type::UUID),
+                (&input, Type::INT8),
+                (&output, Type::INT8),
+                (&reply.model, Type::TEXT),
             ],
         )
         .await?;

@@ -26,6 +26,7 @@ use shared::http::{request_id, ApiError};
 use uuid::Uuid;
 
 use crate::handler::{model_error, prepare, release_turn, reply_json, store, Chat, Prepared, Turn};
+use crate::store::ReplyToStore;
 
 pub type SseBody = StreamBody<BoxStream<'static, Result<hyper_frame::Frame, Infallible>>>;
 
@@ -97,7 +98,7 @@ pub async fn handle_stream(chat: Arc<Chat>, request: Request) -> Result<Response
     // No connection is held while the model writes (release mode closes the pooler client too).
     chat.db.release_idle();
     let deadline = tokio::time::Instant::now() + timeout;
-    let model_stream = match tokio::time::timeout_at(deadline, chat.model.stream(&turn.model_request)).await {
+    let model_stream = match tokio::time::timeout_at(deadline, chat.model.stream_reply(&turn.model_request)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Ok(refuse(&chat, &turn, model_error(e), &id).await),
         Err(_) => return Ok(refuse(&chat, &turn, ApiError::ModelTimeout, &id).await),
@@ -122,7 +123,7 @@ pub async fn handle_stream(chat: Arc<Chat>, request: Request) -> Result<Response
         let mut text = String::new();
         let mut model_stream = model_stream;
         let streamed = loop {
-            match tokio::time::timeout_at(deadline, model_stream.next()).await {
+            match tokio::time::timeout_at(deadline, model_stream.text.next()).await {
                 Err(_) => break Err(ApiError::ModelTimeout),
                 Ok(None) => break Ok(()),
                 Ok(Some(Ok(chunk))) => {
@@ -133,7 +134,18 @@ pub async fn handle_stream(chat: Arc<Chat>, request: Request) -> Result<Response
             }
         };
         let last = match streamed {
-            Ok(()) => match store(&chat, &turn, &text, Some(reply_id)).await {
+            Ok(()) => match store(
+                &chat,
+                &turn,
+                ReplyToStore {
+                    content: &text,
+                    usage: model_stream.usage(),
+                    model: model_stream.model.as_deref(),
+                },
+                Some(reply_id),
+            )
+            .await
+            {
                 Ok(Some(reply)) => event("done", &reply_json(turn.conversation_id, &reply)),
                 Ok(None) => error_event(&ApiError::Conflict(
                     "a request with this Idempotency-Key was answered meanwhile; retry to get its reply".into(),

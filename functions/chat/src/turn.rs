@@ -34,6 +34,11 @@ pub struct TurnRow {
     pub history: Vec<ChatMessage>,
     /// The stored reply of an earlier request with the same Idempotency-Key.
     pub prior_reply: Option<StoredReply>,
+    /// The user (`USAGE_USER_DAILY_TOKENS`) or the agent (`daily_token_budget`) spent its
+    /// tokens for the UTC day: nothing was admitted.
+    pub over_budget: bool,
+    /// Seconds until the next UTC day, when budgets reset.
+    pub budget_resets_in_secs: i64,
     /// When to come back: the lease of the request being answered, or the rate-limit window.
     pub retry_after_secs: Option<i64>,
 }
@@ -48,6 +53,10 @@ pub enum TurnStart {
     /// The Idempotency-Key was used for a different request.
     KeyReused,
     RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The user's or the agent's daily tokens are spent: come back at the next UTC day.
+    BudgetExhausted {
         retry_after_secs: u64,
     },
     /// The Idempotency-Key was seen and answered: return the stored reply.
@@ -94,7 +103,13 @@ pub fn decide(row: TurnRow, message: &str) -> TurnStart {
                 release: false,
             }
         } else {
-            TurnStart::RateLimited { retry_after_secs }
+            if row.over_budget {
+                TurnStart::BudgetExhausted {
+                    retry_after_secs: u64::try_from(row.budget_resets_in_secs.max(1)).unwrap_or(1),
+                }
+            } else {
+                TurnStart::RateLimited { retry_after_secs }
+            }
         };
     }
     let Some(conversation_id) = row.conversation_id else {

@@ -42,7 +42,12 @@ CREATE POLICY usage_daily_own ON usage_daily FOR SELECT TO authenticated
 GRANT SELECT, INSERT, UPDATE ON usage_daily TO agent_backend;
 CREATE POLICY usage_daily_backend ON usage_daily FOR ALL TO agent_backend USING (true) WITH CHECK (true);
 
--- The scheduler defers an over-budget task to the reset: its due time moves, its attempts not.
--- The fair claim reads due tasks per user: one index range per user.
-CREATE INDEX agent_tasks_due_by_user_idx ON agent_tasks (user_id, scheduled_for, id)
+-- The fair claim walks the users with due tasks (operator tasks, without a user, under the nil
+-- uuid) and reads each one's oldest due tasks: one index range per user; and it counts each
+-- user's tasks running.
+CREATE INDEX agent_tasks_due_by_user_idx
+    ON agent_tasks ((coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid)), scheduled_for, id)
     WHERE status = 'pending' AND approval_status = 'approved';
+CREATE INDEX agent_tasks_running_by_user_idx
+    ON agent_tasks ((coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid)))
+    WHERE status = 'running';

@@ -707,7 +707,7 @@ async fn approve_and_cancel_against_a_running_claim_are_409_naming_the_state_and
         let claim = async {
             let conn = h.chat.db.default_pool();
             let c = conn.conn().await.unwrap();
-            scheduler::tasks::claim(&c.sql(), "racer", 60.0, 1000)
+            scheduler::tasks::claim(&c.sql(), "racer", 60.0, scheduler::tasks::ClaimPolicy::up_to(1000))
                 .await
                 .unwrap()
                 .tasks

@@ -683,7 +683,9 @@ async fn two_rescuers_and_a_late_finisher_racing_on_one_occurrence_make_one_next
     // The late instance claims the occurrence with a short lease, then "hangs" past it.
     let claimed = {
         let conn = pools[0].conn().await.unwrap();
-        tasks::claim(&conn.sql(), "late-instance", 0.3, 10).await.unwrap()
+        tasks::claim(&conn.sql(), "late-instance", 0.3, tasks::ClaimPolicy::up_to(10))
+            .await
+            .unwrap()
     };
     assert_eq!(claimed.tasks.len(), 1);
     let expired = eventually(Duration::from_secs(10), || async { live_leases(&client).await == 0 }).await;
@@ -706,6 +708,8 @@ async fn two_rescuers_and_a_late_finisher_racing_on_one_occurrence_make_one_next
             id: series_id,
             outcome: Outcome::Completed {
                 result: "late result".into(),
+                usage: None,
+                model: None,
             },
             next: next_completed.clone(),
             series_ended: false,
@@ -962,4 +966,232 @@ async fn a_task_whose_agent_was_made_private_is_not_run_and_its_series_stops() {
         later_occurrences(&client, series_id).await.is_empty(),
         "the series stops"
     );
+}
+
+/// A model that records the order in which prompts are started, and reports usage.
+struct OrderedModel {
+    started: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl AgentModel for OrderedModel {
+    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
+        Ok(self.complete(request).await?.text)
+    }
+
+    async fn complete(&self, request: &ModelRequest) -> Result<shared::model::Reply, ModelError> {
+        let prompt = request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+        self.started.lock().unwrap().push(prompt.clone());
+        Ok(shared::model::Reply {
+            text: format!("done: {prompt}"),
+            usage: Some(shared::model::Usage {
+                input_tokens: 7,
+                output_tokens: 3,
+            }),
+            model: Some("ordered-test".into()),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_small_users_tasks_are_claimed_before_five_percent_of_a_big_users_backlog_is_done() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    client
+        .execute("UPDATE agents SET visibility = 'public'", &[])
+        .await
+        .unwrap();
+    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // X: 20,000 tasks due a minute ago; Y: 10 due a second after all of X's.
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+             SELECT $1, $2, 'x-' || i, 'approved', now() - interval '1 minute' FROM generate_series(1, 20000) i",
+            &[&agent, &x],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+             SELECT $1, $2, 'y-' || i, 'approved', now() - interval '59 seconds' FROM generate_series(1, 10) i",
+            &[&agent, &y],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("VACUUM ANALYZE agent_tasks").await.unwrap();
+    let model = Arc::new(OrderedModel {
+        started: Mutex::new(Vec::new()),
+    });
+    let s = Scheduler::new(
+        db.pool(&PoolOptions {
+            app: "scheduler".into(),
+            max_size: 2,
+            ..PoolOptions::default()
+        }),
+        model.clone(),
+        test_config(),
+        quiet_metrics(),
+    );
+    let summary = invoke(&s, json!({"maxTasks": 3000}), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let started = model.started.lock().unwrap().clone();
+    let last_y = started
+        .iter()
+        .rposition(|p| p.starts_with("y-"))
+        .expect("Y's tasks ran");
+    let x_before = started[..last_y].iter().filter(|p| p.starts_with("x-")).count();
+    assert_eq!(
+        started.iter().filter(|p| p.starts_with("y-")).count(),
+        10,
+        "{summary:?}"
+    );
+    assert!(
+        x_before < 1000,
+        "{x_before} of X's 20,000 tasks (5 % = 1,000) started before Y's last one"
+    );
+}
+
+#[tokio::test]
+async fn a_user_over_the_daily_budget_has_tasks_deferred_to_midnight_with_attempts_untouched() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    client
+        .execute("UPDATE agents SET visibility = 'public'", &[])
+        .await
+        .unwrap();
+    let (spent, fresh) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    for (user, prompt) in [(spent, "spent"), (fresh, "fresh")] {
+        client
+            .execute(
+                "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+                 VALUES ($1, $2, $3, 'approved', now() - interval '1 minute')",
+                &[&agent, &user, &prompt],
+            )
+            .await
+            .unwrap();
+    }
+    // `spent` used 1,000 tokens today; the budget is 1,000.
+    client
+        .execute(
+            "INSERT INTO usage_daily (day, user_id, agent_id, model, input_tokens, output_tokens, calls)
+             VALUES ((now() AT TIME ZONE 'UTC')::date, $1, $2, 'm', 600, 400, 3)",
+            &[&spent, &agent],
+        )
+        .await
+        .unwrap();
+    let model = RecordingModel::new(Behaviour::Succeed);
+    let s = scheduler(
+        &db,
+        model.clone(),
+        SchedulerSettings {
+            user_daily_tokens: 1000,
+            ..test_config()
+        },
+    );
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!((summary.completed, summary.deferred), (1, 1), "{summary:?}");
+    assert_eq!(model.runs().keys().collect::<Vec<_>>(), ["fresh"]);
+    let row = client
+        .query_one(
+            "SELECT status, attempts, last_error IS NULL,
+                    scheduled_for = (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'
+               FROM agent_tasks WHERE prompt = 'spent'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, attempts, no_error, at_reset): (String, i32, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        (status.as_str(), attempts, no_error, at_reset),
+        ("pending", 0, true, true)
+    );
+
+    // The next UTC day (yesterday's usage, as the day moves on): it runs.
+    client
+        .batch_execute(
+            "UPDATE usage_daily SET day = day - 1;
+             UPDATE agent_tasks SET scheduled_for = now() - interval '1 second' WHERE prompt = 'spent'",
+        )
+        .await
+        .unwrap();
+    let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!((summary.completed, summary.deferred), (1, 0), "{summary:?}");
+}
+
+#[tokio::test]
+async fn an_agent_over_its_daily_budget_has_its_tasks_deferred_and_usage_is_recorded_per_run() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let capped: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO agents (name, instructions, visibility, daily_token_budget) VALUES ('capped', 'x', 'public', 20)
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let user = uuid::Uuid::new_v4();
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+             SELECT $1, $2, 'run-' || i, 'approved', now() - interval '1 minute' + i * interval '1 millisecond'
+               FROM generate_series(1, 2) i",
+            &[&capped, &user],
+        )
+        .await
+        .unwrap();
+    let model = Arc::new(OrderedModel {
+        started: Mutex::new(Vec::new()),
+    });
+    let s = Scheduler::new(
+        db.pool(&PoolOptions {
+            app: "scheduler".into(),
+            max_size: 2,
+            ..PoolOptions::default()
+        }),
+        model,
+        test_config(),
+        quiet_metrics(),
+    );
+    // The first run records 2 × 10 tokens: the agent's 20 are spent.
+    let first = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(first.completed, 2, "{first:?}");
+    let stored = client
+        .query(
+            "SELECT input_tokens, output_tokens, model FROM agent_tasks WHERE agent_id = $1",
+            &[&capped],
+        )
+        .await
+        .unwrap();
+    for row in &stored {
+        let (i, o, m): (Option<i32>, Option<i32>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!((i, o, m.as_deref()), (Some(7), Some(3), Some("ordered-test")));
+    }
+    let day = client
+        .query_one(
+            "SELECT input_tokens, output_tokens, calls FROM usage_daily WHERE user_id = $1 AND agent_id = $2",
+            &[&user, &capped],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (day.get::<_, i64>(0), day.get::<_, i64>(1), day.get::<_, i32>(2)),
+        (14, 6, 2)
+    );
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+             VALUES ($1, $2, 'one more', 'approved', now() - interval '1 second')",
+            &[&capped, &user],
+        )
+        .await
+        .unwrap();
+    let second = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!((second.completed, second.deferred), (0, 1), "{second:?}");
 }

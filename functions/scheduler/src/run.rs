@@ -16,7 +16,7 @@ use crate::deadline::Deadline;
 use crate::limiter::Limiter;
 use crate::pipeline::Pipeline;
 use crate::settings::Settings;
-use crate::tasks::{self, ClaimedTask, Finished, Outcome};
+use crate::tasks::{self, ClaimPolicy, ClaimedTask, Finished, Outcome};
 use crate::trigger::{BadPayload, Trigger};
 use shared::tasks::series::{self, Ending, Next, Occurrence, Scope};
 
@@ -34,6 +34,16 @@ pub struct Scheduler {
     pub limiter: Arc<Limiter>,
     /// Starts the next invocation when a backlog outlives this one (`SCHEDULER_SELF_INVOKE`).
     pub continuation: Option<Arc<dyn Continue>>,
+    /// What this invocation's recorded runs cost, by model, and the tasks it deferred to their
+    /// budget's reset: emitted with the run's metrics.
+    spent: Arc<std::sync::Mutex<Spent>>,
+}
+
+/// Tokens by model and deferred tasks, since the last metrics line.
+#[derive(Debug, Default)]
+struct Spent {
+    tokens: std::collections::BTreeMap<String, (u64, u64)>,
+    deferred: u64,
 }
 
 impl Scheduler {
@@ -46,6 +56,7 @@ impl Scheduler {
             metrics,
             limiter,
             continuation: None,
+            spent: Arc::default(),
         }
     }
 
@@ -92,6 +103,8 @@ pub struct Summary {
     pub peak_in_flight: u64,
     /// Whether this run started the next invocation (a backlog outlived its deadline).
     pub continued: bool,
+    /// Tasks over their owner's or agent's daily tokens, moved to 00:00 UTC (attempts untouched).
+    pub deferred: u64,
     pub dry_run: bool,
 }
 
@@ -146,6 +159,7 @@ impl Scheduler {
         let mut peak = 0usize;
         let result = self.run_inner(trigger, &deadline, owner, &mut summary, &mut peak).await;
         summary.concurrency = self.limiter.limit() as u64;
+        summary.deferred = self.spent.lock().map_or(0, |s| s.deferred);
         if let Ok(stop) = result {
             summary.continued = self.continue_if_needed(trigger, stop, &summary).await;
         }
@@ -272,6 +286,21 @@ impl Scheduler {
             ],
             None => vec![Metric::count(name::SCHEDULER_RUN_FAILED, 1)],
         };
+        let spent = self
+            .spent
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        extra.push(Metric::count(name::TASKS_DEFERRED, spent.deferred));
+        for (model, (input, output)) in &spent.tokens {
+            self.metrics.emit_for_model(
+                model,
+                &[
+                    Metric::count(name::TOKENS_IN, *input),
+                    Metric::count(name::TOKENS_OUT, *output),
+                ],
+            );
+        }
         // After a failed run the database is likely unreachable: do not wait on it again.
         if summary.is_none() {
             self.metrics.flush_db(&self.db, &extra);
@@ -301,10 +330,31 @@ impl Scheduler {
     ) -> Result<Vec<ClaimedTask>, DbError> {
         // The lease covers everything this invocation could still do, plus a grace period.
         let lease_secs = (deadline.remaining() + self.settings.lease_grace).as_secs_f64();
+        let policy = ClaimPolicy {
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            // Unset: a quarter of the most an instance may run at once.
+            per_user: i64::try_from(
+                self.settings
+                    .max_in_flight_per_user
+                    .unwrap_or_else(|| (self.settings.max_concurrency / 4).max(1)),
+            )
+            .unwrap_or(i64::MAX),
+            start: Uuid::new_v4(),
+            user_daily_tokens: self.settings.user_daily_tokens,
+        };
         let claimed = {
             let conn = self.db.conn().await?;
-            tasks::claim(&conn.sql(), owner, lease_secs, i64::try_from(limit).unwrap_or(i64::MAX)).await?
+            tasks::claim(&conn.sql(), owner, lease_secs, policy).await?
         };
+        if claimed.deferred > 0 {
+            tracing::info!(
+                deferred = claimed.deferred,
+                "tasks over their daily token budget deferred to 00:00 UTC"
+            );
+            if let Ok(mut spent) = self.spent.lock() {
+                spent.deferred += claimed.deferred;
+            }
+        }
         if !claimed.agent_unavailable.is_empty() {
             tracing::warn!(
                 tasks = ?claimed.agent_unavailable,
@@ -322,6 +372,23 @@ impl Scheduler {
     pub(crate) async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<u64, DbError> {
         let conn = self.db.conn().await?;
         let counts = tasks::finish(&conn.sql(), owner, finished).await?;
+        if let Ok(mut spent) = self.spent.lock() {
+            for f in finished {
+                if let Outcome::Completed {
+                    usage: Some(usage),
+                    model,
+                    ..
+                } = &f.outcome
+                {
+                    let entry = spent
+                        .tokens
+                        .entry(model.clone().unwrap_or_else(|| "unknown".into()))
+                        .or_default();
+                    entry.0 += u64::try_from(usage.input_tokens).unwrap_or(0);
+                    entry.1 += u64::try_from(usage.output_tokens).unwrap_or(0);
+                }
+            }
+        }
         if counts.finished < finished.len() as i64 {
             tracing::warn!(
                 expected = finished.len(),
@@ -366,12 +433,16 @@ impl Scheduler {
         // A task may use the margin's first half; the second half is left for recording it.
         let budget = self.settings.task_timeout.min(remaining - margin / 2);
         let request = ModelRequest::task(&task.instructions, &task.prompt);
-        let result = match tokio::time::timeout(budget, self.model.generate(&request)).await {
+        let result = match tokio::time::timeout(budget, self.model.complete(&request)).await {
             Ok(r) => r,
             Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),
         };
         let outcome = match result {
-            Ok(text) => Outcome::Completed { result: truncate(text) },
+            Ok(reply) => Outcome::Completed {
+                result: truncate(reply.text),
+                usage: reply.usage,
+                model: reply.model,
+            },
             Err(ModelError::Throttled { retry_after }) => Outcome::Throttled {
                 delay_secs: self.settings.throttle_delay(retry_after).as_secs_f64(),
             },

@@ -39,6 +39,10 @@ pub struct Settings {
     pub series_failure_limit: i32,
     /// A throttled task's delay when the provider gives none.
     pub throttle_delay: Duration,
+    /// A user's share of tasks in flight while others wait (`None`: a quarter of the limit).
+    pub max_in_flight_per_user: Option<usize>,
+    /// `USAGE_USER_DAILY_TOKENS` (0: unlimited).
+    pub user_daily_tokens: i64,
 }
 
 pub const SCHEDULER_BATCH_SIZE: Setting = Setting::number(
@@ -48,6 +52,13 @@ pub const SCHEDULER_BATCH_SIZE: Setting = Setting::number(
     1000,
     Unit::Plain,
     "most tasks claimed, or recorded, per statement",
+);
+pub const SCHEDULER_MAX_IN_FLIGHT_PER_USER: Setting = Setting::optional_number(
+    "SCHEDULER_MAX_IN_FLIGHT_PER_USER",
+    1,
+    10_000,
+    Unit::Plain,
+    "a user's tasks in flight (across instances) that a claim gives them while other users' tasks are due; capacity nobody else wants still goes to them (unset: a quarter of `SCHEDULER_MAX_CONCURRENCY`)",
 );
 pub const SCHEDULER_MIN_CONCURRENCY: Setting = Setting::number(
     "SCHEDULER_MIN_CONCURRENCY",
@@ -158,6 +169,7 @@ pub const SETTINGS: &[&Setting] = &[
     &SCHEDULER_BATCH_SIZE,
     &SCHEDULER_MIN_CONCURRENCY,
     &SCHEDULER_MAX_CONCURRENCY,
+    &SCHEDULER_MAX_IN_FLIGHT_PER_USER,
     &SCHEDULER_POLL_INTERVAL_MS,
     &SCHEDULER_RECORD_INTERVAL_MS,
     &SCHEDULER_SELF_INVOKE,
@@ -204,6 +216,10 @@ impl Settings {
             rescue_limit: RESCUE_LIMIT,
             series_failure_limit: i32::try_from(env.number(&SCHEDULER_SERIES_FAILURE_LIMIT)?).unwrap_or(i32::MAX),
             throttle_delay: env.duration(&SCHEDULER_THROTTLE_DELAY_MS)?,
+            max_in_flight_per_user: env
+                .optional_number(&SCHEDULER_MAX_IN_FLIGHT_PER_USER)?
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            user_daily_tokens: shared::usage::user_daily_tokens(env)?,
         };
         if settings.max_concurrency < settings.min_concurrency {
             return Err(invalid(

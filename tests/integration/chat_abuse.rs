@@ -46,6 +46,18 @@ impl AgentModel for SwitchModel {
         }
         Ok(format!("{} message(s) seen", request.messages.len()))
     }
+
+    /// Every reply costs 60 + 40 tokens.
+    async fn complete(&self, request: &ModelRequest) -> Result<shared::model::Reply, ModelError> {
+        Ok(shared::model::Reply {
+            text: self.generate(request).await?,
+            usage: Some(shared::model::Usage {
+                input_tokens: 60,
+                output_tokens: 40,
+            }),
+            model: Some("switch".into()),
+        })
+    }
 }
 
 /// `n` Lambda instances of the same deployment, each with its own pool of one, warmed (so a
@@ -465,4 +477,129 @@ async fn behind_cloudfront_the_token_is_read_from_the_header_the_viewer_function
     headers.insert("x-agent-authorization", "Bearer not.a.token".parse().unwrap());
     assert!(authenticator.authenticate(&headers, None).await.is_err());
     assert!(AuthConfig::from_env(&env.with("AUTH_TOKEN_HEADER", "bad header\n")).is_err());
+}
+
+/// Seconds from now to the next 00:00 UTC.
+fn secs_to_utc_midnight() -> i64 {
+    let now = chrono::Utc::now();
+    (shared::usage::next_reset(now) - now).num_seconds()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_parallel_messages_at_the_budgets_edge_overshoot_by_at_most_the_in_flight_cap_times_a_reply() {
+    let model = SwitchModel::new(Duration::from_millis(300));
+    let settings = ChatSettings {
+        max_in_flight: 4,
+        rate_limit: 1000,
+        user_daily_tokens: 1000,
+        ..ChatSettings::default()
+    };
+    let h = harness_with(model.clone(), settings.clone(), None, false).await;
+    let sql = h.db.direct().await;
+    // 950 of the user's 1,000 tokens are spent today.
+    sql.execute(
+        "INSERT INTO usage_daily (day, user_id, agent_id, model, input_tokens, output_tokens, calls)
+         VALUES ((now() AT TIME ZONE 'UTC')::date, $1, $2, 'earlier', 500, 450, 5)",
+        &[&Uuid::parse_str(USER).unwrap(), &h.agent],
+    )
+    .await
+    .unwrap();
+    let instances = warm_instances(&h, &model, &settings, 20).await;
+    let answers = send_all(&instances, &h, "spend").await;
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    assert!((1..=4).contains(&ok), "{answers:?}");
+    assert!(answers.iter().all(|(s, _, _)| [200, 429].contains(s)), "{answers:?}");
+    let spent: i64 = sql
+        .query_one(
+            "SELECT sum(input_tokens + output_tokens)::int8 FROM usage_daily
+              WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date",
+            &[&Uuid::parse_str(USER).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(spent, 950 + 100 * ok as i64, "each reply's usage was added once");
+    assert!(spent - 1000 <= 4 * 100, "overshoot {} past the cap × a reply", spent - 1000);
+
+    // Spent: a 429 naming the budget, Retry-After until 00:00 UTC, nothing stored.
+    let stored = count(&h, "SELECT count(*) FROM messages").await;
+    let (status, body, retry) = send_to(&instances[0], &h, &h.body("one more", None), None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exhausted");
+    let retry: i64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((retry - secs_to_utc_midnight()).abs() <= 5, "Retry-After {retry}");
+    assert_eq!(count(&h, "SELECT count(*) FROM messages").await, stored, "nothing stored");
+
+    // The next UTC day (today's usage becomes yesterday's): admitted again.
+    sql.execute("UPDATE usage_daily SET day = day - 1", &[]).await.unwrap();
+    let (status, body, _) = send_to(&instances[0], &h, &h.body("a new day", None), None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn an_agent_whose_daily_budget_is_spent_by_others_refuses_the_next_message() {
+    let model = SwitchModel::new(Duration::ZERO);
+    let h = harness_with(model.clone(), ChatSettings::default(), None, false).await;
+    let sql = h.db.direct().await;
+    sql.execute("UPDATE agents SET daily_token_budget = 500 WHERE id = $1", &[&h.agent])
+        .await
+        .unwrap();
+    sql.execute(
+        "INSERT INTO usage_daily (day, user_id, agent_id, model, input_tokens, output_tokens, calls)
+         VALUES ((now() AT TIME ZONE 'UTC')::date, $1, $2, 'm', 300, 200, 4)",
+        &[&Uuid::parse_str(OTHER_USER).unwrap(), &h.agent],
+    )
+    .await
+    .unwrap();
+    let (status, body, _) = send_to(&h.chat, &h, &h.body("hi", None), None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exhausted");
+    assert_eq!(model.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn usage_daily_is_the_sum_over_replies_and_task_runs_after_a_mixed_run() {
+    let model = SwitchModel::new(Duration::ZERO);
+    let h = harness_with(model.clone(), ChatSettings::default(), None, false).await;
+    for i in 0..3 {
+        let (status, body, _) = send_to(&h.chat, &h, &h.body(&format!("m{i}"), None), None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let sql = h.db.direct().await;
+    sql.execute(
+        "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+         SELECT $1, $2, 'task ' || i, 'approved', now() - interval '1 minute' FROM generate_series(1, 2) i",
+        &[&h.agent, &Uuid::parse_str(USER).unwrap()],
+    )
+    .await
+    .unwrap();
+    let scheduler = scheduler::Scheduler::new(
+        h.db.pool(&PoolOptions {
+            app: "scheduler".into(),
+            max_size: 2,
+            ..PoolOptions::default()
+        }),
+        model,
+        crate::scheduler::test_config(),
+        crate::scheduler::quiet_metrics(),
+    );
+    let summary = crate::scheduler::invoke(&scheduler, crate::scheduler::schedule_event(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(summary.completed, 2, "{summary:?}");
+    let row = sql
+        .query_one(
+            "SELECT (SELECT sum(input_tokens) FROM messages) + (SELECT sum(input_tokens) FROM agent_tasks),
+                    (SELECT sum(output_tokens) FROM messages) + (SELECT sum(output_tokens) FROM agent_tasks),
+                    (SELECT count(*) FROM messages WHERE role = 'assistant') + (SELECT count(*) FROM agent_tasks),
+                    (SELECT sum(input_tokens)::int8 FROM usage_daily), (SELECT sum(output_tokens)::int8 FROM usage_daily),
+                    (SELECT sum(calls)::int8 FROM usage_daily)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (mi, mo, mc): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let (ui, uo, uc): (i64, i64, i64) = (row.get(3), row.get(4), row.get(5));
+    assert_eq!((ui, uo, uc), (mi, mo, mc));
+    assert_eq!((ui, uo, uc), (5 * 60, 5 * 40, 5));
 }

@@ -55,6 +55,8 @@ pub const SETTINGS: &[&Setting] = &[&METRICS_NAMESPACE];
 pub const DIMENSION: &str = "Function";
 /// The one dimension of `TokensIn`/`TokensOut`: the model (kept low-cardinality: no user, no agent).
 pub const MODEL_DIMENSION: &str = "Model";
+/// The metrics emitted by [`MODEL_DIMENSION`] (and with no dimension), not by [`DIMENSION`].
+pub const BY_MODEL: &[&str] = &[name::TOKENS_IN.as_str(), name::TOKENS_OUT.as_str()];
 
 /// A metric's name: one of the constants in [`name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,10 +220,11 @@ impl Metrics {
     }
 
     /// The EMF document for metrics of one model: dimension `Model` only (a handful of
-    /// values), so a dashboard sums tokens by model across functions.
+    /// values), and no dimension at all (the sum over models the daily-tokens alarm reads).
     pub fn model_document(&self, model: &str, metrics: &[Metric]) -> Value {
         let mut document = self.document(metrics);
-        document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] = json!([[MODEL_DIMENSION]]);
+        // By model, and summed over every model (no dimension) for the daily-tokens alarm.
+        document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] = json!([[MODEL_DIMENSION], []]);
         if let Value::Object(root) = &mut document {
             root.remove(DIMENSION);
             root.insert(MODEL_DIMENSION.into(), Value::String(model.to_string()));
@@ -285,5 +288,23 @@ impl Metrics {
     /// Emits the pool's activity since the previous flush, plus `extra`.
     pub fn flush_db(&self, db: &Db, extra: &[Metric]) {
         self.emit(&Self::db_metrics(db, extra));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_go_out_by_model_and_summed_never_by_function() {
+        let metrics = Metrics::new(&Env::default().with("METRICS_NAMESPACE", "AgentBackend"), "chat");
+        let doc = metrics.model_document("gpt-test", &[Metric::count(name::TOKENS_IN, 12)]);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Model"], []])
+        );
+        assert_eq!(doc["Model"], "gpt-test");
+        assert_eq!(doc["TokensIn"], 12.0);
+        assert!(doc.get(DIMENSION).is_none(), "no per-function series for tokens: {doc}");
     }
 }

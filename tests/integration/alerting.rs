@@ -455,9 +455,14 @@ fn grafana_problems(dashboard: &serde_json::Value) -> (Vec<String>, Vec<String>)
                         .as_object()
                         .map(|d| d.keys().collect())
                         .unwrap_or_default();
-                    if keys != [DIMENSION] {
+                    let expected = if shared::metrics::BY_MODEL.contains(&metric) {
+                        shared::metrics::MODEL_DIMENSION
+                    } else {
+                        DIMENSION
+                    };
+                    if keys != [expected] {
                         problems.push(format!(
-                            "{title} / {metric}: dimensions {keys:?}, the functions emit only {DIMENSION}"
+                            "{title} / {metric}: dimensions {keys:?}, the functions emit it by {expected} only"
                         ));
                     }
                     plotted.push(metric.to_string());

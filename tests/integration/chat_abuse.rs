@@ -519,7 +519,11 @@ async fn twenty_parallel_messages_at_the_budgets_edge_overshoot_by_at_most_the_i
         .unwrap()
         .get(0);
     assert_eq!(spent, 950 + 100 * ok as i64, "each reply's usage was added once");
-    assert!(spent - 1000 <= 4 * 100, "overshoot {} past the cap × a reply", spent - 1000);
+    assert!(
+        spent - 1000 <= 4 * 100,
+        "overshoot {} past the cap × a reply",
+        spent - 1000
+    );
 
     // Spent: a 429 naming the budget, Retry-After until 00:00 UTC, nothing stored.
     let stored = count(&h, "SELECT count(*) FROM messages").await;
@@ -528,7 +532,11 @@ async fn twenty_parallel_messages_at_the_budgets_edge_overshoot_by_at_most_the_i
     assert_eq!(body["error"]["code"], "budget_exhausted");
     let retry: i64 = retry.expect("Retry-After").parse().unwrap();
     assert!((retry - secs_to_utc_midnight()).abs() <= 5, "Retry-After {retry}");
-    assert_eq!(count(&h, "SELECT count(*) FROM messages").await, stored, "nothing stored");
+    assert_eq!(
+        count(&h, "SELECT count(*) FROM messages").await,
+        stored,
+        "nothing stored"
+    );
 
     // The next UTC day (today's usage becomes yesterday's): admitted again.
     sql.execute("UPDATE usage_daily SET day = day - 1", &[]).await.unwrap();

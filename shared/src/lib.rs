@@ -8,13 +8,14 @@
 //!   [`http`] (API Gateway plumbing), [`auth`] (Supabase tokens), [`model`] (the agent model;
 //!   the OpenAI-compatible and Bedrock clients behind `openai` and `bedrock`), [`tasks`] (task
 //!   states, recurrence, series), [`usage`] (token budgets and their UTC reset), [`outbound`]
-//!   (capped reads of outbound HTTP answers).
+//!   (capped reads of outbound HTTP answers), [`live`] (pushes to WebSocket connections).
 //!
 //! Each function's own handler, request types and SQL live in `functions/<name>/`.
 
 pub mod config;
 pub mod db;
 pub mod lifecycle;
+pub mod live;
 pub mod metrics;
 pub mod secrets;
 pub mod telemetry;

@@ -34,6 +34,7 @@
 //! | `TokensIn`, `TokensOut` | Count | chat, chat-stream, scheduler: tokens the provider reported, dimension `Model` only |
 //! | `BudgetExhausted` | Count | chat, chat-stream (a message refused: the user's or the agent's daily tokens are spent) |
 //! | `TasksDeferred` | Count | scheduler (due tasks moved to their budget's reset, attempts untouched) |
+//! | `LivePushFailed` | Count | chat, chat-stream, api, scheduler (live-update pushes that failed or outlived their bound; the request still succeeded) |
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -109,6 +110,7 @@ metric_names! {
     TOKENS_OUT = "TokensOut",
     BUDGET_EXHAUSTED = "BudgetExhausted",
     TASKS_DEFERRED = "TasksDeferred",
+    LIVE_PUSH_FAILED = "LivePushFailed",
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

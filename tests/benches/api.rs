@@ -141,6 +141,7 @@ async fn visit(api: &Api, template: &Value, token: &str) -> Vec<(&'static str, u
 
 fn new_api(settings: &shared::db::DbSettings) -> Api {
     Api {
+        live: shared::live::Publisher::off(),
         db: Db::new(settings).expect("pool"),
         auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
         settings: ApiSettings::default(),

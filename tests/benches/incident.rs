@@ -126,6 +126,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
         let (url, tally) = (url.clone(), tally.clone());
         tasks.push(tokio::spawn(async move {
             let chat = Chat {
+                live: shared::live::Publisher::off(),
                 db: Db::new(&settings(&url, "chat", 1)).unwrap(),
                 auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
                 model: Arc::new(LocalModel {
@@ -260,6 +261,7 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
     let mut recovered = 0;
     for _ in 0..10 {
         let chat = Chat {
+            live: shared::live::Publisher::off(),
             db: Db::new(&settings(&url, "chat", 1)).unwrap(),
             auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
             model: Arc::new(LocalModel::default()),

@@ -95,6 +95,7 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
         let (settings, auth, model, connects) = (settings.clone(), auth.clone(), model.clone(), connects.clone());
         tasks.push(tokio::spawn(async move {
             let chat = Chat {
+                live: shared::live::Publisher::off(),
                 db: Db::new(&settings).unwrap(),
                 auth,
                 model,

@@ -23,6 +23,7 @@ struct ApiHarness {
 async fn api_harness() -> ApiHarness {
     let chat = harness(ChatModel::new(Duration::ZERO)).await;
     let api = Api {
+        live: shared::live::Publisher::off(),
         db: chat.db.pool(&PoolOptions {
             app: "api".into(),
             ..PoolOptions::default()

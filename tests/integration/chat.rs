@@ -109,6 +109,7 @@ pub(crate) async fn harness_with(
     Harness {
         issuer: auth_config.issuer.clone(),
         chat: Chat {
+            live: shared::live::Publisher::off(),
             db: pool,
             auth: Authenticator::new(auth_config),
             model,
@@ -561,6 +562,7 @@ async fn a_retry_after_a_model_failure_answers_the_stored_message() {
 
     let h = Harness {
         chat: Chat {
+            live: shared::live::Publisher::off(),
             model: ChatModel::new(Duration::ZERO),
             ..h.chat
         },

@@ -74,6 +74,7 @@ async fn warm_instances(h: &Harness, model: &Arc<SwitchModel>, settings: &ChatSe
 /// model.
 fn instance(h: &Harness, model: Arc<dyn AgentModel>, settings: ChatSettings) -> Chat {
     Chat {
+        live: shared::live::Publisher::off(),
         db: h.db.pool(&PoolOptions {
             app: "chat".into(),
             mode: "warm",

@@ -21,6 +21,7 @@ pub fn token(user: &str) -> String {
 /// A chat instance on `db` answering with `model`.
 pub fn chat_instance(db: Db, model: SharedModel) -> Chat {
     Chat {
+        live: shared::live::Publisher::off(),
         db,
         auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
         model,

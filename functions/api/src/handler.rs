@@ -11,7 +11,8 @@ use shared::db::Db;
 use shared::http::{idempotency_key, json_body, json_response, serve, ApiError};
 use shared::metrics::Metrics;
 use shared::tasks::series::{self, Ending, Scope};
-use shared::tasks::{decide, task_state, Decision, TaskStatus};
+use shared::live::{Connections, Delivery, LiveEvent, Publisher};
+use shared::tasks::{decide_with_connections, task_state, Decision, TaskStatus};
 
 use crate::conversations;
 use crate::cursor::Cursor;
@@ -30,6 +31,8 @@ pub struct Api {
     pub auth: Authenticator,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Live updates (off when `LIVE_ENDPOINT` is unset).
+    pub live: Publisher,
 }
 
 /// A person's decision on a task.
@@ -170,7 +173,9 @@ async fn respond(api: &Api, request: &Request, request_id: &str) -> Result<Respo
         }
         Route::Decide(id, action) => {
             Query::of(request, &[])?;
-            let task = decide_task(api, user, path_id(id)?, action).await?;
+            let (task, connections) = decide_task(api, user, path_id(id)?, action).await?;
+            // Committed, and the connection given back: the owner's other tabs hear of it.
+            publish_task(api, &task, connections).await;
             ok(task.json(Utc::now()))
         }
     }
@@ -233,7 +238,10 @@ async fn create_task(api: &Api, request: &Request, user: User, request_id: &str)
         created
     };
     match created {
-        Created::Task(task, fresh) => {
+        Created::Task(task, fresh, connections) => {
+            if fresh {
+                publish_task(api, &task, connections).await;
+            }
             let mut response = json_response(StatusCode::CREATED, &task.json(now), request_id);
             if !fresh {
                 // The task this Idempotency-Key created before, as it is now.
@@ -251,15 +259,30 @@ async fn create_task(api: &Api, request: &Request, user: User, request_id: &str)
     }
 }
 
+/// `task.updated` to the owner's live connections (bounded; never the request's failure).
+async fn publish_task(api: &Api, task: &Task, connections: Connections) {
+    if api.live.is_on() && !connections.is_empty() {
+        let delivery = Delivery {
+            event: LiveEvent::task(task.id, &task.status),
+            to: connections,
+        };
+        api.live.publish(&api.db, &[delivery]).await;
+    }
+}
+
 /// Approve, reject or cancel: one guarded statement; 409 naming the current state when the
 /// decision no longer applies (the scheduler claimed the task meanwhile, it ended, or it was
 /// decided already).
-async fn decide_task(api: &Api, user: User, id: Uuid, action: Action) -> Result<Task, ApiError> {
+async fn decide_task(api: &Api, user: User, id: Uuid, action: Action) -> Result<(Task, Connections), ApiError> {
     let conn = api.db.conn().await?;
     let sql = conn.sql();
+    let mut connections = Connections::default();
     let (decided, current) = match action {
         Action::Approve => match tasks::approve(&sql, user.id, id).await? {
-            Some(task) => (true, Some(task)),
+            Some((task, live)) => {
+                connections = live;
+                (true, Some(task))
+            }
             None => (false, tasks::one(&sql, user.id, id).await?),
         },
         Action::Reject | Action::Cancel => {
@@ -277,14 +300,20 @@ async fn decide_task(api: &Api, user: User, id: Uuid, action: Action) -> Result<
                 .schedule
                 .occurrence()
                 .and_then(|o| series::next(&o, ending, scope, Utc::now(), i32::MAX).ok().flatten());
-            let ended = state.status == TaskStatus::Pending
-                && decide(&sql, id, Some(user.id), decision, scope, next.as_ref()).await?;
+            let ended = if state.status == TaskStatus::Pending {
+                let (ended, live) =
+                    decide_with_connections(&sql, id, Some(user.id), decision, scope, next.as_ref()).await?;
+                connections = live;
+                ended
+            } else {
+                false
+            };
             (ended, tasks::one(&sql, user.id, id).await?)
         }
     };
     let current = current.ok_or(ApiError::NotFoundWith("task not found"))?;
     if decided {
-        return Ok(current);
+        return Ok((current, connections));
     }
     Err(ApiError::Conflict(if current.status == "pending" {
         format!(

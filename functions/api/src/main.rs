@@ -12,11 +12,14 @@ async fn main() -> Result<(), Error> {
     let settings = api::Settings::from_env(&env)?;
     let auth = Authenticator::new(AuthConfig::from_env(&env)?);
     let db = shared::lifecycle::database(&env, "api", PoolDefaults { max_size: 1 }).await?;
+    let metrics = Metrics::new(&env, "api");
+    let live = shared::live::Publisher::from_env(&env, &metrics).await?;
     let api = api::Api {
         db,
         auth,
         settings,
-        metrics: Metrics::new(&env, "api"),
+        metrics,
+        live,
     };
     run(service_fn(|request| api::handle(&api, request))).await
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use shared::db::{column, DbError, FromRow, Row, Sql, Type};
 use shared::http::{json_object, ApiError};
+use shared::live::{self, Connections};
 use shared::tasks::recurrence::{field_count, next_occurrence, shortest_gap, RecurrenceError};
 
 use crate::agents::time;
@@ -300,8 +301,9 @@ fn columns(preview: &str) -> String {
 
 /// What creating a task came to.
 pub enum Created {
-    /// Inserted now (`true`), or found by its Idempotency-Key (`false`).
-    Task(Box<Task>, bool),
+    /// Inserted now (`true`), or found by its Idempotency-Key (`false`); the owner's live
+    /// connections (read by the same statement).
+    Task(Box<Task>, bool, Connections),
     /// The Idempotency-Key was first used for a different request.
     KeyReused,
     /// No agent the caller may use has that id.
@@ -408,15 +410,17 @@ pub async fn create<C: GenericClient + Sync>(
              SELECT agent.id, $1, $3, $4, $5, $6, $7, $8, $9, md5($10) FROM agent
              ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING *
-         )
-         SELECT {new}, true AS created, true AS same_request FROM ins t
+         ), {live}
+         SELECT {new}, true AS created, true AS same_request, {live_columns} FROM ins t
          UNION ALL
-         SELECT {old}, false AS created, t.request_hash IS NOT DISTINCT FROM md5($10) AS same_request
+         SELECT {old}, false AS created, t.request_hash IS NOT DISTINCT FROM md5($10) AS same_request, {live_columns}
            FROM agent_tasks t
           WHERE $9::text IS NOT NULL AND t.user_id = $1 AND t.idempotency_key = $9
             AND NOT EXISTS (SELECT 1 FROM ins)",
         new = columns("NULL"),
         old = columns("NULL"),
+        live = live::connections_cte("$1"),
+        live_columns = live::CONNECTIONS_COLUMNS,
     );
     let params = [
         (&user as &(dyn tokio_postgres::types::ToSql + Sync), Type::UUID),
@@ -437,7 +441,11 @@ pub async fn create<C: GenericClient + Sync>(
             if !column::<bool>(&row, "same_request")? {
                 return Ok(Created::KeyReused);
             }
-            return Ok(Created::Task(Box::new(Task::from_row(&row)?), column(&row, "created")?));
+            return Ok(Created::Task(
+                Box::new(Task::from_row(&row)?),
+                column(&row, "created")?,
+                Connections::from_row(&row)?,
+            ));
         }
         if key.is_none() {
             break;
@@ -512,19 +520,31 @@ pub async fn one<C: GenericClient + Sync>(sql: &Sql<'_, C>, user: Uuid, id: Uuid
 }
 
 /// Approves task `id` of `user` while it is pending and awaiting approval: one guarded
-/// statement; `None` when the guard no longer held (nothing written).
+/// statement; `None` when the guard no longer held (nothing written). With the task, the
+/// owner's live connections (read by the same statement).
 #[tracing::instrument(skip_all)]
-pub async fn approve<C: GenericClient + Sync>(sql: &Sql<'_, C>, user: Uuid, id: Uuid) -> Result<Option<Task>, DbError> {
+pub async fn approve<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    user: Uuid,
+    id: Uuid,
+) -> Result<Option<(Task, Connections)>, DbError> {
     let row = sql
         .query_opt(
             &format!(
-                "UPDATE agent_tasks t SET approval_status = 'approved', updated_at = now()
-                  WHERE t.id = $1 AND t.user_id = $2 AND t.status = 'pending' AND t.approval_status = 'pending'
-              RETURNING {}",
-                columns("NULL")
+                "WITH t AS (
+                     UPDATE agent_tasks t SET approval_status = 'approved', updated_at = now()
+                      WHERE t.id = $1 AND t.user_id = $2 AND t.status = 'pending' AND t.approval_status = 'pending'
+                  RETURNING *
+                 ), {}
+                 SELECT {}, {} FROM t",
+                live::connections_cte("$2"),
+                columns("NULL"),
+                live::CONNECTIONS_COLUMNS
             ),
             &[(&id, Type::UUID), (&user, Type::UUID)],
         )
         .await?;
-    row.as_ref().map(Task::from_row).transpose()
+    row.as_ref()
+        .map(|row| Ok((Task::from_row(row)?, Connections::from_row(row)?)))
+        .transpose()
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 use shared::auth::{authenticate_request, Authenticator, User};
 use shared::db::Db;
 use shared::http::{idempotency_key, json_body, json_response, serve, ApiError};
+use shared::live::{Connections, Delivery, LiveEvent, Publisher};
 use shared::metrics::{name, Metric, Metrics};
 use shared::model::{ModelError, ModelRequest, SharedModel, Usage};
 use uuid::Uuid;
@@ -25,6 +26,8 @@ pub struct Chat {
     pub model: SharedModel,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Live updates (off when `LIVE_ENDPOINT` is unset).
+    pub live: Publisher,
 }
 
 impl Chat {
@@ -35,12 +38,15 @@ impl Chat {
         let auth = Authenticator::new(shared::auth::AuthConfig::from_env(env)?);
         let model = shared::model::from_env(env).await?;
         let db = shared::lifecycle::database(env, function, shared::db::PoolDefaults { max_size: 1 }).await?;
+        let metrics = Metrics::new(env, function);
+        let live = Publisher::from_env(env, &metrics).await?;
         Ok(Chat {
             db,
             auth,
             model,
             settings,
-            metrics: Metrics::new(env, function),
+            metrics,
+            live,
         })
     }
 }
@@ -199,7 +205,28 @@ pub(crate) async fn store(
             if let (Some(usage), Some(_)) = (reply.usage, &stored) {
                 emit_tokens(&chat.metrics, reply.model, usage);
             }
-            Ok(stored)
+            let Some((stored, connections)) = stored else {
+                return Ok(None);
+            };
+            // Committed, and no connection held: the user's message and the reply reach the
+            // user's other tabs (bounded; a failed push never fails the turn).
+            if chat.live.is_on() && !connections.is_empty() {
+                let deliveries = [
+                    Delivery {
+                        event: LiveEvent::message(turn.conversation_id, turn.message_id, "user", chrono::Utc::now()),
+                        to: connections.clone(),
+                    },
+                    Delivery {
+                        event: LiveEvent::message(turn.conversation_id, stored.id, "assistant", stored.created_at),
+                        to: Connections {
+                            open: connections.open,
+                            expired: Vec::new(),
+                        },
+                    },
+                ];
+                chat.live.publish(&chat.db, &deliveries).await;
+            }
+            Ok(Some(stored))
         }
         Err(e) => {
             release_turn(chat, turn.user, Some(turn.message_id), turn.lease).await;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use shared::db::{column, DbError, FromRow, Row, Sql, Type};
+use shared::live::{self, Connections};
 use shared::model::{ChatMessage, Role, Usage};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -259,11 +260,11 @@ pub async fn store_reply<C: GenericClient + Sync>(
     reply: ReplyToStore<'_>,
     lease: DateTime<Utc>,
     id: Option<Uuid>,
-) -> Result<Option<StoredReply>, DbError> {
+) -> Result<Option<(StoredReply, Connections)>, DbError> {
     let input = reply.usage.map(|u| u.input_tokens);
     let output = reply.usage.map(|u| u.output_tokens);
-    let row = sql
-        .query_opt(
+    // The owner's live connections come back with the reply (pushed after this commits).
+    let statement = format!(
             "WITH reply AS (
                  INSERT INTO messages (id, conversation_id, user_id, role, content, idempotency_key,
                                        input_tokens, output_tokens, model)
@@ -286,8 +287,14 @@ pub async fn store_reply<C: GenericClient + Sync>(
              ), released AS (
                  UPDATE chat_usage SET in_flight = array_remove(in_flight, $5) WHERE user_id = $2
                  RETURNING 1
-             )
-             SELECT id, content, created_at FROM reply",
+             ), {live}
+             SELECT id, content, created_at, {live_columns} FROM reply",
+        live = live::connections_cte("$2"),
+        live_columns = live::CONNECTIONS_COLUMNS,
+    );
+    let row = sql
+        .query_opt(
+            &statement,
             &[
                 (&turn.conversation_id, Type::UUID),
                 (&turn.user_id, Type::UUID),
@@ -302,7 +309,9 @@ pub async fn store_reply<C: GenericClient + Sync>(
             ],
         )
         .await?;
-    row.as_ref().map(StoredReply::from_row).transpose()
+    row.as_ref()
+        .map(|row| Ok((StoredReply::from_row(row)?, Connections::from_row(row)?)))
+        .transpose()
 }
 
 impl FromRow for StoredReply {

@@ -14,7 +14,9 @@ async fn main() -> Result<(), Error> {
     let model = shared::model::from_env(&env).await?;
     let db = shared::lifecycle::database(&env, "scheduler", PoolDefaults { max_size: 2 }).await?;
     let self_invoke = settings.self_invoke;
-    let mut scheduler = scheduler::Scheduler::new(db, model, settings, Metrics::new(&env, "scheduler"));
+    let metrics = Metrics::new(&env, "scheduler");
+    let live = shared::live::Publisher::from_env(&env, &metrics).await?;
+    let mut scheduler = scheduler::Scheduler::new(db, model, settings, metrics).with_live(live);
     // Lambda names the function it runs; without a name (a local run) there is nothing to invoke.
     if let Some(function) = env.raw("AWS_LAMBDA_FUNCTION_NAME").filter(|_| self_invoke) {
         let next = scheduler::continuation::LambdaSelf::from_env(function.to_string()).await;

@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use shared::db::{activity, Db, DbError};
+use shared::live::{Connections, Delivery, LiveEvent, Publisher};
 use shared::metrics::{name, Metric, Metrics};
 use shared::model::{ModelError, ModelRequest, SharedModel};
 
@@ -37,6 +38,25 @@ pub struct Scheduler {
     /// What this invocation's recorded runs cost, by model, and the tasks it deferred to their
     /// budget's reset: emitted with the run's metrics.
     spent: Arc<std::sync::Mutex<Spent>>,
+    /// Live updates (off unless [`Scheduler::with_live`]).
+    pub live: Publisher,
+}
+
+/// One `task.updated` per recorded task, to its owner's connections.
+fn deliveries(rows: &[tasks::TaskConnection]) -> Vec<Delivery> {
+    let mut by_task: std::collections::BTreeMap<Uuid, Delivery> = std::collections::BTreeMap::new();
+    for row in rows {
+        let delivery = by_task.entry(row.task_id).or_insert_with(|| Delivery {
+            event: LiveEvent::task(row.task_id, &row.status),
+            to: Connections::default(),
+        });
+        if row.open {
+            delivery.to.open.push(row.connection_id.clone());
+        } else {
+            delivery.to.expired.push(row.connection_id.clone());
+        }
+    }
+    by_task.into_values().collect()
 }
 
 /// Tokens by model and deferred tasks, since the last metrics line.
@@ -57,7 +77,15 @@ impl Scheduler {
             limiter,
             continuation: None,
             spent: Arc::default(),
+            live: Publisher::off(),
         }
+    }
+
+    /// Pushes `task.updated` events after each recorded batch.
+    #[must_use]
+    pub fn with_live(mut self, live: Publisher) -> Self {
+        self.live = live;
+        self
     }
 
     #[must_use]
@@ -370,8 +398,15 @@ impl Scheduler {
 
     /// Records a batch; the number of series it suspended.
     pub(crate) async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<u64, DbError> {
-        let conn = self.db.conn().await?;
-        let counts = tasks::finish(&conn.sql(), owner, finished).await?;
+        let counts = {
+            let conn = self.db.conn().await?;
+            tasks::finish(&conn.sql(), owner, finished).await?
+        };
+        // Committed, the connection given back: each task's owner hears of it (bounded; a
+        // failed push never fails the run).
+        if self.live.is_on() && !counts.live.is_empty() {
+            self.live.publish(&self.db, &deliveries(&counts.live)).await;
+        }
         if let Ok(mut spent) = self.spent.lock() {
             for f in finished {
                 if let Outcome::Completed {

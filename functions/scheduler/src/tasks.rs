@@ -381,9 +381,16 @@ pub async fn finish<C: GenericClient + Sync>(
              ), nxt AS ("
                 .to_string()
                 + INSERT_NEXT
-                + ")
+                + "), live AS (
+                 -- The owners' live connections, for the task.updated events pushed after commit.
+                 SELECT f.id AS task_id, f.outcome, c.connection_id, c.expires_at > now() AS open
+                   FROM fin f JOIN live_connections c ON c.user_id = f.user_id
+             )
              SELECT (SELECT count(*) FROM fin) AS finished,
-                    (SELECT count(*) FROM nxt WHERE suspended) AS suspended"),
+                    (SELECT count(*) FROM nxt WHERE suspended) AS suspended,
+                    (SELECT coalesce(jsonb_agg(jsonb_build_object('taskId', task_id, 'status', outcome,
+                                                                  'connectionId', connection_id, 'open', open)),
+                                     '[]'::jsonb) FROM live) AS live"),
             &[
                 (&owner, Type::TEXT),
                 (&ids, Type::UUID_ARRAY),
@@ -402,19 +409,34 @@ pub async fn finish<C: GenericClient + Sync>(
             ],
         )
         .await?;
+    let live: serde_json::Value = column(&row, "live")?;
     Ok(FinishCounts {
         finished: column(&row, "finished")?,
         suspended: column(&row, "suspended")?,
+        live: serde_json::from_value(live).map_err(|e| DbError::Decode(format!("column live: {e}")))?,
     })
 }
 
 /// What a finish statement recorded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FinishCounts {
     /// Rows this instance still held a live lease of and updated.
     pub finished: i64,
     /// Series suspended by this batch (their next occurrence waits for approval).
     pub suspended: i64,
+    /// A connection of the owner of each task recorded: its `task.updated` event goes there.
+    pub live: Vec<TaskConnection>,
+}
+
+/// One recorded task and one live connection of its owner.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskConnection {
+    pub task_id: Uuid,
+    pub status: String,
+    pub connection_id: String,
+    /// Within its token's lifetime (else it gets no event and is closed).
+    pub open: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -216,6 +216,9 @@ pub struct Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Seconds since the epoch (required, checked by the validation).
+    #[serde(default)]
+    exp: i64,
     #[serde(default)]
     role: Option<String>,
     /// Supabase marks anonymous sign-ins (role `authenticated` all the same).
@@ -284,6 +287,12 @@ impl Authenticator {
 
     /// Verifies one token.
     pub async fn verify(&self, token: &str) -> Result<User, AuthError> {
+        self.verify_with_expiry(token).await.map(|(user, _)| user)
+    }
+
+    /// Verifies one token, and when it expires (its `exp`, seconds since the epoch): a
+    /// session bound to the token (a WebSocket connection) ends no later than it.
+    pub async fn verify_with_expiry(&self, token: &str) -> Result<(User, i64), AuthError> {
         if token.len() > 16 * 1024 {
             return Err(AuthError::Malformed);
         }
@@ -330,6 +339,7 @@ impl Authenticator {
             data.claims.is_anonymous,
             self.config.allow_anonymous,
         )
+        .map(|user| (user, data.claims.exp))
     }
 
     async fn public_key(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, AuthError> {

@@ -10,6 +10,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::db::{column, DbError, FromRow, Row, Sql, Type};
+use crate::live::{self, Connections};
 use series::{Approval, Next};
 
 /// `agent_tasks.status`, stored as text (no Postgres enum: the pooler rule).
@@ -177,7 +178,6 @@ pub enum Decision {
 /// occurrences are cancelled too and no next one is created; for the occurrence, `next` is
 /// created (see [`series`]). False when the guard no longer holds (it started, or was
 /// decided meanwhile): nothing is written.
-#[tracing::instrument(skip_all, level = "debug")]
 pub async fn decide<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
     id: Uuid,
@@ -186,6 +186,22 @@ pub async fn decide<C: GenericClient + Sync>(
     scope: series::Scope,
     next: Option<&Next>,
 ) -> Result<bool, DbError> {
+    decide_with_connections(sql, id, user, decision, scope, next)
+        .await
+        .map(|(ended, _)| ended)
+}
+
+/// [`decide`], and the task owner's live connections (read by the same statement), for the
+/// `task.updated` event pushed after it commits.
+#[tracing::instrument(skip_all, level = "debug")]
+pub async fn decide_with_connections<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    id: Uuid,
+    user: Option<Uuid>,
+    decision: Decision,
+    scope: series::Scope,
+    next: Option<&Next>,
+) -> Result<(bool, Connections), DbError> {
     let reject = decision == Decision::Reject;
     let whole_series = scope == series::Scope::Series;
     let next = NextColumns::of(&[next.filter(|_| !whole_series)]);
@@ -198,7 +214,7 @@ pub async fn decide<C: GenericClient + Sync>(
                         updated_at = now()
                   WHERE t.id = $1 AND ($2::uuid IS NULL OR t.user_id = $2) AND t.status = 'pending'
                     AND t.approval_status <> 'rejected' AND (NOT $3 OR t.approval_status = 'pending')
-              RETURNING t.id, coalesce(t.series_id, t.id) AS series
+              RETURNING t.id, t.user_id, coalesce(t.series_id, t.id) AS series
              ), rest AS (
                  UPDATE agent_tasks s SET status = 'cancelled', updated_at = now()
                    FROM target
@@ -212,8 +228,11 @@ pub async fn decide<C: GenericClient + Sync>(
              ), nxt AS ("
                 .to_string()
                 + INSERT_NEXT
-                + ")
-             SELECT (SELECT count(*) FROM target) AS ended"),
+                + "), "
+                + &live::connections_cte("(SELECT user_id FROM target)")
+                + "
+             SELECT (SELECT count(*) FROM target) AS ended, "
+                + live::CONNECTIONS_COLUMNS),
             &[
                 (&id, Type::UUID),
                 (&user, Type::UUID),
@@ -226,5 +245,5 @@ pub async fn decide<C: GenericClient + Sync>(
             ],
         )
         .await?;
-    Ok(column::<i64>(&row, "ended")? == 1)
+    Ok((column::<i64>(&row, "ended")? == 1, Connections::from_row(&row)?))
 }

@@ -18,6 +18,7 @@ mod health;
 mod hostile_input;
 mod lambda_watch;
 mod lifecycle;
+mod live;
 mod migrations;
 mod model_capacity;
 mod scheduler;

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod database;
 pub mod fakes;
 pub mod helpers;
+pub mod live_gateway;
 pub mod monitor;
 mod process;
 pub mod runtime;

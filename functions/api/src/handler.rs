@@ -9,9 +9,9 @@ use uuid::Uuid;
 use shared::auth::{authenticate_request, Authenticator, User};
 use shared::db::Db;
 use shared::http::{idempotency_key, json_body, json_response, serve, ApiError};
+use shared::live::{Connections, Delivery, LiveEvent, Publisher};
 use shared::metrics::Metrics;
 use shared::tasks::series::{self, Ending, Scope};
-use shared::live::{Connections, Delivery, LiveEvent, Publisher};
 use shared::tasks::{decide_with_connections, task_state, Decision, TaskStatus};
 
 use crate::conversations;

@@ -265,7 +265,7 @@ pub async fn store_reply<C: GenericClient + Sync>(
     let output = reply.usage.map(|u| u.output_tokens);
     // The owner's live connections come back with the reply (pushed after this commits).
     let statement = format!(
-            "WITH reply AS (
+        "WITH reply AS (
                  INSERT INTO messages (id, conversation_id, user_id, role, content, idempotency_key,
                                        input_tokens, output_tokens, model)
                  VALUES (coalesce($6, gen_random_uuid()), $1, $2, 'assistant', $3, $4, $8, $9, $10)

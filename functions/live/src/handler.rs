@@ -155,8 +155,8 @@ async fn connect(live: &Live, event: &WebSocketEvent) -> Result<WebSocketRespons
         AuthError::KeysUnavailable { retry_after_secs } => LiveError::AuthUnavailable(retry_after_secs),
         other => LiveError::Unauthorized(other),
     })?;
-    let expires_at = DateTime::<Utc>::from_timestamp(exp, 0)
-        .ok_or(LiveError::Unauthorized(AuthError::Invalid("expired".into())))?;
+    let expires_at =
+        DateTime::<Utc>::from_timestamp(exp, 0).ok_or(LiveError::Unauthorized(AuthError::Invalid("expired".into())))?;
     if expires_at <= Utc::now() {
         // Within the verification's leeway, but no event could reach it: refused.
         return Err(LiveError::Unauthorized(AuthError::Invalid("expired".into())));
@@ -164,7 +164,14 @@ async fn connect(live: &Live, event: &WebSocketEvent) -> Result<WebSocketRespons
     let max = live.settings.max_connections_per_user;
     let admitted = {
         let conn = live.db.conn().await?;
-        store::connect(&conn.sql(), &event.request_context.connection_id, user.id, expires_at, max).await?
+        store::connect(
+            &conn.sql(),
+            &event.request_context.connection_id,
+            user.id,
+            expires_at,
+            max,
+        )
+        .await?
     };
     match admitted {
         Admitted::Yes => {

@@ -41,11 +41,13 @@ pub async fn connect<C: GenericClient + Sync>(
              ), ins AS (
                  INSERT INTO live_connections (connection_id, user_id, expires_at)
                  SELECT $1, $2, $3 FROM open WHERE open.n < $4
-                     ON CONFLICT (connection_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
-                  WHERE live_connections.user_id = EXCLUDED.user_id
+                     ON CONFLICT (connection_id) DO NOTHING
                  RETURNING 1
              )
-             SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT n FROM open) AS open",
+             -- A retried $connect of a connection already stored for this user is admitted.
+             SELECT (SELECT count(*) FROM ins)
+                    + (SELECT count(*) FROM live_connections WHERE connection_id = $1 AND user_id = $2) AS inserted,
+                    (SELECT n FROM open) AS open",
             &[
                 (&id, Type::TEXT),
                 (&user, Type::UUID),
@@ -55,7 +57,7 @@ pub async fn connect<C: GenericClient + Sync>(
             ],
         )
         .await?;
-    if column::<i64>(&row, "inserted")? == 1 {
+    if column::<i64>(&row, "inserted")? >= 1 {
         Ok(Admitted::Yes)
     } else {
         Ok(Admitted::TooMany(column(&row, "open")?))
@@ -66,7 +68,10 @@ pub async fn connect<C: GenericClient + Sync>(
 #[tracing::instrument(skip_all)]
 pub async fn disconnect<C: GenericClient + Sync>(sql: &Sql<'_, C>, id: &str) -> Result<bool, DbError> {
     let n = sql
-        .execute("DELETE FROM live_connections WHERE connection_id = $1", &[(&id, Type::TEXT)])
+        .execute(
+            "DELETE FROM live_connections WHERE connection_id = $1",
+            &[(&id, Type::TEXT)],
+        )
         .await?;
     Ok(n > 0)
 }

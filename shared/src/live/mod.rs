@@ -61,4 +61,3 @@ pub fn connections_cte(user: &str) -> String {
 pub const CONNECTIONS_COLUMNS: &str = "
     (SELECT coalesce(array_agg(connection_id) FILTER (WHERE open), '{}') FROM live) AS live_open,
     (SELECT coalesce(array_agg(connection_id) FILTER (WHERE NOT open), '{}') FROM live) AS live_expired";
-

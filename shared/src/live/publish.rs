@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::error::SdkError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
-use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::Client;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -139,7 +139,10 @@ impl LiveSettings {
             let loopback = matches!(url.host(), Some(url::Host::Domain("localhost")))
                 || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback());
             if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-                return Err(invalid(LIVE_ENDPOINT.name, "expected https:// (plain http only on loopback)"));
+                return Err(invalid(
+                    LIVE_ENDPOINT.name,
+                    "expected https:// (plain http only on loopback)",
+                ));
             }
         }
         Ok(Self {
@@ -217,6 +220,15 @@ impl Publisher {
             settings,
             metrics: Some(metrics.clone()),
         })
+    }
+
+    /// With a client built elsewhere (a test's static credentials, another endpoint).
+    pub fn from_client(client: Client, settings: LiveSettings, metrics: Option<Metrics>) -> Self {
+        Self {
+            client: Some(client),
+            settings,
+            metrics,
+        }
     }
 
     pub fn is_on(&self) -> bool {
@@ -299,7 +311,10 @@ impl Publisher {
                 }
             }
         };
-        if tokio::time::timeout(self.settings.publish_timeout, collect).await.is_err() {
+        if tokio::time::timeout(self.settings.publish_timeout, collect)
+            .await
+            .is_err()
+        {
             let unfinished = total.saturating_sub(done);
             report.failed += unfinished;
             tracing::warn!(
@@ -402,7 +417,9 @@ mod tests {
     #[test]
     fn an_unset_endpoint_is_off_and_a_clear_text_remote_one_is_refused() {
         let env = Env::default();
-        assert!(LiveSettings::from_env(&env).map(|s| s.endpoint.is_none()).unwrap_or(false));
+        assert!(LiveSettings::from_env(&env)
+            .map(|s| s.endpoint.is_none())
+            .unwrap_or(false));
         let env = Env::default().with("LIVE_ENDPOINT", "http://example.com/prod");
         assert!(LiveSettings::from_env(&env).is_err());
         let env = Env::default().with("LIVE_ENDPOINT", "http://127.0.0.1:9001");

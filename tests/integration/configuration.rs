@@ -31,13 +31,18 @@ fn groups() -> Vec<(&'static str, Vec<&'static Setting>)> {
             ]
             .concat(),
         ),
-        ("Supabase auth (`chat`, `api`)", all(shared::auth::SETTINGS)),
+        ("Supabase auth (`chat`, `api`, `live`)", all(shared::auth::SETTINGS)),
         ("Model (`chat`, `scheduler`)", all(shared::model::SETTINGS)),
         ("Token budgets (`chat`, `scheduler`, `api`)", all(shared::usage::SETTINGS)),
         ("`chat`", all(chat::settings::SETTINGS)),
         ("`api`", all(api::settings::SETTINGS)),
         ("`health`", all(health::settings::SETTINGS)),
         ("`scheduler`", all(scheduler::settings::SETTINGS)),
+        (
+            "Live updates: publishing (`chat`, `chat-stream`, `api`, `scheduler`)",
+            all(shared::live::SETTINGS),
+        ),
+        ("`live`", all(live::settings::SETTINGS)),
     ]
 }
 
@@ -101,7 +106,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn only_the_configuration_reader_reads_the_environment() {
     let mut files = Vec::new();
     rust_files(&root().join("shared/src"), &mut files);
-    for function in ["api", "chat", "health", "scheduler"] {
+    for function in ["api", "chat", "health", "live", "scheduler"] {
         rust_files(&root().join("functions").join(function).join("src"), &mut files);
     }
     assert!(files.len() > 20, "the product's sources were found");

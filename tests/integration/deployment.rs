@@ -113,8 +113,8 @@ fn the_templates_connection_budget_fits_under_the_pooler_limit() {
     let (shares, used, limit) = budget(&template()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         shares.len(),
-        5,
-        "api, chat, chat-stream, health and scheduler: {shares:?}"
+        6,
+        "api, chat, chat-stream, health, live and scheduler: {shares:?}"
     );
     assert!(used <= limit, "{used} > {limit}");
     let by_name = |n: &str| shares.iter().find(|s| s.function == n).unwrap();
@@ -123,9 +123,11 @@ fn the_templates_connection_budget_fits_under_the_pooler_limit() {
     assert_eq!(by_name("ApiFunction").pool, 1);
     assert_eq!(by_name("ChatStreamFunction").pool, 1);
     assert_eq!(by_name("SchedulerFunction").pool, 2);
+    assert_eq!(by_name("LiveFunction").pool, 1);
     // The functions that wait on a model hold no pooler client across the call or between
-    // requests: their share bounds connections in flight, not instances.
-    for f in ["ChatFunction", "ChatStreamFunction", "SchedulerFunction"] {
+    // requests: their share bounds connections in flight, not instances. The live function
+    // neither between WebSocket events (an open socket holds no client).
+    for f in ["ChatFunction", "ChatStreamFunction", "SchedulerFunction", "LiveFunction"] {
         assert_eq!(
             by_name(f).mode,
             "release",
@@ -534,6 +536,7 @@ fn each_function_may_read_only_the_secrets_of_its_own_use_and_only_token_verifie
             "SchedulerFunction",
             set(&["DatabaseUrlSecretArn", "OpenAiApiKeySecretArn"]),
         ),
+        ("LiveFunction", set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn"])),
     ];
     for (function, secrets) in &expected {
         assert_eq!(&readable_secrets(&t, function), secrets, "{function}");
@@ -657,4 +660,45 @@ fn holding_every_streaming_instance_takes_at_least_ten_accounts() {
         accounts >= 10,
         "{reserved} instances / {per_user} streams per user = {accounts} accounts"
     );
+}
+
+#[test]
+fn the_websocket_api_routes_to_the_live_function_and_only_publishers_may_push_to_its_connections() {
+    let t = template();
+    let r = &t["Resources"];
+    assert_eq!(r["LiveApi"]["Properties"]["ProtocolType"].as_str(), Some("WEBSOCKET"));
+    assert_eq!(
+        r["LiveApi"]["Properties"]["RouteSelectionExpression"].as_str(),
+        Some("$request.body.action")
+    );
+    let routes: BTreeSet<String> = r
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v["Type"].as_str() == Some("AWS::ApiGatewayV2::Route"))
+        .filter_map(|(_, v)| v["Properties"]["RouteKey"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        routes,
+        ["$connect", "$disconnect", "$default"].iter().map(|s| (*s).to_string()).collect()
+    );
+    assert_eq!(r["LiveFunction"]["Metadata"]["BuildProperties"]["Binary"].as_str(), Some("live"));
+    let pushes = |function: &str| {
+        let policies = serde_norway::to_string(&r[function]["Properties"]["Policies"]).unwrap_or_default();
+        policies.contains("execute-api:ManageConnections")
+    };
+    for publisher in ["ChatFunction", "ChatStreamFunction", "ApiFunction", "SchedulerFunction"] {
+        assert!(pushes(publisher), "{publisher} may push");
+        let policies = serde_norway::to_string(&r[publisher]["Properties"]["Policies"]).unwrap_or_default();
+        assert!(
+            policies.contains("${LiveApi}/live/*/@connections/*"),
+            "{publisher}: only that API's connections: {policies}"
+        );
+        let endpoint = serde_norway::to_string(&r[publisher]["Properties"]["Environment"]["Variables"]["LIVE_ENDPOINT"])
+            .unwrap_or_default();
+        assert!(endpoint.contains("${LiveApi}.execute-api"), "{publisher}: {endpoint}");
+    }
+    for other in ["HealthFunction", "LiveFunction"] {
+        assert!(!pushes(other), "{other} never pushes");
+    }
 }

@@ -3,7 +3,7 @@
 // localStorage and its messages read back from GET /api/conversations/{id}/messages), and tasks
 // with their approval step; replies are shown as the model writes them when the streaming route
 // is configured. Configuration comes from config.json next to this file (scripts/dev writes it):
-//   { "chatBase", "apiBase", "streamBase", "token" }
+//   { "chatBase", "apiBase", "streamBase", "liveUrl", "token" }
 // In AWS chatBase and apiBase are the HTTP API's URL and streamBase the chat-stream function URL
 // (without it, the buffered route); under `cargo lambda watch` each function has its own.
 // This is a module: the configuration and the access token live in its scope, never in a global
@@ -48,16 +48,25 @@ function conversationKey() {
   return `conversation:${agentId()}`;
 }
 
-function showMessage(message, done = true) {
+function messageItem(message, done = true) {
   const li = document.createElement("li");
   li.className = message.role;
   li.dataset.id = message.id;
   if (done) li.dataset.done = "true";
   li.textContent = message.content;
+  return li;
+}
+
+function showMessage(message, done = true) {
+  const li = messageItem(message, done);
   $("messages").appendChild(li);
   li.scrollIntoView({ block: "end" });
   return li;
 }
+
+// While this page sends a message (its own message and the reply being written are on screen),
+// a refetch of the conversation waits: it runs once the reply is in.
+const conversation = { sending: false, stale: false };
 
 // POST /api/agents/chat/stream: Server-Sent Events (meta, delta, done, error), the reply shown
 // as it grows. Errors before the stream are JSON, as on the buffered route.
@@ -117,12 +126,28 @@ async function sendStreamed(body, key) {
 }
 
 async function loadConversation() {
-  $("messages").replaceChildren();
-  const id = localStorage.getItem(conversationKey());
-  if (!id) return;
+  if (conversation.sending) {
+    conversation.stale = true;
+    return;
+  }
+  const key = conversationKey();
+  const id = localStorage.getItem(key);
+  if (!id) {
+    $("messages").replaceChildren();
+    return;
+  }
   try {
     const page = await api(`/api/conversations/${id}/messages?limit=100`);
-    page.messages.forEach(showMessage);
+    // The list is replaced in one step, and not under a message being sent meanwhile, nor
+    // after the agent changed.
+    if (conversation.sending) {
+      conversation.stale = true;
+      return;
+    }
+    if (conversationKey() !== key) return;
+    const items = page.messages.map((m) => messageItem(m));
+    $("messages").replaceChildren(...items);
+    items.at(-1)?.scrollIntoView({ block: "end" });
   } catch (e) {
     // Gone or not this user's: start afresh. Anything else (a busy service, the network) keeps it.
     if (e.status === 404) localStorage.removeItem(conversationKey());
@@ -145,6 +170,7 @@ async function send(event) {
   // One message at a time: the next one needs this one's conversationId.
   const controls = [$("message"), $("agent"), ...$("send").querySelectorAll("button")];
   controls.forEach((c) => (c.disabled = true));
+  conversation.sending = true;
   try {
     if (config.streamBase) {
       await sendStreamed(body, key);
@@ -161,8 +187,14 @@ async function send(event) {
   } catch (e) {
     say(e.message);
   } finally {
+    conversation.sending = false;
     controls.forEach((c) => (c.disabled = false));
     $("message").focus();
+    // A live event (another tab's message, or this one's) asked for a refetch meanwhile.
+    if (conversation.stale) {
+      conversation.stale = false;
+      loadConversation();
+    }
   }
 }
 
@@ -263,9 +295,76 @@ async function start() {
   $("send").addEventListener("submit", send);
   $("create-task").addEventListener("submit", createTask);
   await Promise.all([loadConversation(), loadTasks()]);
-  // Results arrive when the scheduler runs: look again every few seconds.
-  setInterval(loadTasks, 2000);
+  // Results arrive when the scheduler runs: the live socket says when (no polling).
+  connectLive();
   document.body.dataset.ready = "true";
 }
+
+// ---- live updates (issue 23) ------------------------------------------------------------------
+// One WebSocket per page to the WebSocket API (config.liveUrl), the access token as the second
+// subprotocol (never in the URL). Events are hints (ids and status): the page refetches what
+// changed through the HTTP API, and everything after each (re)connect, since events sent while
+// it was down are lost. Reconnects back off exponentially with jitter; only while the socket is
+// down does a 30 s safety refresh of the tasks run.
+const live = { socket: null, attempt: 0, safety: null, timers: {} };
+
+function safetyRefresh(on) {
+  if (on && !live.safety) live.safety = setInterval(loadTasks, 30000);
+  if (!on && live.safety) {
+    clearInterval(live.safety);
+    live.safety = null;
+  }
+}
+
+// Coalesces a burst of events into one refetch.
+function soon(name, fn) {
+  clearTimeout(live.timers[name]);
+  live.timers[name] = setTimeout(fn, 150);
+}
+
+function onLiveEvent(event) {
+  if (event.type === "task.updated") soon("tasks", loadTasks);
+  if (event.type === "message.created" && event.conversationId === localStorage.getItem(conversationKey())) {
+    soon("messages", loadConversation);
+  }
+}
+
+function connectLive() {
+  if (!config.liveUrl) {
+    safetyRefresh(true);
+    return;
+  }
+  const socket = new WebSocket(config.liveUrl, ["agent-live.v1", config.token]);
+  live.socket = socket;
+  socket.addEventListener("open", () => {
+    live.attempt = 0;
+    safetyRefresh(false);
+    document.body.dataset.live = "open";
+    soon("tasks", loadTasks);
+    soon("messages", loadConversation);
+  });
+  socket.addEventListener("message", (message) => {
+    try {
+      onLiveEvent(JSON.parse(message.data));
+    } catch {
+      // Not an event: ignored.
+    }
+  });
+  socket.addEventListener("close", () => {
+    if (live.socket !== socket) return;
+    live.socket = null;
+    document.body.dataset.live = "closed";
+    safetyRefresh(true);
+    // 0.5 s, 1 s, 2 s … 30 s, each with full jitter over its upper half.
+    const ceiling = Math.min(30000, 500 * 2 ** live.attempt++);
+    setTimeout(connectLive, ceiling / 2 + Math.random() * (ceiling / 2));
+  });
+}
+
+// API Gateway closes a connection idle for 10 minutes: a ping every 5 keeps it.
+setInterval(() => {
+  if (live.socket && live.socket.readyState === WebSocket.OPEN) live.socket.send('{"action":"ping"}');
+}, 300000);
+// ---- end of live updates ----------------------------------------------------------------------
 
 start();

@@ -46,6 +46,8 @@ impl Dev {
             .env("DIRECT_URL", &db.direct_url)
             .env("DEV_PORT", port.to_string())
             .env("DEV_WEB_PORT", web_port.to_string())
+            // Live updates: the local WebSocket gateway on a free port too.
+            .env("DEV_WS_PORT", crate::helpers::free_port().to_string())
             // The local model takes a second and streams word by word over it.
             .env("LOCAL_MODEL_LATENCY_MS", "1000")
             .stdin(Stdio::null())

@@ -127,7 +127,12 @@ fn the_templates_connection_budget_fits_under_the_pooler_limit() {
     // The functions that wait on a model hold no pooler client across the call or between
     // requests: their share bounds connections in flight, not instances. The live function
     // neither between WebSocket events (an open socket holds no client).
-    for f in ["ChatFunction", "ChatStreamFunction", "SchedulerFunction", "LiveFunction"] {
+    for f in [
+        "ChatFunction",
+        "ChatStreamFunction",
+        "SchedulerFunction",
+        "LiveFunction",
+    ] {
         assert_eq!(
             by_name(f).mode,
             "release",
@@ -680,9 +685,15 @@ fn the_websocket_api_routes_to_the_live_function_and_only_publishers_may_push_to
         .collect();
     assert_eq!(
         routes,
-        ["$connect", "$disconnect", "$default"].iter().map(|s| (*s).to_string()).collect()
+        ["$connect", "$disconnect", "$default"]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect()
     );
-    assert_eq!(r["LiveFunction"]["Metadata"]["BuildProperties"]["Binary"].as_str(), Some("live"));
+    assert_eq!(
+        r["LiveFunction"]["Metadata"]["BuildProperties"]["Binary"].as_str(),
+        Some("live")
+    );
     let pushes = |function: &str| {
         let policies = serde_norway::to_string(&r[function]["Properties"]["Policies"]).unwrap_or_default();
         policies.contains("execute-api:ManageConnections")
@@ -694,8 +705,9 @@ fn the_websocket_api_routes_to_the_live_function_and_only_publishers_may_push_to
             policies.contains("${LiveApi}/live/*/@connections/*"),
             "{publisher}: only that API's connections: {policies}"
         );
-        let endpoint = serde_norway::to_string(&r[publisher]["Properties"]["Environment"]["Variables"]["LIVE_ENDPOINT"])
-            .unwrap_or_default();
+        let endpoint =
+            serde_norway::to_string(&r[publisher]["Properties"]["Environment"]["Variables"]["LIVE_ENDPOINT"])
+                .unwrap_or_default();
         assert!(endpoint.contains("${LiveApi}.execute-api"), "{publisher}: {endpoint}");
     }
     for other in ["HealthFunction", "LiveFunction"] {

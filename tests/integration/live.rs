@@ -389,10 +389,14 @@ async fn a_users_task_and_message_events_reach_their_connections_and_never_anoth
             ],
             "{events:?}"
         );
-        let messages: Vec<&Value> = events.iter().filter(|e| e["type"] == "message.created").collect();
+        // The user's message and the reply are pushed concurrently (one change, two events):
+        // their order on a connection is not part of the contract.
+        let mut messages: Vec<&Value> = events.iter().filter(|e| e["type"] == "message.created").collect();
+        messages.sort_by_key(|e| e["role"] != "user");
         assert_eq!(messages.len(), 2, "{events:?}");
-        assert_eq!(messages[0]["role"], "user");
-        assert_eq!(messages[1]["role"], "assistant");
+        assert_eq!(messages[0]["role"], "user", "{events:?}");
+        assert_eq!(messages[0]["conversationId"], reply["conversationId"]);
+        assert_eq!(messages[1]["role"], "assistant", "{events:?}");
         assert_eq!(messages[1]["messageId"], reply["message"]["id"]);
         assert_eq!(messages[1]["conversationId"], reply["conversationId"]);
         for e in &events {
@@ -477,10 +481,13 @@ async fn with_the_gateway_down_a_request_succeeds_within_the_stated_bound() {
     let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
     let buffer: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
     let metrics = Metrics::new(&shared::config::Env::default(), "api").with_sink(Sink::Buffer(buffer.clone()));
+    // Each push may wait an hour: only the overall bound (LIVE_PUBLISH_TIMEOUT_MS) can end
+    // them, so the request coming back at all shows that bound is what ends it (no wall-clock
+    // upper limit asserted: the test machine's load does not decide the outcome).
     let bound = Duration::from_millis(500);
     let api = api_instance(
         &h,
-        publisher(&endpoint, Duration::from_millis(300), bound, Some(metrics.clone())),
+        publisher(&endpoint, Duration::from_secs(3600), bound, Some(metrics.clone())),
         metrics,
     );
     let user = Uuid::parse_str(USER).unwrap();
@@ -495,14 +502,14 @@ async fn with_the_gateway_down_a_request_succeeds_within_the_stated_bound() {
         .unwrap();
     let started = Instant::now();
     let body = json!({"agentId": h.agent, "prompt": "gateway down"});
-    let (status, task) = api_call(&api, &h, USER, "POST", "/api/tasks", Some(body)).await;
-    let took = started.elapsed();
+    let (status, task) = tokio::time::timeout(
+        Duration::from_secs(120),
+        api_call(&api, &h, USER, "POST", "/api/tasks", Some(body)),
+    )
+    .await
+    .expect("the request came back although no push ever answers: the overall bound ended them");
     assert_eq!(status, 201, "{task}");
-    assert!(took >= Duration::from_millis(250), "the pushes were tried: {took:?}");
-    assert!(
-        took < bound + Duration::from_millis(700),
-        "LIVE_PUBLISH_TIMEOUT_MS bounds what live updates add: {took:?}"
-    );
+    assert!(started.elapsed() >= bound, "the pushes were tried until the bound");
     let metrics = String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
     assert!(metrics.contains("\"LivePushFailed\":5"), "{metrics}");
     assert_eq!(rows(&h.db, USER).await, 5, "a failed push deletes nothing");

@@ -179,7 +179,7 @@ impl LiveGateway {
 
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.state.connections.lock().map(|c| c.len()).unwrap_or(0)
+        self.state.connections.lock().map_or(0, |c| c.len())
     }
 
     pub fn stats(&self) -> &GatewayStats {
@@ -229,7 +229,7 @@ async fn manage(state: &State, req: hyper::Request<Incoming>, id: &str) -> Respo
         .into_body()
         .collect()
         .await
-        .map(|b| b.to_bytes())
+        .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
     let found = {
         let connections = state.connections.lock();

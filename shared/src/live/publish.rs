@@ -250,10 +250,6 @@ impl Publisher {
         if deliveries.iter().all(|d| d.to.is_empty()) {
             return Published::default();
         }
-        enum Job {
-            Post(String, std::sync::Arc<Vec<u8>>),
-            Close(String),
-        }
         let mut jobs = Vec::new();
         let mut closing = std::collections::HashSet::new();
         for d in deliveries {
@@ -337,6 +333,12 @@ impl Publisher {
     }
 }
 
+/// One push.
+enum Job {
+    Post(String, std::sync::Arc<Vec<u8>>),
+    Close(String),
+}
+
 /// `PostToConnection`, bounded.
 async fn post(client: &Client, id: &str, payload: Vec<u8>, bound: Duration) -> Result<(), PushError> {
     let call = client
@@ -417,9 +419,7 @@ mod tests {
     #[test]
     fn an_unset_endpoint_is_off_and_a_clear_text_remote_one_is_refused() {
         let env = Env::default();
-        assert!(LiveSettings::from_env(&env)
-            .map(|s| s.endpoint.is_none())
-            .unwrap_or(false));
+        assert!(LiveSettings::from_env(&env).is_ok_and(|s| s.endpoint.is_none()));
         let env = Env::default().with("LIVE_ENDPOINT", "http://example.com/prod");
         assert!(LiveSettings::from_env(&env).is_err());
         let env = Env::default().with("LIVE_ENDPOINT", "http://127.0.0.1:9001");

@@ -1018,7 +1018,10 @@ async fn usage_lists_the_callers_rows_of_the_last_n_utc_days_by_day_and_agent_ne
     expected.push(row(7, &a, "model-a", 1000, 1000, 10));
     assert_eq!(usage_rows(&ninety), expected);
     assert!(!ninety.to_string().contains("900"), "another user's row: {ninety}");
-    assert_eq!(ninety["budget"]["usedTokens"], 165, "today's input and output: {ninety}");
+    assert_eq!(
+        ninety["budget"]["usedTokens"], 165,
+        "today's input and output: {ninety}"
+    );
 
     // The other user sees only theirs; a user without usage sees none, and nothing used.
     let (status, other) = usage(&h, OTHER_USER, Some("90")).await;
@@ -1063,7 +1066,11 @@ async fn the_usage_budget_gives_the_remaining_tokens_never_negative_and_nulls_wh
     let (_, unlimited) = usage(&h, USER, Some("1")).await;
     let budget = &unlimited["budget"];
     assert_eq!(
-        (&budget["dailyTokens"], &budget["remainingTokens"], &budget["usedTokens"]),
+        (
+            &budget["dailyTokens"],
+            &budget["remainingTokens"],
+            &budget["usedTokens"]
+        ),
         (&Value::Null, &Value::Null, &json!(165)),
         "{unlimited}"
     );
@@ -1091,7 +1098,11 @@ async fn usage_days_outside_1_to_90_not_a_number_or_an_unknown_parameter_is_a_42
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{query:?}: {message}");
     }
-    for (method, user, status) in [("GET", None, 401), ("POST", Some(USER), 405), ("DELETE", Some(USER), 405)] {
+    for (method, user, status) in [
+        ("GET", None, 401),
+        ("POST", Some(USER), 405),
+        ("DELETE", Some(USER), 405),
+    ] {
         let (got, body) = h
             .send(call("api-usage.json", method, "/api/usage").user(user))
             .await

@@ -186,7 +186,10 @@ async fn a_signed_in_user_reads_exactly_their_own_usage_rows_anon_none_and_nobod
     let read = |role: &'static str, sub: Option<&'static str>| as_data_api(&admin, role, sub, rows);
     assert_eq!(
         read("authenticated", Some(ALICE)).await.unwrap(),
-        vec![format!("{ALICE} alice-model 10/5/1"), format!("{ALICE} alice-model 20/6/2")]
+        vec![
+            format!("{ALICE} alice-model 10/5/1"),
+            format!("{ALICE} alice-model 20/6/2")
+        ]
     );
     assert_eq!(
         read("authenticated", Some(BOB)).await.unwrap(),
@@ -218,7 +221,10 @@ async fn a_signed_in_user_reads_exactly_their_own_usage_rows_anon_none_and_nobod
         }
     }
     let untouched: i64 = admin
-        .query_one("SELECT sum(input_tokens + output_tokens + calls)::int8 FROM usage_daily", &[])
+        .query_one(
+            "SELECT sum(input_tokens + output_tokens + calls)::int8 FROM usage_daily",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -54,11 +54,13 @@ impl BedrockModel {
     }
 }
 
-/// Bedrock's `usage` (`inputTokens`, `outputTokens`) as a reply's; a negative count is not one.
-/// (The SDK reads an absent `usage` as `None`; it has no way to tell an absent count inside one.)
+/// Bedrock's `usage` (`inputTokens`, `outputTokens`) as a reply's. Not a count: a negative one,
+/// or all of them 0 — the SDK fills a `usage` Bedrock did not send with zeros (it is a required
+/// member), and no real call reads no input and writes nothing, so that is unknown, never 0.
 fn usage_of(usage: &TokenUsage) -> Option<Usage> {
     let (input, output) = (usage.input_tokens(), usage.output_tokens());
-    (input >= 0 && output >= 0).then(|| Usage {
+    let fabricated = input == 0 && output == 0 && usage.total_tokens() == 0;
+    (input >= 0 && output >= 0 && !fabricated).then(|| Usage {
         input_tokens: i64::from(input),
         output_tokens: i64::from(output),
     })
@@ -294,5 +296,43 @@ impl Converse {
     fn fail(mut self, error: ModelError) -> (Result<String, ModelError>, Self) {
         self.finished = true;
         (Err(error), self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(input: i32, output: i32, total: i32) -> TokenUsage {
+        TokenUsage::builder()
+            .input_tokens(input)
+            .output_tokens(output)
+            .total_tokens(total)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn bedrock_usage_that_is_absent_or_not_a_count_is_unknown() {
+        assert_eq!(
+            usage_of(&tokens(12, 7, 19)),
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 7
+            })
+        );
+        assert_eq!(
+            usage_of(&tokens(12, 0, 12)),
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 0
+            })
+        );
+        assert_eq!(
+            usage_of(&tokens(0, 0, 0)),
+            None,
+            "what the SDK makes of an absent usage"
+        );
+        assert_eq!(usage_of(&tokens(-1, 7, 6)), None);
     }
 }

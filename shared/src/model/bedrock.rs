@@ -226,7 +226,7 @@ impl AgentModel for BedrockModel {
                         .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
                     let event = match tokio::time::timeout(wait, s.events.recv()).await {
                         // The reply is whole: only its usage is missing.
-                        Err(_) | Ok(Err(_)) | Ok(Ok(None)) if s.stopped => return None,
+                        Err(_) | Ok(Err(_) | Ok(None)) if s.stopped => return None,
                         Err(_) => return Some(s.fail(ModelError::Timeout(timeout_ms))),
                         Ok(Err(e)) => {
                             // After the first chunk even throttling is the stream's failure.

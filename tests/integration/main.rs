@@ -20,6 +20,7 @@ mod lambda_watch;
 mod lifecycle;
 mod migrations;
 mod model_capacity;
+mod model_usage;
 mod scheduler;
 mod secrets;
 mod streaming;

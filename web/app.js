@@ -1,8 +1,10 @@
 // The reference web client: no framework, no build step. It shows what a frontend needs from the
 // backend: the agents a user may use, a conversation that survives a reload (its id is kept in
 // localStorage and its messages read back from GET /api/conversations/{id}/messages), and tasks
-// with their approval step; replies are shown as the model writes them when the streaming route
-// is configured. Configuration comes from config.json next to this file (scripts/dev writes it):
+// with their approval step, and today's token usage against the daily budget; replies are shown
+// as the model writes them when the streaming route is configured, and changes made elsewhere
+// (another tab, the scheduler) as the live socket reports them. Configuration comes from
+// config.json next to this file (scripts/dev writes it):
 //   { "chatBase", "apiBase", "streamBase", "liveUrl", "token" }
 // In AWS chatBase and apiBase are the HTTP API's URL and streamBase the chat-stream function URL
 // (without it, the buffered route); under `cargo lambda watch` each function has its own.
@@ -33,9 +35,26 @@ async function call(base, path, { method = "GET", body, key } = {}) {
     const retry = response.headers.get("retry-after");
     const error = new Error(`${response.status}: ${message}${retry ? ` (retry in ${retry} s)` : ""}`);
     error.status = response.status;
+    error.code = data.error && data.error.code;
+    error.retryAfter = Number(retry) || 0;
     throw error;
   }
   return data;
+}
+
+// The next 00:00 UTC (when budgets reset), in the reader's own time.
+function resetTime(at) {
+  const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return `${time} (00:00 UTC)`;
+}
+
+// What to tell the user about a failed request: a spent budget says when it resets.
+function explain(e) {
+  if (e.code !== "budget_exhausted") return e.message;
+  const at = e.retryAfter ? new Date(Date.now() + e.retryAfter * 1000) : null;
+  $("usage").classList.add("exhausted");
+  return "Daily token budget spent (yours or this agent's): no more replies until it resets" +
+    (at ? ` at ${resetTime(at)}` : " at 00:00 UTC") + ".";
 }
 
 const api = (path, options) => call(config.apiBase, path, options);
@@ -93,6 +112,8 @@ async function sendStreamed(body, key) {
     const data = await response.json().catch(() => ({}));
     const error = new Error(`${response.status}: ${(data.error && data.error.message) || response.statusText}`);
     error.status = response.status;
+    error.code = data.error && data.error.code;
+    error.retryAfter = Number(response.headers.get("retry-after")) || 0;
     throw error;
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -119,7 +140,9 @@ async function sendStreamed(body, key) {
         li.dataset.done = "true";
       } else if (name === "error") {
         if (li) li.remove();
-        throw new Error(`${data.code}: ${data.message}`);
+        const error = new Error(`${data.code}: ${data.message}`);
+        error.code = data.code;
+        throw error;
       }
     }
   }
@@ -185,7 +208,7 @@ async function send(event) {
       showMessage(reply.message);
     }
   } catch (e) {
-    say(e.message);
+    say(explain(e));
   } finally {
     conversation.sending = false;
     controls.forEach((c) => (c.disabled = false));
@@ -195,6 +218,32 @@ async function send(event) {
       conversation.stale = false;
       loadConversation();
     }
+    loadUsage();
+  }
+}
+
+// "Today": tokens used this UTC day and what is left of the daily budget (GET /api/usage?days=1).
+// data-used-tokens and data-remaining-tokens ("" when unlimited) carry the figures.
+async function loadUsage() {
+  const line = $("usage");
+  try {
+    const { budget } = await api("/api/usage?days=1");
+    const used = budget.usedTokens.toLocaleString();
+    const limited = budget.dailyTokens !== null;
+    line.textContent = `Today: ${used} tokens` +
+      (limited
+        ? ` of ${budget.dailyTokens.toLocaleString()}, ${budget.remainingTokens.toLocaleString()} left`
+        : " · no daily limit") +
+      ` · resets ${resetTime(new Date(budget.resetsAt))}`;
+    line.classList.toggle("exhausted", limited && budget.remainingTokens === 0);
+    line.dataset.usedTokens = String(budget.usedTokens);
+    line.dataset.remainingTokens = limited ? String(budget.remainingTokens) : "";
+    line.dataset.loaded = "true";
+    line.title = "Tokens used today (UTC day) against your daily budget";
+  } catch (e) {
+    // The rest of the page works without it.
+    line.textContent = "Today: usage unavailable";
+    line.title = e.message;
   }
 }
 
@@ -239,10 +288,16 @@ function taskItem(task) {
   return li;
 }
 
+// The tasks as last shown: when one changes (the scheduler ran it), usage is read again.
+let shownTasks = null;
+
 async function loadTasks() {
   try {
     const page = await api("/api/tasks?limit=50");
     $("task-list").replaceChildren(...page.tasks.map(taskItem));
+    const shown = page.tasks.map((t) => `${t.id} ${t.status} ${t.updatedAt}`).join("\n");
+    if (shownTasks !== null && shown !== shownTasks) loadUsage();
+    shownTasks = shown;
   } catch (e) {
     say(e.message);
   }
@@ -294,7 +349,7 @@ async function start() {
   });
   $("send").addEventListener("submit", send);
   $("create-task").addEventListener("submit", createTask);
-  await Promise.all([loadConversation(), loadTasks()]);
+  await Promise.all([loadConversation(), loadTasks(), loadUsage()]);
   // Results arrive when the scheduler runs: the live socket says when (no polling).
   connectLive();
   document.body.dataset.ready = "true";
@@ -323,10 +378,13 @@ function soon(name, fn) {
 }
 
 function onLiveEvent(event) {
+  // A task that changed is read again (and the usage line with it when a run spent tokens).
   if (event.type === "task.updated") soon("tasks", loadTasks);
   if (event.type === "message.created" && event.conversationId === localStorage.getItem(conversationKey())) {
     soon("messages", loadConversation);
   }
+  // A reply written anywhere (another tab or device) spent tokens of today's budget.
+  if (event.type === "message.created" && event.role === "assistant") soon("usage", loadUsage);
 }
 
 function connectLive() {

@@ -1,5 +1,5 @@
 //! The frontend's routes besides chat (`api` function): agents, conversation history, tasks
-//! with the approval step. Requests are built from the sample events in `events/`.
+//! with the approval step, token usage. Requests are built from the sample events in `events/`.
 
 use std::time::Duration;
 
@@ -655,6 +655,7 @@ async fn each_read_route_is_one_statement() {
         ),
         ("api-tasks-list.json", "/api/tasks".to_string()),
         ("api-task.json", format!("/api/tasks/{task}")),
+        ("api-usage.json", "/api/usage".to_string()),
     ] {
         let before = h.api.db.statements_sent();
         let (status, body) = h.get(event, &path).await;
@@ -910,4 +911,217 @@ async fn task_creation_is_rate_limited_per_user_with_retry_after_and_replays_are
     let (status, _, replay) = send_keyed().await;
     assert_eq!(status, 201);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
+}
+
+/// `GET /api/usage` as `user`, with `days` when given (from `events/api-usage.json`).
+async fn usage(h: &ApiHarness, user: &str, days: Option<&str>) -> (u16, Value) {
+    let mut c = call("api-usage.json", "GET", "/api/usage").user(Some(user));
+    if let Some(days) = days {
+        c = c.query("days", days);
+    }
+    h.send(c).await.into_pair()
+}
+
+/// Usage rows of both users on today, yesterday, two and seven UTC days ago, on two agents; the
+/// caller's own agent is created here. Returns (the second agent, the dates from today back).
+async fn seed_usage(h: &ApiHarness) -> (String, Vec<String>) {
+    let sql = h.sql().await;
+    let second: Uuid = sql
+        .query_one(
+            &format!(
+                "INSERT INTO agents (name, instructions, visibility, owner_id) VALUES ('mine', 'x', 'private', '{USER}')
+                 RETURNING id"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (a, b) = (h.agent(), second.to_string());
+    sql.batch_execute(&format!(
+        "WITH t AS (SELECT (now() AT TIME ZONE 'UTC')::date AS d)
+         INSERT INTO usage_daily (day, user_id, agent_id, model, input_tokens, output_tokens, calls)
+         SELECT t.d - v.ago, v.u::uuid, v.a::uuid, v.m, v.i, v.o, v.c FROM t, (VALUES
+             (0, '{USER}', '{a}', 'model-a', 100, 50, 2),
+             (0, '{USER}', '{b}', 'model-b', 10, 5, 1),
+             (1, '{USER}', '{a}', 'model-a', 7, 3, 1),
+             (2, '{USER}', '{b}', 'model-b', 20, 20, 4),
+             (7, '{USER}', '{a}', 'model-a', 1000, 1000, 10),
+             (0, '{OTHER_USER}', '{a}', 'model-a', 900, 90, 9),
+             (1, '{OTHER_USER}', '{a}', 'model-a', 800, 80, 8)
+         ) AS v(ago, u, a, m, i, o, c)"
+    ))
+    .await
+    .unwrap();
+    let dates: Vec<String> = sql
+        .query_one(
+            "SELECT array_agg(((now() AT TIME ZONE 'UTC')::date - ago)::text ORDER BY ago) FROM generate_series(0, 7) ago",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (b, dates)
+}
+
+/// `(date, agentId, model, inputTokens, outputTokens, calls)` of each listed day.
+fn usage_rows(body: &Value) -> Vec<(String, String, String, i64, i64, i64)> {
+    body["days"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_string(),
+                d["agentId"].as_str().unwrap().to_string(),
+                d["model"].as_str().unwrap().to_string(),
+                d["inputTokens"].as_i64().unwrap(),
+                d["outputTokens"].as_i64().unwrap(),
+                d["calls"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn usage_lists_the_callers_rows_of_the_last_n_utc_days_by_day_and_agent_newest_first_and_only_theirs() {
+    let h = api_harness().await;
+    let (b, d) = seed_usage(&h).await;
+    let a = h.agent();
+    let row = |day: usize, agent: &str, model: &str, i: i64, o: i64, c: i64| {
+        (d[day].clone(), agent.to_string(), model.to_string(), i, o, c)
+    };
+    // Within a day, by agent id.
+    let today = if a < b {
+        vec![row(0, &a, "model-a", 100, 50, 2), row(0, &b, "model-b", 10, 5, 1)]
+    } else {
+        vec![row(0, &b, "model-b", 10, 5, 1), row(0, &a, "model-a", 100, 50, 2)]
+    };
+
+    let (status, two) = usage(&h, USER, Some("2")).await;
+    assert_eq!(status, 200, "{two}");
+    let mut expected = today.clone();
+    expected.push(row(1, &a, "model-a", 7, 3, 1));
+    assert_eq!(usage_rows(&two), expected, "today and yesterday: {two}");
+
+    let (status, week) = usage(&h, USER, None).await;
+    assert_eq!(status, 200, "{week}");
+    expected.push(row(2, &b, "model-b", 20, 20, 4));
+    assert_eq!(
+        usage_rows(&week),
+        expected,
+        "7 days by default: seven days ago is not among them"
+    );
+
+    let (_, one) = usage(&h, USER, Some("1")).await;
+    assert_eq!(usage_rows(&one), today);
+    let (_, ninety) = usage(&h, USER, Some("90")).await;
+    expected.push(row(7, &a, "model-a", 1000, 1000, 10));
+    assert_eq!(usage_rows(&ninety), expected);
+    assert!(!ninety.to_string().contains("900"), "another user's row: {ninety}");
+    assert_eq!(
+        ninety["budget"]["usedTokens"], 165,
+        "today's input and output: {ninety}"
+    );
+
+    // The other user sees only theirs; a user without usage sees none, and nothing used.
+    let (status, other) = usage(&h, OTHER_USER, Some("90")).await;
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(
+        usage_rows(&other),
+        vec![row(0, &a, "model-a", 900, 90, 9), row(1, &a, "model-a", 800, 80, 8)]
+    );
+    assert_eq!(other["budget"]["usedTokens"], 990);
+    let stranger = "3e2d1c0b-a987-4654-b321-0fedcba98765";
+    let (status, none) = usage(&h, stranger, Some("90")).await;
+    assert_eq!(status, 200, "{none}");
+    assert_eq!(none["days"], json!([]));
+    assert_eq!(none["budget"]["usedTokens"], 0);
+}
+
+#[tokio::test]
+async fn the_usage_budget_gives_the_remaining_tokens_never_negative_and_nulls_when_unlimited() {
+    let mut h = api_harness().await;
+    seed_usage(&h).await;
+    let reset = shared::usage::next_reset(chrono::Utc::now());
+
+    h.api.settings.daily_tokens = 1000;
+    let (status, body) = usage(&h, USER, Some("1")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["budget"],
+        json!({"dailyTokens": 1000, "usedTokens": 165, "remainingTokens": 835, "resetsAt": body["budget"]["resetsAt"]})
+    );
+    let resets = chrono::DateTime::parse_from_rfc3339(body["budget"]["resetsAt"].as_str().unwrap()).unwrap();
+    assert_eq!(resets, reset, "the next 00:00 UTC");
+
+    h.api.settings.daily_tokens = 100;
+    let (_, over) = usage(&h, USER, Some("1")).await;
+    assert_eq!(
+        (&over["budget"]["usedTokens"], &over["budget"]["remainingTokens"]),
+        (&json!(165), &json!(0)),
+        "spent past the budget: none left, not a negative count: {over}"
+    );
+
+    h.api.settings.daily_tokens = 0;
+    let (_, unlimited) = usage(&h, USER, Some("1")).await;
+    let budget = &unlimited["budget"];
+    assert_eq!(
+        (
+            &budget["dailyTokens"],
+            &budget["remainingTokens"],
+            &budget["usedTokens"]
+        ),
+        (&Value::Null, &Value::Null, &json!(165)),
+        "{unlimited}"
+    );
+    assert!(budget["resetsAt"].is_string(), "{unlimited}");
+}
+
+#[tokio::test]
+async fn usage_days_outside_1_to_90_not_a_number_or_an_unknown_parameter_is_a_422_naming_it() {
+    let h = api_harness().await;
+    for (query, says) in [
+        (vec![("days", "0")], "days must be a whole number from 1 to 90"),
+        (vec![("days", "91")], "days must be a whole number from 1 to 90"),
+        (vec![("days", "x")], "days must be a whole number from 1 to 90"),
+        (vec![("days", "-1")], "days must be"),
+        (vec![("days", "7"), ("days", "8")], "days is given more than once"),
+        (vec![("from", "2026-01-01")], "unknown query parameter `from`"),
+    ] {
+        let mut c = call("api-usage.json", "GET", "/api/usage");
+        for &(k, v) in &query {
+            c = c.query(k, v);
+        }
+        let (status, body) = h.send(c).await.into_pair();
+        assert_eq!(status, 422, "{query:?}: {body}");
+        assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{query:?}: {message}");
+    }
+    for (method, user, status) in [
+        ("GET", None, 401),
+        ("POST", Some(USER), 405),
+        ("DELETE", Some(USER), 405),
+    ] {
+        let (got, body) = h
+            .send(call("api-usage.json", method, "/api/usage").user(user))
+            .await
+            .into_pair();
+        assert_eq!(got, status, "{method}: {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_chat_reply_shows_in_the_callers_usage_of_today_and_in_no_one_elses() {
+    let h = api_harness().await;
+    let (status, reply) = h.chat.send("count me", None).await;
+    assert_eq!(status, 200, "{reply}");
+    let (_, mine) = usage(&h, USER, Some("1")).await;
+    let days = mine["days"].as_array().unwrap();
+    assert_eq!(days.len(), 1, "{mine}");
+    assert_eq!((&days[0]["agentId"], &days[0]["calls"]), (&json!(h.agent()), &json!(1)));
+    let (_, theirs) = usage(&h, OTHER_USER, Some("1")).await;
+    assert_eq!(theirs["days"], json!([]), "{theirs}");
 }

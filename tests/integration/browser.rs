@@ -109,6 +109,10 @@ async fn run_the_scheduler(dev: &Dev) -> Result<String, String> {
 
 const READY: &str = "document.body.dataset.ready === 'true'";
 
+/// The usage line's text once loaded (`null` before).
+const USAGE_LINE: &str =
+    "(() => { const u = document.getElementById('usage'); return u.dataset.loaded === 'true' ? u.textContent : null; })()";
+
 /// Marks the current document, so waiting for `READY` waits for the next one (a reload returns
 /// before the new document has loaded).
 async fn mark_stale(page: &Page<'_>) -> Result<(), String> {
@@ -172,6 +176,14 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
     if exposed.as_array().is_none_or(|a| !a.is_empty()) {
         return Err(format!("globals holding an access token: {exposed}"));
     }
+    // Today's usage line, read from GET /api/usage?days=1 at start.
+    let usage = page.eval(USAGE_LINE).await?;
+    if !usage
+        .as_str()
+        .is_some_and(|t| t.starts_with("Today: ") && t.contains("resets"))
+    {
+        return Err(format!("the usage line shows {usage}"));
+    }
 
     // "Chat works after a hard refresh": send "Olá" after Ctrl-Shift-R.
     mark_stale(page).await?;
@@ -228,6 +240,16 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
         return Err(format!("not one conversationId: {bodies:?}"));
     }
     let before_reload = shown_messages(page).await?;
+    // The usage line is read again after each reply: two page loads and six replies.
+    let usage_reads = || {
+        page.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.url.ends_with("/api/usage?days=1") && r.status == Some(200))
+            .count()
+    };
+    if !eventually(Duration::from_secs(15), || async { usage_reads() >= 8 }).await {
+        return Err(format!("usage read {} times, not after each reply", usage_reads()));
+    }
 
     // A reload shows the conversation again, read back from the API.
     mark_stale(page).await?;

@@ -817,3 +817,86 @@ async fn a_throttling_model_is_a_503_with_retry_after_and_the_retry_is_answered_
             .get(0);
     assert_eq!(users, 1, "the user's message is stored once");
 }
+
+#[tokio::test]
+async fn a_reply_stores_the_providers_usage_and_model_and_unknown_usage_as_null() {
+    // OpenAI-compatible and Bedrock stand-ins speaking their usage formats, and the local model.
+    let openai = FakeServer::openai().await;
+    let bedrock = FakeServer::bedrock().await;
+    let cases: Vec<(Arc<dyn AgentModel>, &str)> = vec![
+        (Arc::new(openai_model(&openai, Duration::from_secs(5))), "gpt-test"),
+        (
+            Arc::new(bedrock_model(&bedrock, Duration::from_secs(5))),
+            "anthropic.claude-test",
+        ),
+    ];
+    for (model, name) in cases {
+        let h = harness(model).await;
+        let (status, body) = h.send("what does it cost?", None).await;
+        assert_eq!(status, 200, "{body}");
+        let row =
+            h.db.direct()
+                .await
+                .query_one(
+                    "SELECT input_tokens, output_tokens, model FROM messages WHERE role = 'assistant'",
+                    &[],
+                )
+                .await
+                .unwrap();
+        let (input, output, stored): (Option<i32>, Option<i32>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            (input, output),
+            (Some(fakes::PLAIN_USAGE.0 as i32), Some(fakes::PLAIN_USAGE.1 as i32)),
+            "{name}"
+        );
+        assert!(stored.is_some_and(|m| m.starts_with(name)), "{name}");
+        let day =
+            h.db.direct()
+                .await
+                .query_one("SELECT input_tokens, output_tokens, calls FROM usage_daily", &[])
+                .await
+                .unwrap();
+        assert_eq!(
+            (day.get::<_, i64>(0), day.get::<_, i64>(1), day.get::<_, i32>(2)),
+            (fakes::PLAIN_USAGE.0, fakes::PLAIN_USAGE.1, 1),
+            "{name}: one upsert with the reply"
+        );
+    }
+    // A provider that reports no usage: NULL, never 0; the call still counts.
+    openai.set_mode(Mode::NoUsage);
+    let h = harness(Arc::new(openai_model(&openai, Duration::from_secs(5)))).await;
+    let (status, body) = h.send("free?", None).await;
+    assert_eq!(status, 200, "{body}");
+    let row =
+        h.db.direct()
+            .await
+            .query_one(
+                "SELECT m.input_tokens, m.output_tokens, d.calls, d.input_tokens
+               FROM messages m, usage_daily d WHERE m.role = 'assistant'",
+                &[],
+            )
+            .await
+            .unwrap();
+    let (input, output, calls, day_input): (Option<i32>, Option<i32>, i32, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!((input, output, calls, day_input), (None, None, 1, 0));
+    // The local model reports deterministic counts.
+    let h = harness(Arc::new(shared::model::LocalModel::default())).await;
+    let (status, _) = h.send("count my words please", None).await;
+    assert_eq!(status, 200);
+    let row =
+        h.db.direct()
+            .await
+            .query_one(
+                "SELECT input_tokens, output_tokens, model FROM messages WHERE role = 'assistant'",
+                &[],
+            )
+            .await
+            .unwrap();
+    let (input, output, model): (Option<i32>, Option<i32>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+    assert!(
+        input.is_some_and(|n| n > 0) && output.is_some_and(|n| n > 0),
+        "{input:?} {output:?}"
+    );
+    assert_eq!(model.as_deref(), Some("local"));
+}

@@ -195,6 +195,36 @@ async fn a_streamed_reply_arrives_as_meta_deltas_done_and_is_stored_as_the_buffe
         ]
     );
 
+    // The reply is stored with the usage of the stream's last chunk (stream_options.include_usage).
+    let usage =
+        s.db.direct()
+            .await
+            .query_one(
+                "SELECT input_tokens, output_tokens, model FROM messages
+              WHERE conversation_id = $1::text::uuid AND role = 'assistant'",
+                &[&conversation],
+            )
+            .await
+            .unwrap();
+    let expected = fakes::streamed_usage(&StreamScript {
+        words: (0..10).map(|i| format!("word{i} ")).collect(),
+        gap: Duration::ZERO,
+        break_after: None,
+        break_when: None,
+    });
+    assert_eq!(
+        (
+            usage.get::<_, Option<i32>>(0),
+            usage.get::<_, Option<i32>>(1),
+            usage.get::<_, Option<String>>(2)
+        ),
+        (
+            Some(expected.0 as i32),
+            Some(expected.1 as i32),
+            Some("gpt-test".to_string())
+        )
+    );
+
     // A second message keeps the conversation.
     let (status, second, _) = s.send("And then?", Some(&conversation), None).await;
     assert_eq!(status, 200);
@@ -307,4 +337,55 @@ async fn a_client_gone_mid_stream_does_not_stop_the_turn_the_reply_is_stored_who
     let (_, again, _) = s.send("Tell me a story", None, Some("left-early")).await;
     assert_eq!(names(&again), ["meta", "done"]);
     assert_eq!(again[1].data["message"]["content"], whole.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bedrock_stream_stores_the_usage_of_its_metadata_event_and_none_without_it() {
+    for metadata in [true, false] {
+        let script = StreamScript {
+            words: (0..4).map(|i| format!("w{i} ")).collect(),
+            gap: Duration::ZERO,
+            break_after: None,
+            break_when: None,
+        };
+        let expected = fakes::streamed_usage(&script);
+        let url = fakes::bedrock_streaming_with(script, metadata).await;
+        let model: std::sync::Arc<dyn shared::model::AgentModel> =
+            std::sync::Arc::new(crate::chat::bedrock_model_at(&url, Duration::from_secs(10)));
+        let h = crate::chat::harness(model).await;
+        let token = h.token(USER);
+        let (agent, db) = (h.agent, h.db);
+        let chat = std::sync::Arc::new(h.chat);
+        let mut event: Value = serde_json::from_str(include_str!("../../events/chat-stream.json")).unwrap();
+        event["headers"]["authorization"] = format!("Bearer {token}").into();
+        event["body"] = json!({"agentId": agent, "message": "stream it"}).to_string().into();
+        let request = lambda_http::request::from_str(&event.to_string()).expect("a function URL event");
+        let response = chat::handle_stream(chat.clone(), request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("event: done"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let row = db
+            .direct()
+            .await
+            .query_one(
+                "SELECT input_tokens, output_tokens, model FROM messages WHERE role = 'assistant'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (input, output, model): (Option<i32>, Option<i32>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        if metadata {
+            assert_eq!((input, output), (Some(expected.0 as i32), Some(expected.1 as i32)));
+        } else {
+            assert_eq!((input, output), (None, None), "no metadata: unknown, never 0");
+        }
+        assert_eq!(model.as_deref(), Some("anthropic.claude-test"));
+    }
 }

@@ -103,7 +103,14 @@ fn denied(result: &Result<Vec<String>, String>) -> bool {
     matches!(result, Err(e) if e.starts_with("42501"))
 }
 
-const TABLES: [&str; 5] = ["agents", "conversations", "messages", "agent_tasks", "chat_usage"];
+const TABLES: [&str; 6] = [
+    "agents",
+    "conversations",
+    "messages",
+    "agent_tasks",
+    "chat_usage",
+    "usage_daily",
+];
 
 #[tokio::test]
 async fn anon_reads_and_writes_nothing_through_the_data_api() {
@@ -160,6 +167,68 @@ async fn a_signed_in_user_reads_exactly_their_own_rows_and_the_agents_they_may_u
     assert_eq!(nobody.unwrap(), vec!["0"]);
     let bob = as_data_api(&admin, "authenticated", Some(BOB), "SELECT content FROM messages").await;
     assert_eq!(bob.unwrap(), vec!["bob asks"]);
+}
+
+#[tokio::test]
+async fn a_signed_in_user_reads_exactly_their_own_usage_rows_anon_none_and_nobody_writes_them() {
+    let (_db, admin) = supabase_like().await;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO usage_daily (day, user_id, agent_id, model, input_tokens, output_tokens, calls) VALUES
+               (current_date, '{ALICE}', '00000000-0000-4000-8000-00000000000a', 'alice-model', 10, 5, 1),
+               (current_date - 1, '{ALICE}', '00000000-0000-4000-8000-00000000000b', 'alice-model', 20, 6, 2),
+               (current_date, '{BOB}', '00000000-0000-4000-8000-00000000000a', 'bob-model', 30, 7, 3)"
+        ))
+        .await
+        .unwrap();
+    let rows = "SELECT user_id::text || ' ' || model || ' ' || input_tokens || '/' || output_tokens || '/' || calls \
+                FROM usage_daily ORDER BY day DESC";
+    let read = |role: &'static str, sub: Option<&'static str>| as_data_api(&admin, role, sub, rows);
+    assert_eq!(
+        read("authenticated", Some(ALICE)).await.unwrap(),
+        vec![
+            format!("{ALICE} alice-model 10/5/1"),
+            format!("{ALICE} alice-model 20/6/2")
+        ]
+    );
+    assert_eq!(
+        read("authenticated", Some(BOB)).await.unwrap(),
+        vec![format!("{BOB} bob-model 30/7/3")]
+    );
+    // Bob's row asked for by his id: not there for Alice; without claims, nothing at all.
+    let bobs = as_data_api(
+        &admin,
+        "authenticated",
+        Some(ALICE),
+        &format!("SELECT count(*)::text FROM usage_daily WHERE user_id = '{BOB}'"),
+    )
+    .await;
+    assert_eq!(bobs.unwrap(), vec!["0"]);
+    assert_eq!(read("authenticated", None).await.unwrap(), Vec::<String>::new());
+    let anon = read("anon", None).await;
+    assert!(denied(&anon), "anon reads usage: {anon:?}");
+    for role in ["authenticated", "anon"] {
+        for sql in [
+            format!(
+                "INSERT INTO usage_daily (day, user_id, agent_id, model, input_tokens, output_tokens, calls) \
+                 VALUES (current_date + 1, '{ALICE}', '00000000-0000-4000-8000-00000000000a', 'forged', 0, 0, 0)"
+            ),
+            "UPDATE usage_daily SET input_tokens = 0, output_tokens = 0".to_string(),
+            "DELETE FROM usage_daily".to_string(),
+        ] {
+            let result = as_data_api(&admin, role, Some(ALICE), &sql).await;
+            assert!(denied(&result), "{role}: {sql}: {result:?}");
+        }
+    }
+    let untouched: i64 = admin
+        .query_one(
+            "SELECT sum(input_tokens + output_tokens + calls)::int8 FROM usage_daily",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(untouched, 15 + 1 + 26 + 2 + 37 + 3);
 }
 
 #[tokio::test]

@@ -441,6 +441,7 @@ fn every_frontend_route_of_the_design_is_in_the_template() {
         "POST /api/tasks/{id}/approve",
         "POST /api/tasks/{id}/reject",
         "POST /api/tasks/{id}/cancel",
+        "GET /api/usage",
     ] {
         assert!(routes.contains(&route.to_string()), "{route} is routed: {routes:?}");
     }

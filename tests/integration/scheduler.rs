@@ -1195,3 +1195,44 @@ async fn an_agent_over_its_daily_budget_has_its_tasks_deferred_and_usage_is_reco
     let second = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
     assert_eq!((second.completed, second.deferred), (0, 1), "{second:?}");
 }
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_handed_back_uncounted_and_no_one_elses() {
+    use scheduler::tasks;
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    seed_tasks(&client, agent, 5, "orphan", "", "").await;
+    let pool = db.pool(&PoolOptions::default());
+    let conn = pool.conn().await.unwrap();
+    let lost = tasks::claim(&conn.sql(), "lost-run", 60.0, tasks::ClaimPolicy::up_to(3))
+        .await
+        .unwrap();
+    let other = tasks::claim(&conn.sql(), "other-run", 60.0, tasks::ClaimPolicy::up_to(2))
+        .await
+        .unwrap();
+    assert_eq!((lost.tasks.len(), other.tasks.len()), (3, 2));
+    assert_eq!(tasks::release_orphans(&conn.sql(), "lost-run").await.unwrap(), 3);
+    let rows = client
+        .query(
+            "SELECT status, attempts, lease_owner FROM agent_tasks ORDER BY status",
+            &[],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(String, i32, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        seen.iter()
+            .filter(|(s, a, o)| s == "pending" && *a == 0 && o.is_none())
+            .count(),
+        3,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|(s, _, o)| s == "running" && o.as_deref() == Some("other-run"))
+            .count(),
+        2,
+        "{seen:?}"
+    );
+}

@@ -27,7 +27,13 @@ pub enum Mode {
     /// The provider's rate limit: OpenAI's 429 with `Retry-After: 2`, Bedrock's
     /// `ThrottlingException`.
     Throttled,
+    /// As `Ok`, but the reply carries no `usage` (an OpenAI-compatible server that reports none).
+    NoUsage,
 }
+
+/// The usage the model stand-ins report for a plain reply: distinct counts, so that a client
+/// reading one for the other is caught.
+pub const PLAIN_USAGE: (i64, i64) = (12, 7);
 
 /// A captured request.
 #[derive(Debug, Clone)]
@@ -136,7 +142,7 @@ impl FakeServer {
                 let quota = *q.lock().unwrap();
                 let mut admitted = None;
                 let (status, extra, text, mut delay) = match quota {
-                    Some(quota) if mode == Mode::Ok => {
+                    Some(quota) if matches!(mode, Mode::Ok | Mode::NoUsage) => {
                         let now = l.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                         admitted = Some(Admitted(l.clone()));
                         if now > quota.concurrent {
@@ -241,25 +247,38 @@ impl FakeServer {
                 .and_then(|m| m["content"].as_str())
                 .unwrap_or("")
                 .to_string();
+            // OpenAI answers with the model it resolved an alias to: `…-latest` names a dated one.
+            let model = match body["model"].as_str() {
+                Some(alias) if alias.ends_with("-latest") => json!(alias.replace("-latest", "-2025-01-01")),
+                _ => body["model"].clone(),
+            };
+            let (input, output) = PLAIN_USAGE;
             let reply = |content: String| {
                 json!({
                     "id": "chatcmpl-test", "object": "chat.completion", "created": 1_795_780_800,
-                    "model": body["model"],
+                    "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+                    "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}
                 })
-                .to_string()
             };
+            let text = |reply: Value| reply.to_string();
             match mode {
-                Mode::Ok => (200, vec![], reply(format!("openai says: {last}")), Duration::ZERO),
+                Mode::Ok => (200, vec![], text(reply(format!("openai says: {last}"))), Duration::ZERO),
+                Mode::NoUsage => {
+                    let mut reply = reply(format!("openai says: {last}"));
+                    if let Some(fields) = reply.as_object_mut() {
+                        fields.remove("usage");
+                    }
+                    (200, vec![], text(reply), Duration::ZERO)
+                }
                 Mode::HttpError => (
                     500,
                     vec![],
                     json!({"error": {"message": "The server had an error", "type": "server_error"}}).to_string(),
                     Duration::ZERO,
                 ),
-                Mode::Slow => (200, vec![], reply("late".into()), Duration::from_secs(5)),
-                Mode::Oversized => (200, vec![], reply("x".repeat(200_000)), Duration::ZERO),
+                Mode::Slow => (200, vec![], text(reply("late".into())), Duration::from_secs(5)),
+                Mode::Oversized => (200, vec![], text(reply("x".repeat(200_000))), Duration::ZERO),
                 Mode::Throttled => (
                     429,
                     vec![("retry-after", "2".to_string()), ("x-ratelimit-reset-requests", "6m0s".to_string())],
@@ -284,15 +303,20 @@ impl FakeServer {
                 .and_then(|m| m["content"][0]["text"].as_str())
                 .unwrap_or("")
                 .to_string();
-            let reply = |text: String| {
-                json!({
+            let (input, output) = PLAIN_USAGE;
+            let answer = |text: String, usage: bool| {
+                let mut reply = json!({
                     "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
                     "stopReason": "end_turn",
-                    "usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10},
+                    "usage": {"inputTokens": input, "outputTokens": output, "totalTokens": input + output},
                     "metrics": {"latencyMs": 12}
-                })
-                .to_string()
+                });
+                if let (false, Some(fields)) = (usage, reply.as_object_mut()) {
+                    fields.remove("usage");
+                }
+                reply.to_string()
             };
+            let reply = |text: String| answer(text, true);
             if let Some(problem) = converse_problem(body) {
                 return (
                     400,
@@ -306,6 +330,12 @@ impl FakeServer {
             }
             match mode {
                 Mode::Ok => (200, vec![], reply(format!("bedrock says: {last}")), Duration::ZERO),
+                Mode::NoUsage => (
+                    200,
+                    vec![],
+                    answer(format!("bedrock says: {last}"), false),
+                    Duration::ZERO,
+                ),
                 Mode::HttpError => (
                     400,
                     vec![(
@@ -463,14 +493,46 @@ fn data(bytes: impl Into<Bytes>) -> Result<hyper::body::Frame<Bytes>, std::io::E
 }
 
 /// An OpenAI-compatible `POST /v1/chat/completions` that streams (`text/event-stream`) as
-/// `script` says, whatever it is asked. Its URL (the base, with `/v1`) and when it wrote the
-/// last word.
+/// `script` says, whatever it is asked, and reports usage as OpenAI does. Its URL (the base, with
+/// `/v1`) and when it wrote the last word.
 pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
+    let provider = openai_streaming_provider(script, true).await;
+    (provider.url, provider.last_written)
+}
+
+/// The usage the streaming stand-ins report for `script`'s reply: input tokens as
+/// [`PLAIN_USAGE`], output one per word.
+pub fn streamed_usage(script: &StreamScript) -> (i64, i64) {
+    (PLAIN_USAGE.0, i64::try_from(script.words.len()).unwrap_or(i64::MAX))
+}
+
+/// A streaming OpenAI-compatible stand-in: where it is, when it wrote its last word, what it
+/// was sent.
+pub struct StreamingProvider {
+    /// The base URL, with `/v1`.
+    pub url: String,
+    pub last_written: LastWritten,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// [`openai_streaming`], recording each request. With `usage` it reports [`streamed_usage`] as
+/// OpenAI does: in a plain reply always; in a stream only when the request asked
+/// `stream_options.include_usage` (then every chunk has `"usage": null` and a last chunk, with no
+/// choices, the usage). Without `usage` it is a provider that reports none.
+pub async fn openai_streaming_provider(script: StreamScript, usage: bool) -> StreamingProvider {
     let last: LastWritten = Arc::default();
-    let written = last.clone();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let (written, recorded) = (last.clone(), seen.clone());
     let addr = serve_streaming("text/event-stream", move |req, tx| {
-        let (script, written) = (script.clone(), written.clone());
+        let (script, written, recorded) = (script.clone(), written.clone(), recorded.clone());
         async move {
+            let at = Instant::now();
+            let path = req.uri().path().to_string();
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
             let body = req
                 .into_body()
                 .collect()
@@ -478,16 +540,28 @@ pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
                 .map(http_body_util::Collected::to_bytes)
                 .unwrap_or_default();
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            recorded.lock().unwrap().push(Seen {
+                path,
+                headers,
+                body: body.clone(),
+                at,
+            });
+            let (input, output) = streamed_usage(&script);
+            let counts = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
             if body["stream"] != true {
                 tokio::time::sleep(script.gap * u32::try_from(script.words.len()).unwrap_or(0)).await;
-                let reply = json!({
+                let mut reply = json!({
                     "id": "chatcmpl-whole", "object": "chat.completion", "created": 1_795_780_800,
                     "model": "gpt-test",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": script.words.concat()}, "finish_reason": "stop"}]
                 });
+                if usage {
+                    reply["usage"] = counts;
+                }
                 let _ = tx.send(data(reply.to_string())).await;
                 return;
             }
+            let include_usage = usage && body["stream_options"]["include_usage"] == true;
             // Only the message being answered decides: the end of the last one (an unanswered
             // message before it is joined to it).
             let last = body["messages"]
@@ -504,28 +578,50 @@ pub async fn openai_streaming(script: StreamScript) -> (String, LastWritten) {
                     let _ = tx.send(Err(std::io::Error::other("connection reset"))).await;
                     return;
                 }
-                let event = json!({
+                let mut event = json!({
                     "id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1_795_780_800,
                     "model": "gpt-test",
                     "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]
                 });
+                if include_usage {
+                    event["usage"] = Value::Null;
+                }
                 if tx.send(data(format!("data: {event}\n\n"))).await.is_err() {
                     return;
                 }
                 *written.lock().unwrap() = Some(Instant::now());
             }
+            if include_usage {
+                let event = json!({
+                    "id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1_795_780_800,
+                    "model": "gpt-test", "choices": [], "usage": counts
+                });
+                if tx.send(data(format!("data: {event}\n\n"))).await.is_err() {
+                    return;
+                }
+            }
             let _ = tx.send(data("data: [DONE]\n\n")).await;
         }
     })
     .await;
-    (format!("http://{addr}/v1"), last)
+    StreamingProvider {
+        url: format!("http://{addr}/v1"),
+        last_written: last,
+        seen,
+    }
 }
 
 /// Bedrock's `POST /model/{modelId}/converse-stream`, streaming as `script` says in the AWS
 /// event-stream encoding (`application/vnd.amazon.eventstream`): `messageStart`, one
-/// `contentBlockDelta` per word `gap` apart, `contentBlockStop`, `messageStop`, `metadata`; or a
-/// `modelStreamErrorException` after `break_after` words. Its URL.
+/// `contentBlockDelta` per word `gap` apart, `contentBlockStop`, `messageStop`, `metadata` (its
+/// usage [`streamed_usage`]); or a `modelStreamErrorException` after `break_after` words. Its URL.
 pub async fn bedrock_streaming(script: StreamScript) -> String {
+    bedrock_streaming_with(script, true).await
+}
+
+/// [`bedrock_streaming`], ending after `messageStop` without the `metadata` event unless
+/// `metadata`.
+pub async fn bedrock_streaming_with(script: StreamScript, metadata: bool) -> String {
     use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 
     fn frame(kind: &str, name: &str, payload: &Value) -> Bytes {
@@ -567,15 +663,16 @@ pub async fn bedrock_streaming(script: StreamScript) -> String {
                     return;
                 }
             }
+            let (input, output) = streamed_usage(&script);
             let end = [
                 ("contentBlockStop", json!({"contentBlockIndex": 0})),
                 ("messageStop", json!({"stopReason": "end_turn"})),
                 (
                     "metadata",
-                    json!({"usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10}, "metrics": {"latencyMs": 12}}),
+                    json!({"usage": {"inputTokens": input, "outputTokens": output, "totalTokens": input + output}, "metrics": {"latencyMs": 12}}),
                 ),
             ];
-            for (name, payload) in end {
+            for (name, payload) in end.into_iter().filter(|(name, _)| metadata || *name != "metadata") {
                 let _ = tx.send(data(frame("event", name, &payload))).await;
             }
         }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use shared::auth::{authenticate_request, Authenticator, User};
-use shared::db::Db;
+use shared::db::{Db, DbError};
 use shared::http::{idempotency_key, json_body, json_response, serve, ApiError};
 use shared::live::{Connections, Delivery, LiveEvent, Publisher};
 use shared::metrics::Metrics;
@@ -19,7 +19,7 @@ use crate::cursor::Cursor;
 use crate::query::Query;
 use crate::settings::Settings;
 use crate::tasks::{self, Admission, Created, Filter, Quota, Task};
-use crate::{agents, tasks::NewTask};
+use crate::{agents, tasks::NewTask, usage};
 
 /// `Retry-After` of a creation refused for too many active tasks: they end when they run, so
 /// there is no exact time; a minute is a polite pace to ask again.
@@ -62,6 +62,7 @@ enum Route<'a> {
     CreateTask,
     Task(&'a str),
     Decide(&'a str, Action),
+    Usage,
 }
 
 fn route<'a>(segments: &[&'a str], method: &Method) -> Result<Route<'a>, ApiError> {
@@ -82,6 +83,7 @@ fn route<'a>(segments: &[&'a str], method: &Method) -> Result<Route<'a>, ApiErro
         ["", "api", "tasks", id, "approve"] => only(Method::POST, Route::Decide(id, Action::Approve)),
         ["", "api", "tasks", id, "reject"] => only(Method::POST, Route::Decide(id, Action::Reject)),
         ["", "api", "tasks", id, "cancel"] => only(Method::POST, Route::Decide(id, Action::Cancel)),
+        ["", "api", "usage"] => only(Method::GET, Route::Usage),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -177,6 +179,16 @@ async fn respond(api: &Api, request: &Request, request_id: &str) -> Result<Respo
             // Committed, and the connection given back: the owner's other tabs hear of it.
             publish_task(api, &task, connections).await;
             ok(task.json(Utc::now()))
+        }
+        Route::Usage => {
+            let q = Query::of(request, &["days"])?;
+            let days = q.days()?;
+            let usage = {
+                let conn = api.db.conn().await?;
+                usage::usage(&conn.sql(), user.id, days, api.settings.daily_tokens).await?
+            };
+            // Plain strings and numbers: serialising cannot fail; if it did, a 500, never a panic.
+            ok(serde_json::to_value(&usage).map_err(|e| ApiError::Database(DbError::Other(e.to_string())))?)
         }
     }
 }

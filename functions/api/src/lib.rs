@@ -1,6 +1,6 @@
 //! The frontend's routes besides chat: the agents a user may use, their conversation history,
-//! and their tasks with the human approval step. Read routes are one statement each; every state
-//! change is one guarded statement.
+//! their tasks with the human approval step, and their token usage against the daily budget.
+//! Read routes are one statement each; every state change is one guarded statement.
 
 pub mod agents;
 pub mod conversations;
@@ -9,6 +9,7 @@ mod handler;
 mod query;
 pub mod settings;
 pub mod tasks;
+pub mod usage;
 
 pub use handler::{handle, Api};
 pub use settings::Settings;

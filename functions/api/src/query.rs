@@ -58,6 +58,23 @@ impl Query {
         }
     }
 
+    /// `days` of `GET /api/usage`: 1..=90 (7 when absent).
+    pub fn days(&self) -> Result<i32, ApiError> {
+        match self.get("days") {
+            None => Ok(crate::usage::DEFAULT_DAYS),
+            Some(text) => text
+                .parse::<i32>()
+                .ok()
+                .filter(|n| (1..=crate::usage::MAX_DAYS).contains(n))
+                .ok_or_else(|| {
+                    ApiError::Unprocessable(format!(
+                        "days must be a whole number from 1 to {}",
+                        crate::usage::MAX_DAYS
+                    ))
+                }),
+        }
+    }
+
     /// `before`: a cursor from a previous page.
     pub fn before(&self) -> Result<Option<Cursor>, ApiError> {
         self.get("before").map(Cursor::decode).transpose()

@@ -111,6 +111,8 @@ pub struct Settings {
     pub task_rate_limit: i64,
     pub task_rate_window: Duration,
     pub min_interval: Duration,
+    /// `USAGE_USER_DAILY_TOKENS` (shared with chat and the scheduler): 0 is unlimited.
+    pub daily_tokens: i64,
 }
 
 impl Default for Settings {
@@ -134,6 +136,7 @@ impl Settings {
             task_rate_limit: number(&TASKS_RATE_LIMIT)?,
             task_rate_window: env.duration(&TASKS_RATE_WINDOW_SECS)?,
             min_interval: env.duration(&TASKS_MIN_INTERVAL_SECS)?,
+            daily_tokens: shared::usage::user_daily_tokens(env)?,
         };
         if settings.page_size > settings.max_page_size {
             return Err(invalid(API_PAGE_SIZE.name, "must not be above API_MAX_PAGE_SIZE"));

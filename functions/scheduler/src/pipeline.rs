@@ -159,6 +159,10 @@ impl<'a> Pipeline<'a> {
                 running.is_empty() && ready.is_empty() && done.is_empty() && claiming.is_none() && recording.is_none();
             if idle {
                 if let Some(e) = failure {
+                    // Everything this run knew of is recorded or handed back; a task still
+                    // leased to it was claimed by a statement whose answer was lost (timed out
+                    // client-side after the server committed): hand it back too.
+                    s.release_orphans(owner).await;
                     return Err(e.into());
                 }
                 let waiting = throttled_until.is_some_and(|t| Instant::now() < t);

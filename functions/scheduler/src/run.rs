@@ -396,6 +396,24 @@ impl Scheduler {
         Ok(claimed.tasks)
     }
 
+    /// Best effort, at the end of a failed run: tasks still leased to `owner` go back to pending,
+    /// their attempt uncounted (else their lease expires and the next run rescues them).
+    pub(crate) async fn release_orphans(&self, owner: &str) {
+        let released = async {
+            let conn = self.db.conn().await?;
+            tasks::release_orphans(&conn.sql(), owner).await
+        }
+        .await;
+        match released {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                tasks = n,
+                "tasks claimed by a statement whose answer was lost handed back"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not hand back orphaned claims; their leases will expire"),
+        }
+    }
+
     /// Records a batch; the number of series it suspended.
     pub(crate) async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<u64, DbError> {
         let counts = {

@@ -220,6 +220,20 @@ pub async fn claim<C: GenericClient + Sync>(
     Ok(claimed)
 }
 
+/// Hands back every task still leased to `owner` (a run that has recorded or handed back all
+/// it knew of): pending again, the attempt uncounted. One statement.
+#[tracing::instrument(skip_all, level = "debug")]
+pub async fn release_orphans<C: GenericClient + Sync>(sql: &Sql<'_, C>, owner: &str) -> Result<u64, DbError> {
+    sql.execute(
+        "UPDATE agent_tasks
+            SET status = 'pending', attempts = greatest(attempts - 1, 0),
+                lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          WHERE status = 'running' AND lease_owner = $1",
+        &[(&owner, Type::TEXT)],
+    )
+    .await
+}
+
 /// How one claimed task ended in this invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

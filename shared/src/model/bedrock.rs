@@ -5,11 +5,13 @@ use async_trait::async_trait;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration,
-    Message, SystemContentBlock,
+    Message, SystemContentBlock, TokenUsage,
 };
 use aws_sdk_bedrockruntime::Client;
 
-use super::{AgentModel, ModelError, ModelLimits, ModelRequest, Role, TextStream};
+use super::{
+    AgentModel, ModelError, ModelLimits, ModelRequest, Reply, Role, StreamedReply, TextStream, Usage, UsageSlot,
+};
 
 pub struct BedrockModel {
     client: Client,
@@ -50,6 +52,18 @@ impl BedrockModel {
             limits,
         }
     }
+}
+
+/// Bedrock's `usage` (`inputTokens`, `outputTokens`) as a reply's. Not a count: a negative one,
+/// or all of them 0 — the SDK fills a `usage` Bedrock did not send with zeros (it is a required
+/// member), and no real call reads no input and writes nothing, so that is unknown, never 0.
+fn usage_of(usage: &TokenUsage) -> Option<Usage> {
+    let (input, output) = (usage.input_tokens(), usage.output_tokens());
+    let fabricated = input == 0 && output == 0 && usage.total_tokens() == 0;
+    (input >= 0 && output >= 0 && !fabricated).then(|| Usage {
+        input_tokens: i64::from(input),
+        output_tokens: i64::from(output),
+    })
 }
 
 fn text(content: &str) -> ContentBlock {
@@ -126,6 +140,12 @@ impl BedrockModel {
 #[async_trait]
 impl AgentModel for BedrockModel {
     async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
+        Ok(self.complete(request).await?.text)
+    }
+
+    /// Converse: the reply with its `usage` (`None` when Bedrock sent none); the model is the
+    /// configured model id.
+    async fn complete(&self, request: &ModelRequest) -> Result<Reply, ModelError> {
         let call = self
             .client
             .converse()
@@ -137,6 +157,7 @@ impl AgentModel for BedrockModel {
             .await
             .map_err(|_| ModelError::Timeout(self.timeout_ms()))?
             .map_err(|e| sdk_error(e, self.timeout_ms()))?;
+        let usage = output.usage().and_then(usage_of);
         let Some(ConverseOutput::Message(message)) = output.output else {
             return Err(ModelError::Failed("Bedrock returned no message".into()));
         };
@@ -149,13 +170,24 @@ impl AgentModel for BedrockModel {
                 reply.push_str(&t);
             }
         }
-        Ok(reply)
+        Ok(Reply {
+            text: reply,
+            usage,
+            model: Some(self.model_id.clone()),
+        })
+    }
+
+    async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
+        Ok(self.stream_reply(request).await?.text)
     }
 
     /// ConverseStream: errors answered before the stream are the `Err` (throttling included);
     /// then each text delta as it comes, each within `MODEL_STREAM_GAP_MS` of the previous, the
-    /// whole within `MODEL_TIMEOUT_MS` and `MODEL_MAX_REPLY_BYTES`, until `messageStop`.
-    async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
+    /// whole within `MODEL_TIMEOUT_MS` and `MODEL_MAX_REPLY_BYTES`, until `messageStop` and the
+    /// `metadata` event after it, whose `usage` lands in the slot. Once `messageStop` came the
+    /// reply is whole: a stream that then ends, breaks or stalls without `metadata` ends the
+    /// text without an error and leaves the usage unknown.
+    async fn stream_reply(&self, request: &ModelRequest) -> Result<StreamedReply, ModelError> {
         let call = self
             .client
             .converse_stream()
@@ -170,20 +202,32 @@ impl AgentModel for BedrockModel {
             .map_err(|e| sdk_error(e, timeout_ms))?;
         let limits = self.limits;
         let deadline = tokio::time::Instant::now() + limits.timeout;
-        // (events, reply bytes so far, finished)
-        let state = (output.stream, 0usize, false);
-        Ok(Box::pin(futures_util::stream::unfold(
-            state,
-            move |(mut events, mut bytes, finished)| async move {
-                if finished {
+        let usage = UsageSlot::default();
+        let filled = usage.clone();
+        let state = Converse {
+            events: output.stream,
+            bytes: 0,
+            finished: false,
+            stopped: false,
+            metadata: false,
+        };
+        let text: TextStream = Box::pin(futures_util::stream::unfold(state, move |mut s| {
+            let filled = filled.clone();
+            async move {
+                if s.finished {
                     return None;
                 }
                 loop {
+                    if s.stopped && s.metadata {
+                        return None;
+                    }
                     let wait = limits
                         .stream_gap
                         .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                    let event = match tokio::time::timeout(wait, events.recv()).await {
-                        Err(_) => return Some((Err(ModelError::Timeout(timeout_ms)), (events, bytes, true))),
+                    let event = match tokio::time::timeout(wait, s.events.recv()).await {
+                        // The reply is whole: only its usage is missing.
+                        Err(_) | Ok(Err(_) | Ok(None)) if s.stopped => return None,
+                        Err(_) => return Some(s.fail(ModelError::Timeout(timeout_ms))),
                         Ok(Err(e)) => {
                             // After the first chunk even throttling is the stream's failure.
                             let error = match sdk_error(e, timeout_ms) {
@@ -192,32 +236,103 @@ impl AgentModel for BedrockModel {
                                 }
                                 other => other,
                             };
-                            return Some((Err(error), (events, bytes, true)));
+                            return Some(s.fail(error));
                         }
                         Ok(Ok(None)) => {
-                            let error = ModelError::Failed("the stream ended before messageStop".into());
-                            return Some((Err(error), (events, bytes, true)));
+                            return Some(s.fail(ModelError::Failed("the stream ended before messageStop".into())));
                         }
                         Ok(Ok(Some(event))) => event,
                     };
                     match event {
-                        ConverseStreamOutput::ContentBlockDelta(d) => {
+                        ConverseStreamOutput::ContentBlockDelta(d) if !s.stopped => {
                             if let Some(ContentBlockDelta::Text(text)) = d.delta {
-                                bytes += text.len();
-                                if bytes > limits.max_reply_bytes {
-                                    let error = ModelError::TooLarge(limits.max_reply_bytes);
-                                    return Some((Err(error), (events, bytes, true)));
+                                s.bytes += text.len();
+                                if s.bytes > limits.max_reply_bytes {
+                                    return Some(s.fail(ModelError::TooLarge(limits.max_reply_bytes)));
                                 }
                                 if !text.is_empty() {
-                                    return Some((Ok(text), (events, bytes, false)));
+                                    return Some((Ok(text), s));
                                 }
                             }
                         }
-                        ConverseStreamOutput::MessageStop(_) => return None,
+                        ConverseStreamOutput::MessageStop(_) => s.stopped = true,
+                        ConverseStreamOutput::Metadata(m) => {
+                            s.metadata = true;
+                            if let (Some(seen), Ok(mut slot)) = (m.usage().and_then(usage_of), filled.lock()) {
+                                *slot = Some(seen);
+                            }
+                        }
                         _ => {}
                     }
                 }
-            },
-        )))
+            }
+        }));
+        Ok(StreamedReply {
+            text,
+            usage,
+            model: Some(self.model_id.clone()),
+        })
+    }
+}
+
+/// Where a ConverseStream reply is.
+struct Converse {
+    events: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
+        ConverseStreamOutput,
+        aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError,
+    >,
+    /// Reply bytes so far.
+    bytes: usize,
+    /// An error was given: nothing more comes.
+    finished: bool,
+    /// `messageStop` came: the text is whole.
+    stopped: bool,
+    /// `metadata` came.
+    metadata: bool,
+}
+
+impl Converse {
+    /// The stream's last item: `error`.
+    fn fail(mut self, error: ModelError) -> (Result<String, ModelError>, Self) {
+        self.finished = true;
+        (Err(error), self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(input: i32, output: i32, total: i32) -> TokenUsage {
+        TokenUsage::builder()
+            .input_tokens(input)
+            .output_tokens(output)
+            .total_tokens(total)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn bedrock_usage_that_is_absent_or_not_a_count_is_unknown() {
+        assert_eq!(
+            usage_of(&tokens(12, 7, 19)),
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 7
+            })
+        );
+        assert_eq!(
+            usage_of(&tokens(12, 0, 12)),
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 0
+            })
+        );
+        assert_eq!(
+            usage_of(&tokens(0, 0, 0)),
+            None,
+            "what the SDK makes of an absent usage"
+        );
+        assert_eq!(usage_of(&tokens(-1, 7, 6)), None);
     }
 }

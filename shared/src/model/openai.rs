@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{AgentModel, ModelError, ModelLimits, ModelRequest, TextStream};
+use super::{AgentModel, ModelError, ModelLimits, ModelRequest, Reply, StreamedReply, TextStream, Usage, UsageSlot};
 use crate::outbound::{read_capped, ReadError};
 
 pub struct OpenAiModel {
@@ -99,9 +99,41 @@ fn short(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
+/// A reply's or a stream's `usage` (`prompt_tokens`, `completion_tokens`): both counts present
+/// as non-negative integers, else `None` (unknown; a missing or malformed count is never a 0).
+pub fn usage_of(usage: &Value) -> Option<Usage> {
+    let count = |name: &str| usage[name].as_u64().and_then(|n| i64::try_from(n).ok());
+    Some(Usage {
+        input_tokens: count("prompt_tokens")?,
+        output_tokens: count("completion_tokens")?,
+    })
+}
+
+/// A successful `chat.completion` body as a reply: its text (bounded), its usage and the model
+/// the provider says wrote it (else `configured`, the one asked for).
+fn reply_of(body: &Value, configured: &str, max_reply_bytes: usize) -> Result<Reply, ModelError> {
+    let text = body["choices"][0]["message"]["content"]
+        .as_str()
+        .ok_or_else(|| ModelError::Failed("the reply has no choices[0].message.content".into()))?;
+    if text.len() > max_reply_bytes {
+        return Err(ModelError::TooLarge(max_reply_bytes));
+    }
+    let model = body["model"]
+        .as_str()
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or(configured);
+    Ok(Reply {
+        text: text.to_string(),
+        usage: usage_of(&body["usage"]),
+        model: Some(model.to_string()),
+    })
+}
+
 /// The text of an OpenAI-compatible streamed reply (`stream: true`): Server-Sent Events whose
 /// `data:` is a `chat.completion.chunk` (text in `choices[0].delta.content`) until `data: [DONE]`.
 /// Fed bytes as they arrive; bounded in reply bytes and in bytes waiting for an event's end.
+/// With `stream_options.include_usage` the last chunk before `[DONE]` has no choices and the
+/// reply's `usage`: kept in [`SseText::usage`].
 #[derive(Debug)]
 pub struct SseText {
     buffer: Vec<u8>,
@@ -109,6 +141,8 @@ pub struct SseText {
     max_reply_bytes: usize,
     /// `[DONE]` seen, or an error given: nothing more comes.
     pub finished: bool,
+    /// The last well-formed `usage` a chunk carried (`None`: none yet, or the provider sends none).
+    pub usage: Option<Usage>,
 }
 
 impl SseText {
@@ -118,6 +152,7 @@ impl SseText {
             reply_bytes: 0,
             max_reply_bytes,
             finished: false,
+            usage: None,
         }
     }
 
@@ -148,6 +183,9 @@ impl SseText {
                         short(message)
                     ))));
                     return out;
+                }
+                if let Some(usage) = usage_of(&chunk["usage"]) {
+                    self.usage = Some(usage);
                 }
                 if let Some(text) = chunk["choices"][0]["delta"]["content"]
                     .as_str()
@@ -195,6 +233,12 @@ impl OpenAiModel {
 #[async_trait]
 impl AgentModel for OpenAiModel {
     async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
+        Ok(self.complete(request).await?.text)
+    }
+
+    /// The reply with the provider's `usage` (`None` when it sent none or a malformed one) and
+    /// the model its body names (else the configured one).
+    async fn complete(&self, request: &ModelRequest) -> Result<Reply, ModelError> {
         let mut response = self.send(&self.body(request)).await?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
@@ -213,22 +257,23 @@ impl AgentModel for OpenAiModel {
             let detail = body["error"]["message"].as_str().map(short).unwrap_or_default();
             return Err(ModelError::Failed(format!("HTTP {}: {detail}", status.as_u16())));
         }
-        let text = body["choices"][0]["message"]["content"]
-            .as_str()
-            .ok_or_else(|| ModelError::Failed("the reply has no choices[0].message.content".into()))?;
-        if text.len() > self.limits.max_reply_bytes {
-            return Err(ModelError::TooLarge(self.limits.max_reply_bytes));
-        }
-        Ok(text.to_string())
+        reply_of(&body, &self.model, self.limits.max_reply_bytes)
+    }
+
+    async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
+        Ok(self.stream_reply(request).await?.text)
     }
 
     /// `stream: true`: throttling and errors answered before the first byte are the `Err`; the
     /// text then comes chunk by chunk, each within `MODEL_STREAM_GAP_MS` of the previous, the
-    /// whole within `MODEL_TIMEOUT_MS` and `MODEL_MAX_REPLY_BYTES`.
-    async fn stream(&self, request: &ModelRequest) -> Result<TextStream, ModelError> {
+    /// whole within `MODEL_TIMEOUT_MS` and `MODEL_MAX_REPLY_BYTES`. The request asks
+    /// `stream_options.include_usage`; the usage of the last chunk lands in the slot (it stays
+    /// `None` for a provider that sends none). The model is the configured one.
+    async fn stream_reply(&self, request: &ModelRequest) -> Result<StreamedReply, ModelError> {
         use futures_util::StreamExt;
         let mut body = self.body(request);
         body["stream"] = Value::Bool(true);
+        body["stream_options"] = json!({"include_usage": true});
         let mut response = self.send(&body).await?;
         let status = response.status();
         if status.as_u16() == 429 || status.as_u16() == 503 {
@@ -244,43 +289,58 @@ impl AgentModel for OpenAiModel {
         }
         let limits = self.limits;
         let timeout_ms = limits.timeout.as_millis() as u64;
+        let usage = UsageSlot::default();
+        let filled = usage.clone();
         let state = (
             response.bytes_stream().boxed(),
             SseText::new(limits.max_reply_bytes),
             std::collections::VecDeque::<Result<String, ModelError>>::new(),
         );
-        Ok(Box::pin(futures_util::stream::unfold(
+        let text: TextStream = Box::pin(futures_util::stream::unfold(
             state,
-            move |(mut bytes, mut sse, mut ready)| async move {
-                loop {
-                    if let Some(item) = ready.pop_front() {
-                        return Some((item, (bytes, sse, ready)));
-                    }
-                    if sse.finished {
-                        return None;
-                    }
-                    match tokio::time::timeout(limits.stream_gap, bytes.next()).await {
-                        Err(_) => {
-                            sse.finished = true;
-                            ready.push_back(Err(ModelError::Timeout(limits.stream_gap.as_millis() as u64)));
+            move |(mut bytes, mut sse, mut ready)| {
+                let filled = filled.clone();
+                async move {
+                    loop {
+                        if let Some(item) = ready.pop_front() {
+                            return Some((item, (bytes, sse, ready)));
                         }
-                        Ok(None) => {
-                            sse.finished = true;
-                            ready.push_back(Err(ModelError::Failed("the stream ended before [DONE]".into())));
+                        if sse.finished {
+                            return None;
                         }
-                        Ok(Some(Err(e))) => {
-                            sse.finished = true;
-                            ready.push_back(Err(if e.is_timeout() {
-                                ModelError::Timeout(timeout_ms)
-                            } else {
-                                ModelError::Failed("the model stream broke off".into())
-                            }));
+                        match tokio::time::timeout(limits.stream_gap, bytes.next()).await {
+                            Err(_) => {
+                                sse.finished = true;
+                                ready.push_back(Err(ModelError::Timeout(limits.stream_gap.as_millis() as u64)));
+                            }
+                            Ok(None) => {
+                                sse.finished = true;
+                                ready.push_back(Err(ModelError::Failed("the stream ended before [DONE]".into())));
+                            }
+                            Ok(Some(Err(e))) => {
+                                sse.finished = true;
+                                ready.push_back(Err(if e.is_timeout() {
+                                    ModelError::Timeout(timeout_ms)
+                                } else {
+                                    ModelError::Failed("the model stream broke off".into())
+                                }));
+                            }
+                            Ok(Some(Ok(chunk))) => {
+                                ready.extend(sse.push(&chunk));
+                                if let (Some(seen), Ok(mut slot)) = (sse.usage, filled.lock()) {
+                                    *slot = Some(seen);
+                                }
+                            }
                         }
-                        Ok(Some(Ok(chunk))) => ready.extend(sse.push(&chunk)),
                     }
                 }
             },
-        )))
+        ));
+        Ok(StreamedReply {
+            text,
+            usage,
+            model: Some(self.model.clone()),
+        })
     }
 }
 
@@ -328,6 +388,90 @@ mod tests {
         let mut endless = SseText::new(4);
         let items = endless.push(&vec![b'x'; 20_000]);
         assert_eq!(items, vec![Err(ModelError::TooLarge(4))]);
+    }
+
+    #[test]
+    fn the_usage_chunk_at_the_streams_end_is_read_and_chunks_without_usage_are_not_usage() {
+        let text_chunk = |text: &str| {
+            format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}], "usage": null})
+            )
+        };
+        let last = json!({"object": "chat.completion.chunk", "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}});
+        let wire = format!(
+            "{}{}data: {last}\n\ndata: [DONE]\n\n",
+            text_chunk("Hi"),
+            text_chunk(" there")
+        );
+        for step in [1, 5, wire.len()] {
+            let mut sse = SseText::new(1024);
+            let mut text = String::new();
+            for piece in wire.as_bytes().chunks(step) {
+                for item in sse.push(piece) {
+                    text.push_str(&item.unwrap());
+                }
+            }
+            assert_eq!(text, "Hi there", "step {step}");
+            assert_eq!(
+                sse.usage,
+                Some(Usage {
+                    input_tokens: 12,
+                    output_tokens: 7
+                }),
+                "step {step}"
+            );
+        }
+        let mut without = SseText::new(1024);
+        without.push(format!("{}data: [DONE]\n\n", text_chunk("Hi")).as_bytes());
+        assert!(without.finished);
+        assert_eq!(without.usage, None, "no usage chunk: unknown, not 0");
+    }
+
+    #[test]
+    fn usage_that_is_missing_or_malformed_is_unknown_never_zero() {
+        assert_eq!(
+            usage_of(&json!({"prompt_tokens": 3, "completion_tokens": 0})),
+            Some(Usage {
+                input_tokens: 3,
+                output_tokens: 0
+            })
+        );
+        for bad in [
+            Value::Null,
+            json!({}),
+            json!({"total_tokens": 10}),
+            json!({"prompt_tokens": 3}),
+            json!({"prompt_tokens": "3", "completion_tokens": 4}),
+            json!({"prompt_tokens": -1, "completion_tokens": 4}),
+            json!({"prompt_tokens": 1.5, "completion_tokens": 4}),
+            json!({"prompt_tokens": u64::MAX, "completion_tokens": 4}),
+        ] {
+            assert_eq!(usage_of(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_replys_model_is_the_one_the_provider_names_else_the_one_asked_for() {
+        let body = |model: Value| {
+            json!({"model": model, "choices": [{"message": {"content": "hi"}}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+        };
+        let named = reply_of(&body(json!("gpt-x-2025-01-01")), "gpt-x", 1024).unwrap();
+        assert_eq!(named.model.as_deref(), Some("gpt-x-2025-01-01"));
+        assert_eq!(
+            named.usage,
+            Some(Usage {
+                input_tokens: 2,
+                output_tokens: 1
+            })
+        );
+        for unnamed in [Value::Null, json!(""), json!(7)] {
+            let reply = reply_of(&body(unnamed), "gpt-x", 1024).unwrap();
+            assert_eq!(reply.model.as_deref(), Some("gpt-x"));
+        }
+        assert_eq!(reply_of(&body(json!("m")), "m", 1), Err(ModelError::TooLarge(1)));
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -29,16 +29,22 @@ fn path_with_venv() -> String {
 struct Dev {
     port: u16,
     web_port: u16,
+    log: String,
     child: std::process::Child,
 }
 
 impl Dev {
-    fn start(db: &TestDb) -> Dev {
+    /// `scripts/dev`, its output in `target/<log>`.
+    fn start(db: &TestDb, log: &str) -> Dev {
         let port = free_port();
         let web_port = std::iter::repeat_with(free_port)
             .find(|p| *p != port)
             .expect("a second free port");
-        let log = std::fs::File::create(workspace().join("target/browser-dev.log")).expect("log file");
+        let ws_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != port && *p != web_port)
+            .expect("a third free port");
+        let log_name = log.to_string();
+        let log = std::fs::File::create(workspace().join("target").join(log)).expect("log file");
         let child = std::process::Command::new(workspace().join("scripts/dev"))
             .current_dir(workspace())
             .env("PATH", path_with_venv())
@@ -47,7 +53,7 @@ impl Dev {
             .env("DEV_PORT", port.to_string())
             .env("DEV_WEB_PORT", web_port.to_string())
             // Live updates: the local WebSocket gateway on a free port too.
-            .env("DEV_WS_PORT", crate::helpers::free_port().to_string())
+            .env("DEV_WS_PORT", ws_port.to_string())
             // The local model takes a second and streams word by word over it.
             .env("LOCAL_MODEL_LATENCY_MS", "1000")
             .stdin(Stdio::null())
@@ -56,7 +62,42 @@ impl Dev {
             .process_group(0)
             .spawn()
             .expect("scripts/dev starts");
-        Dev { port, web_port, child }
+        Dev {
+            port,
+            web_port,
+            log: log_name,
+            child,
+        }
+    }
+
+    /// Waits until the client's files are served and the functions answer (cargo lambda watch
+    /// starts each function on its first request).
+    async fn ready(&self) {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        let config = format!("http://127.0.0.1:{}/config.json", self.web_port);
+        let served = eventually(Duration::from_secs(240), || async {
+            http.get(&config).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(
+            served,
+            "scripts/dev did not serve the web client (see target/{})",
+            self.log
+        );
+        for path in ["/health/api/health", "/api/api/agents", "/chat/api/agents/chat"] {
+            let url = self.functions(path);
+            let answered = eventually(Duration::from_secs(240), || async {
+                http.get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() != 502 && r.status() != 504)
+            })
+            .await;
+            assert!(answered, "{url} did not answer (see target/{})", self.log);
+        }
     }
 
     fn functions(&self, path: &str) -> String {
@@ -294,33 +335,8 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_client_chats_after_a_hard_reload_keeps_its_conversation_and_shows_an_approved_tasks_result() {
     let db = TestDb::new().await;
-    let dev = Dev::start(&db);
-    // scripts/dev is up when the client's files are served and a function answers (cargo lambda
-    // watch starts each function on its first request).
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("an HTTP client");
-    let config = format!("http://127.0.0.1:{}/config.json", dev.web_port);
-    let served = eventually(Duration::from_secs(240), || async {
-        http.get(&config).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(
-        served,
-        "scripts/dev did not serve the web client (see target/browser-dev.log)"
-    );
-    for path in ["/health/api/health", "/api/api/agents", "/chat/api/agents/chat"] {
-        let url = dev.functions(path);
-        let answered = eventually(Duration::from_secs(240), || async {
-            http.get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() != 502 && r.status() != 504)
-        })
-        .await;
-        assert!(answered, "{url} did not answer (see target/browser-dev.log)");
-    }
+    let dev = Dev::start(&db, "browser-dev.log");
+    dev.ready().await;
 
     let browser = Browser::launch().await.expect("headless chromium starts");
     let page = browser.new_page().await.expect("a page");
@@ -335,5 +351,211 @@ async fn the_web_client_chats_after_a_hard_reload_keeps_its_conversation_and_sho
             "{e}\nscreenshot: {} ({saved:?}); the page's last requests: {last:?}",
             shot.display()
         );
+    }
+}
+
+// ---- live updates: two pages of one user ------------------------------------------------------
+
+/// One request the API received through a [`CountingProxy`].
+#[derive(Debug, Clone)]
+struct Received {
+    page: &'static str,
+    method: String,
+    path: String,
+    status: Option<u16>,
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<Vec<Received>>>;
+
+/// A forwarding proxy in front of `scripts/dev`'s functions (`cargo lambda watch`) for one page's
+/// API calls: every request is logged (which page, method, path and query, status once
+/// answered) in arrival order, in a log shared by the pages' proxies, and forwarded as is.
+async fn counting_proxy(page: &'static str, functions_port: u16, log: Log) -> u16 {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client");
+    let addr = integration_tests::runtime::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (client, log) = (client.clone(), log.clone());
+        async move {
+            use http_body_util::BodyExt as _;
+            let method = req.method().clone();
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_string(), ToString::to_string);
+            let index = {
+                let mut log = log.lock().unwrap();
+                log.push(Received {
+                    page,
+                    method: method.to_string(),
+                    path: path.clone(),
+                    status: None,
+                });
+                log.len() - 1
+            };
+            let mut forward = client.request(method, format!("http://127.0.0.1:{functions_port}{path}"));
+            for (name, value) in req.headers() {
+                if !matches!(name.as_str(), "host" | "connection" | "content-length") {
+                    forward = forward.header(name, value);
+                }
+            }
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .unwrap_or_default();
+            let mut response = hyper::Response::builder();
+            let answer = match forward.body(body).send().await {
+                Ok(answer) => {
+                    response = response.status(answer.status().as_u16());
+                    for (name, value) in answer.headers() {
+                        if !matches!(name.as_str(), "connection" | "content-length" | "transfer-encoding") {
+                            response = response.header(name, value);
+                        }
+                    }
+                    let status = answer.status().as_u16();
+                    (status, answer.bytes().await.unwrap_or_default())
+                }
+                Err(e) => {
+                    response = response.status(502);
+                    (502, hyper::body::Bytes::from(e.to_string()))
+                }
+            };
+            log.lock().unwrap()[index].status = Some(answer.0);
+            response.body(http_body_util::Full::new(answer.1)).expect("a response")
+        }
+    })
+    .await;
+    addr.port()
+}
+
+/// A copy of the served client under `/<name>/` whose API calls go through `proxy_port`: the
+/// same origin as the others (one user: the same token and storage), its own apiBase.
+fn page_copy(dev: &Dev, name: &str, proxy_port: u16) -> String {
+    let served = workspace().join(format!(".stack/web-{}", dev.web_port));
+    let dir = served.join(name);
+    std::fs::create_dir_all(&dir).expect("the page's directory");
+    for file in ["app.js", "style.css"] {
+        std::fs::copy(served.join(file), dir.join(file)).expect("a client file");
+    }
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    // Its Content-Security-Policy lets it call the proxy.
+    let index = std::fs::read_to_string(served.join("index.html"))
+        .expect("index.html")
+        .replacen("connect-src 'self'", &format!("connect-src 'self' {proxy}"), 1);
+    std::fs::write(dir.join("index.html"), index).expect("index.html");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(served.join("config.json")).expect("config.json"))
+            .expect("config.json is JSON");
+    config["apiBase"] = format!("{proxy}/lambda-url/api").into();
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config.json");
+    format!("http://127.0.0.1:{}/{name}/", dev.web_port)
+}
+
+const LIVE_OPEN: &str = "document.body.dataset.live === 'open'";
+
+/// Page 2's `GET /api/tasks` as the API received them.
+fn task_reads(log: &Log, page: &str) -> Vec<Received> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.page == page && r.method == "GET" && r.path.starts_with("/lambda-url/api/api/tasks"))
+        .cloned()
+        .collect()
+}
+
+async fn two_pages(dev: &Dev, browser: &Browser, log: &Log) -> Result<(), String> {
+    let first_url = page_copy(dev, "page1", counting_proxy("page 1", dev.port, log.clone()).await);
+    let second_url = page_copy(dev, "page2", counting_proxy("page 2", dev.port, log.clone()).await);
+
+    // Page 2 first: loaded, its socket open, and its reads done (the tasks at start, then once
+    // more when the socket opened: events sent before it was open are lost). Nothing else reads
+    // the tasks from then on but a live event.
+    let second = browser.new_page().await?;
+    second.navigate(&second_url).await?;
+    second.wait_for(READY, Duration::from_secs(180)).await?;
+    second.wait_for(LIVE_OPEN, Duration::from_secs(60)).await?;
+    let settled = eventually(Duration::from_secs(30), || async {
+        let reads = task_reads(log, "page 2");
+        reads.len() >= 2 && reads.iter().all(|r| r.status.is_some())
+    })
+    .await;
+    if !settled {
+        return Err(format!("page 2 did not settle: {:?}", task_reads(log, "page 2")));
+    }
+    let before = task_reads(log, "page 2").len();
+    let quiet_since = std::time::Instant::now();
+    // No polling: page 2 asks for nothing for longer than the old 2 s interval. (Absence can
+    // only be seen over a window: the condition below must stay false for all of it.)
+    let polled = eventually(Duration::from_secs(3), || async {
+        task_reads(log, "page 2").len() > before
+    })
+    .await;
+    if polled {
+        return Err(format!("page 2 polled: {:?}", task_reads(log, "page 2")));
+    }
+
+    // Page 1, the same user, creates a task.
+    let first = browser.new_page().await?;
+    first.navigate(&first_url).await?;
+    first.wait_for(READY, Duration::from_secs(180)).await?;
+    first.wait_for(LIVE_OPEN, Duration::from_secs(60)).await?;
+    second.wait_for(LIVE_OPEN, Duration::from_secs(1)).await?;
+    first.type_into("#task-prompt", "Made in page 1").await?;
+    first.click("#create-task button").await?;
+    let created = eventually(Duration::from_secs(30), || async {
+        log.lock().unwrap().iter().any(|r| {
+            r.page == "page 1" && r.method == "POST" && r.path == "/lambda-url/api/api/tasks" && r.status == Some(201)
+        })
+    })
+    .await;
+    if !created {
+        return Err(format!(
+            "page 1's POST /api/tasks was not answered 201: {:?}",
+            log.lock().unwrap()
+        ));
+    }
+    // ... and it appears in page 2, which did not reload.
+    let item = "[...document.querySelectorAll('#task-list li')].some(li => li.querySelector('.task-prompt').textContent === 'Made in page 1')";
+    second.wait_for(item, Duration::from_secs(30)).await?;
+    let quiet = quiet_since.elapsed();
+
+    // At the API: from page 2 settling until the task was shown there, page 2 read the tasks
+    // once, after page 1's POST was answered: the refetch its live event asked for, no polling.
+    let entries = log.lock().unwrap().clone();
+    let post = entries
+        .iter()
+        .position(|r| r.page == "page 1" && r.method == "POST" && r.path == "/lambda-url/api/api/tasks")
+        .ok_or("no POST /api/tasks from page 1")?;
+    let reads: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.page == "page 2" && r.method == "GET" && r.path.starts_with("/lambda-url/api/api/tasks"))
+        .map(|(i, _)| i)
+        .skip(before)
+        .collect();
+    if reads.len() != 1 || reads[0] < post {
+        return Err(format!(
+            "page 2 read the tasks {} time(s) over {quiet:?} (once, after page 1's POST, expected); \
+             the API received: {entries:#?}",
+            reads.len()
+        ));
+    }
+    println!("page 2: one GET /api/tasks over {quiet:?}, after page 1's POST: the refetch its live event asked for");
+    second.wait_for(LIVE_OPEN, Duration::from_secs(1)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_created_in_one_page_appears_in_another_of_the_same_user_without_polling() {
+    let db = TestDb::new().await;
+    let dev = Dev::start(&db, "browser-live-dev.log");
+    dev.ready().await;
+    let browser = Browser::launch().await.expect("headless chromium starts");
+    let log: Log = Log::default();
+    if let Err(e) = two_pages(&dev, &browser, &log).await {
+        panic!("{e}");
     }
 }

@@ -442,12 +442,24 @@ async fn the_scheduler_pushes_each_finished_task_to_its_owner_only() {
         .expect("the run");
     assert_eq!(summary.completed, 1);
     let events = drain(&mut a).await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "task.updated" && e["taskId"] == id.as_str() && e["status"] == "completed"),
-        "{events:?}"
-    );
+    let event = events
+        .iter()
+        .find(|e| e["type"] == "task.updated" && e["taskId"] == id.as_str() && e["status"] == "completed")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    // `at` is when the run was recorded: the task's updated_at, from the same statement.
+    let updated_at: chrono::DateTime<chrono::Utc> =
+        l.h.db
+            .direct()
+            .await
+            .query_one(
+                "SELECT updated_at FROM agent_tasks WHERE id = $1",
+                &[&Uuid::parse_str(&id).unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    let at: chrono::DateTime<chrono::Utc> = event["at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(at, updated_at, "{event}");
     assert_eq!(drain(&mut b).await, Vec::<Value>::new());
 }
 

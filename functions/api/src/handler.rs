@@ -275,7 +275,7 @@ async fn create_task(api: &Api, request: &Request, user: User, request_id: &str)
 async fn publish_task(api: &Api, task: &Task, connections: Connections) {
     if api.live.is_on() && !connections.is_empty() {
         let delivery = Delivery {
-            event: LiveEvent::task(task.id, &task.status),
+            event: LiveEvent::task(task.id, &task.status, task.updated_at),
             to: connections,
         };
         api.live.publish(&api.db, &[delivery]).await;

@@ -47,7 +47,7 @@ fn deliveries(rows: &[tasks::TaskConnection]) -> Vec<Delivery> {
     let mut by_task: std::collections::BTreeMap<Uuid, Delivery> = std::collections::BTreeMap::new();
     for row in rows {
         let delivery = by_task.entry(row.task_id).or_insert_with(|| Delivery {
-            event: LiveEvent::task(row.task_id, &row.status),
+            event: LiveEvent::task(row.task_id, &row.status, row.at),
             to: Connections::default(),
         });
         if row.open {

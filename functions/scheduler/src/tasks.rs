@@ -403,7 +403,8 @@ pub async fn finish<C: GenericClient + Sync>(
              SELECT (SELECT count(*) FROM fin) AS finished,
                     (SELECT count(*) FROM nxt WHERE suspended) AS suspended,
                     (SELECT coalesce(jsonb_agg(jsonb_build_object('taskId', task_id, 'status', outcome,
-                                                                  'connectionId', connection_id, 'open', open)),
+                                                                  'connectionId', connection_id, 'open', open,
+                                                                  'at', now())),
                                      '[]'::jsonb) FROM live) AS live"),
             &[
                 (&owner, Type::TEXT),
@@ -451,6 +452,8 @@ pub struct TaskConnection {
     pub connection_id: String,
     /// Within its token's lifetime (else it gets no event and is closed).
     pub open: bool,
+    /// When the task was recorded (the statement's `now()`, its `updated_at`).
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

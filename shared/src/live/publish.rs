@@ -83,11 +83,12 @@ impl LiveEvent {
         }
     }
 
-    pub fn task(task_id: Uuid, status: &str) -> Self {
+    /// `at`: when the change was made (the changing statement's `now()`).
+    pub fn task(task_id: Uuid, status: &str, at: DateTime<Utc>) -> Self {
         Self::TaskUpdated {
             task_id,
             status: status.to_string(),
-            at: Utc::now(),
+            at,
         }
     }
 }

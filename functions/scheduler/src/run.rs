@@ -40,7 +40,13 @@ pub struct Scheduler {
     spent: Arc<std::sync::Mutex<Spent>>,
     /// Live updates (off unless [`Scheduler::with_live`]).
     pub live: Publisher,
+    /// The pushes of recorded batches still running (each its own task, so the next record
+    /// does not wait for them); an invocation ends only once they have.
+    publishing: Arc<std::sync::Mutex<std::collections::VecDeque<tokio::task::JoinHandle<()>>>>,
 }
+
+/// Recorded batches whose pushes may run at once; past it, a record waits for the oldest.
+const PUBLISHING_AT_ONCE: usize = 4;
 
 /// One `task.updated` per recorded task, to its owner's connections.
 fn deliveries(rows: &[tasks::TaskConnection]) -> Vec<Delivery> {
@@ -78,6 +84,7 @@ impl Scheduler {
             continuation: None,
             spent: Arc::default(),
             live: Publisher::off(),
+            publishing: Arc::default(),
         }
     }
 
@@ -186,6 +193,7 @@ impl Scheduler {
         };
         let mut peak = 0usize;
         let result = self.run_inner(trigger, &deadline, owner, &mut summary, &mut peak).await;
+        self.published().await;
         summary.concurrency = self.limiter.limit() as u64;
         summary.deferred = self.spent.lock().map_or(0, |s| s.deferred);
         if let Ok(stop) = result {
@@ -414,6 +422,49 @@ impl Scheduler {
         }
     }
 
+    /// Pushes a recorded batch's events on their own task (on another core, while the next
+    /// batch runs and is recorded), at most [`PUBLISHING_AT_ONCE`] batches at a time: past it,
+    /// this waits for the oldest (each is bounded by `LIVE_PUBLISH_TIMEOUT_MS`).
+    async fn publish(&self, deliveries: Vec<Delivery>) {
+        let oldest = {
+            let Ok(mut publishing) = self.publishing.lock() else {
+                return;
+            };
+            publishing.retain(|p| !p.is_finished());
+            if publishing.len() >= PUBLISHING_AT_ONCE {
+                publishing.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some(oldest) = oldest {
+            if let Err(e) = oldest.await {
+                tracing::warn!(error = %e, "a batch's live pushes stopped");
+            }
+        }
+        let (live, db) = (self.live.clone(), self.db.clone());
+        let pushing = tokio::spawn(async move {
+            live.publish(&db, &deliveries).await;
+        });
+        if let Ok(mut publishing) = self.publishing.lock() {
+            publishing.push_back(pushing);
+        }
+    }
+
+    /// Waits for every batch's pushes still running (each within its bound): the invocation's
+    /// response waits for them, as Lambda freezes the instance once it is sent.
+    async fn published(&self) {
+        loop {
+            let next = self.publishing.lock().ok().and_then(|mut p| p.pop_front());
+            let Some(pushing) = next else {
+                return;
+            };
+            if let Err(e) = pushing.await {
+                tracing::warn!(error = %e, "a batch's live pushes stopped");
+            }
+        }
+    }
+
     /// Records a batch; the number of series it suspended.
     pub(crate) async fn finish(&self, owner: &str, finished: &[Finished]) -> Result<u64, DbError> {
         let counts = {
@@ -423,7 +474,7 @@ impl Scheduler {
         // Committed, the connection given back: each task's owner hears of it (bounded; a
         // failed push never fails the run).
         if self.live.is_on() && !counts.live.is_empty() {
-            self.live.publish(&self.db, &deliveries(&counts.live)).await;
+            self.publish(deliveries(&counts.live)).await;
         }
         if let Ok(mut spent) = self.spent.lock() {
             for f in finished {

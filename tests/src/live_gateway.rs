@@ -151,6 +151,9 @@ impl LiveGateway {
                 let Ok((stream, peer)) = listener.accept().await else {
                     return;
                 };
+                // Events are small frames: each goes out at once (no Nagle wait for the
+                // previous frame's ACK), as a gateway of small messages sends them.
+                let _ = stream.set_nodelay(true);
                 let state = server_state.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {

@@ -371,10 +371,22 @@ function safetyRefresh(on) {
   }
 }
 
-// Coalesces a burst of events into one refetch.
+// Turns events into refetches: the first 150 ms after an event (a burst becomes one), then at
+// most one every 2 s while events keep coming, so a storm of updates never costs more requests
+// than the old polling did, and a quiet page costs none.
+const REFETCH_AFTER_MS = 150;
+const REFETCH_EVERY_MS = 2000;
+
 function soon(name, fn) {
-  clearTimeout(live.timers[name]);
-  live.timers[name] = setTimeout(fn, 150);
+  const timer = live.timers[name] || (live.timers[name] = { pending: false, last: -Infinity });
+  if (timer.pending) return;
+  timer.pending = true;
+  const wait = Math.max(REFETCH_AFTER_MS, timer.last + REFETCH_EVERY_MS - performance.now());
+  setTimeout(() => {
+    timer.pending = false;
+    timer.last = performance.now();
+    fn();
+  }, wait);
 }
 
 function onLiveEvent(event) {

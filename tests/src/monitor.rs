@@ -36,6 +36,22 @@ pub fn watch_connections(db: &TestDb) -> (Arc<AtomicBool>, tokio::task::JoinHand
     (stop, handle)
 }
 
+/// CPU seconds (user + system) process `pid` has used so far (`/proc/<pid>/stat`, at Linux's
+/// 100 ticks a second); 0 when unreadable.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (in parentheses, which may hold spaces): utime and
+    // stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
 /// Peak and current resident memory of process `pid` in KiB (`VmHWM`, `VmRSS`).
 pub fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -5,12 +5,21 @@
 //!
 //! Run: `scripts/bench drain` (N from DRAIN_TASKS, default 100000; the original algorithm runs
 //! on the first ORIGINAL_TASKS, default 10000, of the same table: its rate is what is compared).
+//!
+//! `DRAIN_BASELINE_BIN`: a release `scheduler` binary of an earlier commit (e.g. the strict
+//! due-order claim of 08e3ef3, before the fair claim of issue 21). The same N tasks are then also
+//! drained by that binary and by this commit's (`target/release/scheduler`), each through a local
+//! Lambda Runtime API with a pool of 2 and the local model, alternately, `DRAIN_AB_ROUNDS`
+//! (default 3) times each, and the ratio of their best rates printed (`DRAIN_AB_ONLY=1`: only
+//! that comparison).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration_tests::helpers::{watch_connections, PoolOptions, TestDb};
+use integration_tests::helpers::{
+    built_binary, deadline_in, watch_connections, InvokeResult, PoolOptions, RuntimeApi, TestDb,
+};
 use lambda_runtime::{Context, LambdaEvent};
 use scheduler::{Scheduler, Settings as SchedulerSettings};
 use shared::db::Type;
@@ -197,6 +206,90 @@ async fn original(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, limit:
     }
 }
 
+/// One drain by a release `scheduler` binary through a local Runtime API (pool of 2, local model).
+async fn binary_drain(
+    db: &TestDb,
+    admin: &Client,
+    agent: uuid::Uuid,
+    n: i64,
+    name: &'static str,
+    binary: &std::path::Path,
+) -> Figure {
+    reseed(admin, agent, n).await;
+    let runtime = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(binary)
+        .envs(runtime.function_env("scheduler"))
+        .env("DATABASE_URL", &db.pooled_url)
+        .env("DB_POOL_MAX_SIZE", "2")
+        .env("DB_STATEMENT_TIMEOUT_MS", "30000")
+        .env("MODEL_PROVIDER", "local")
+        .env("SCHEDULER_MAX_RUN_MS", "600000")
+        .env("SCHEDULER_SELF_INVOKE", "false")
+        .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+    let event: serde_json::Value = serde_json::from_str(include_str!("../../events/schedule.json")).unwrap();
+    // The first invocation waits for the process to start and ask for it: started counts from
+    // the request the runtime hands over, so a second, empty invocation is not needed.
+    let (stop, monitor) = watch_connections(db);
+    let started = Instant::now();
+    let result = runtime.invoke(&event, deadline_in(Duration::from_secs(900))).await;
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let peak = monitor.await.unwrap();
+    let _ = child.kill().await;
+    if let InvokeResult::Error(e) = result {
+        panic!("{name}: the drain invocation failed: {e}");
+    }
+    let completed: i64 = admin
+        .query_one("SELECT count(*) FROM agent_tasks WHERE status = 'completed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, n, "{name}: every task completed");
+    Figure {
+        name,
+        tasks: n,
+        seconds,
+        statements: None,
+        peak: Some(peak),
+    }
+}
+
+/// This commit's scheduler binary against a baseline binary, alternately on the same data.
+async fn before_and_after(db: &TestDb, admin: &Client, agent: uuid::Uuid, n: i64, baseline: &str) {
+    let rounds = env_number("DRAIN_AB_ROUNDS", 3);
+    let ours_bin = built_binary("release", "scheduler");
+    let baseline_bin = std::path::PathBuf::from(baseline);
+    println!();
+    println!("before and after, {n} tasks each, {rounds} rounds alternating (process start included):");
+    let (mut best_ours, mut best_base) = (0f64, 0f64);
+    for round in 1..=rounds {
+        let base = binary_drain(db, admin, agent, n, "baseline binary", &baseline_bin).await;
+        let ours = binary_drain(db, admin, agent, n, "this commit's binary", &ours_bin).await;
+        println!(
+            "  round {round}: baseline {:.2} s ({:.0} tasks/s, peak {} conns), this commit {:.2} s ({:.0} tasks/s, peak {} conns)",
+            base.seconds,
+            base.rate(),
+            base.peak.unwrap_or(0),
+            ours.seconds,
+            ours.rate(),
+            ours.peak.unwrap_or(0)
+        );
+        best_base = best_base.max(base.rate());
+        best_ours = best_ours.max(ours.rate());
+    }
+    println!(
+        "  best of {rounds}: baseline ({baseline}) {best_base:.0} tasks/s, this commit {best_ours:.0} tasks/s: ratio {:.3}",
+        best_ours / best_base
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = env_number("DRAIN_TASKS", 100_000);
@@ -213,6 +306,11 @@ async fn main() {
         "drain: {n} due no-op tasks through pgbouncer (transaction mode), database {}",
         db.name
     );
+    let baseline = std::env::var("DRAIN_BASELINE_BIN").ok();
+    if let (Some(baseline), Ok(_)) = (&baseline, std::env::var("DRAIN_AB_ONLY")) {
+        before_and_after(&db, &admin, agent, n, baseline).await;
+        return;
+    }
     let floor = sql_floor(&db, &admin, agent, n, false).await;
     let default_batch = ours(&db, &admin, agent, n, SchedulerSettings::default().batch_size).await;
     let small_batch = ours(&db, &admin, agent, n, 250).await;
@@ -249,6 +347,9 @@ async fn main() {
         default_batch.rate() / orig.rate(),
         default_batch.rate() / floor_any.rate()
     );
+    if let Some(baseline) = baseline {
+        before_and_after(&db, &admin, agent, n, &baseline).await;
+    }
 }
 
 /// EMF lines kept in memory instead of cluttering the output.

@@ -838,7 +838,10 @@ async fn twenty_parallel_creations_stop_at_the_active_task_cap_with_a_429_and_st
     h.api.db = h.chat.db.pool(&PoolOptions {
         app: "api".into(),
         max_size: 20,
-        wait: Duration::from_secs(10),
+        // The twenty queue on the user's lock one after another: bounds that a loaded machine
+        // cannot reach, so that only the cap decides (this test is not about timeouts).
+        wait: Duration::from_secs(30),
+        statement: Duration::from_secs(30),
         ..PoolOptions::default()
     });
     let body = json!({"agentId": h.agent(), "prompt": "flood", "approved": true});

@@ -311,6 +311,9 @@ async fn a_hanging_model_is_cut_by_the_task_timeout() {
         RecordingModel::new(Behaviour::Hang),
         SchedulerSettings {
             task_timeout: Duration::from_millis(300),
+            // Retried tasks come due again after the run, however long a loaded machine makes it.
+            retry_base: Duration::from_secs(60),
+            retry_max: Duration::from_secs(120),
             ..test_config()
         },
     );

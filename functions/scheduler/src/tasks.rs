@@ -85,97 +85,91 @@ impl ClaimPolicy {
 }
 
 /// The users with due tasks, from `$6` on and round again (the operator's tasks under the nil
-/// uuid), at most `$3` of them: an index skip scan, one probe per user.
+/// uuid), at most `$3` of them: an index skip scan, one probe per user, which also gives the
+/// user's oldest due task (`sf`, `id`): their share is read from there on, past the index entries
+/// of tasks already claimed (dead until vacuumed) that only the probe steps over.
 const DUE_USERS: &str = "
-    users(k, wrapped, depth) AS (
-        SELECT f.k, f.wrapped, 1 FROM (
-            (SELECT coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS k, false AS wrapped
+    users(k, sf, id, wrapped, depth) AS (
+        SELECT f.k, f.sf, f.id, f.wrapped, 1 FROM (
+            (SELECT coalesce(user_id, NIL) AS k, scheduled_for AS sf, id, false AS wrapped
                FROM agent_tasks
               WHERE status = 'pending' AND approval_status = 'approved' AND scheduled_for <= now()
-                AND coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) >= $6
-              ORDER BY 1 LIMIT 1)
+                AND coalesce(user_id, NIL) >= $6
+              ORDER BY 1, 2, 3 LIMIT 1)
             UNION ALL
-            (SELECT coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), true
+            (SELECT coalesce(user_id, NIL), scheduled_for, id, true
                FROM agent_tasks
               WHERE status = 'pending' AND approval_status = 'approved' AND scheduled_for <= now()
-                AND coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) < $6
-              ORDER BY 1 LIMIT 1)
+                AND coalesce(user_id, NIL) < $6
+              ORDER BY 1, 2, 3 LIMIT 1)
             LIMIT 1) f
         UNION ALL
-        SELECT nx.k, nx.wrapped, u.depth + 1 FROM users u CROSS JOIN LATERAL (
-            (SELECT coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS k, u.wrapped AS wrapped
+        SELECT nx.k, nx.sf, nx.id, nx.wrapped, u.depth + 1 FROM users u CROSS JOIN LATERAL (
+            (SELECT coalesce(user_id, NIL) AS k, scheduled_for AS sf, id, u.wrapped AS wrapped
                FROM agent_tasks
               WHERE status = 'pending' AND approval_status = 'approved' AND scheduled_for <= now()
-                AND coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) > u.k
-                AND (NOT u.wrapped OR coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) < $6)
-              ORDER BY 1 LIMIT 1)
+                AND coalesce(user_id, NIL) > u.k
+                AND (NOT u.wrapped OR coalesce(user_id, NIL) < $6)
+              ORDER BY 1, 2, 3 LIMIT 1)
             UNION ALL
-            (SELECT coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), true
+            (SELECT coalesce(user_id, NIL), scheduled_for, id, true
                FROM agent_tasks
               WHERE NOT u.wrapped AND status = 'pending' AND approval_status = 'approved'
                 AND scheduled_for <= now()
-                AND coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) < $6
-              ORDER BY 1 LIMIT 1)
+                AND coalesce(user_id, NIL) < $6
+              ORDER BY 1, 2, 3 LIMIT 1)
             LIMIT 1) nx
         WHERE u.depth < $3
     )";
 
-/// Claims up to `limit` due, approved, pending tasks with a lease of `lease_secs`, counting the
-/// attempt, in one statement that is fair between users: each user with due tasks gets their
-/// oldest ones first, up to their share of tasks in flight (`per_user` minus those running),
-/// interleaved (every user's first, then every user's second …), and what is left of the limit
-/// goes to the oldest due tasks, whoever's (no capacity idles while anyone has work). Rows
-/// another instance holds are skipped. In the same statement, a task whose owner may no longer
-/// use its agent (private and not theirs; operator tasks may always) is cancelled, and one whose
-/// owner or agent spent its daily tokens is deferred to the next 00:00 UTC, attempts untouched.
-///
-/// `id = ANY(ARRAY(subquery))` rather than `id IN (subquery)`: the locked ids are computed once
-/// and the rows reached through the primary key.
-#[tracing::instrument(skip_all, level = "debug")]
-pub async fn claim<C: GenericClient + Sync>(
-    sql: &Sql<'_, C>,
-    owner: &str,
-    lease_secs: f64,
-    policy: ClaimPolicy,
-) -> Result<Claimed, DbError> {
-    let statement = format!(
+/// The claim statement [`claim`] sends (parameters: `$1` owner, `$2` lease seconds, `$3` limit,
+/// `$4` the agent-unavailable error, `$5` per-user share, `$6` start uuid, `$7` user daily
+/// tokens), for the benchmarks' `EXPLAIN`.
+pub fn claim_sql() -> String {
+    format!(
         "WITH RECURSIVE {DUE_USERS},
          shares AS (
-             SELECT c.id, c.scheduled_for, row_number() OVER (PARTITION BY u.k ORDER BY c.scheduled_for, c.id) AS turn
+             SELECT c.id, c.scheduled_for, row_number() OVER (PARTITION BY u.k ORDER BY c.scheduled_for, c.id) AS turn,
+                    c.user_id, c.agent_id
                FROM users u CROSS JOIN LATERAL (
-                 SELECT t.id, t.scheduled_for FROM agent_tasks t
-                  WHERE coalesce(t.user_id, '00000000-0000-0000-0000-000000000000'::uuid) = u.k
+                 SELECT t.id, t.scheduled_for, t.user_id, t.agent_id FROM agent_tasks t
+                  WHERE coalesce(t.user_id, NIL) = u.k
+                    AND (t.scheduled_for, t.id) >= (u.sf, u.id)
                     AND t.status = 'pending' AND t.approval_status = 'approved' AND t.scheduled_for <= now()
-                  ORDER BY t.scheduled_for, t.id
-                  LIMIT greatest(0, $5 - (SELECT count(*) FROM agent_tasks r
-                                           WHERE coalesce(r.user_id, '00000000-0000-0000-0000-000000000000'::uuid) = u.k
-                                             AND r.status = 'running'))
+                  ORDER BY coalesce(t.user_id, NIL), t.scheduled_for, t.id
+                  -- A user alone takes the whole claim (no one to share with: their tasks
+                  -- running are not counted).
+                  LIMIT CASE WHEN (SELECT count(*) FROM users) > 1 THEN greatest(0, least(
+                      $5 - (SELECT count(*) FROM agent_tasks r
+                             WHERE coalesce(r.user_id, NIL) = u.k AND r.status = 'running'),
+                      ceil($3::numeric / (SELECT count(*) FROM users))::int8)) ELSE $3 END
                   FOR UPDATE OF t SKIP LOCKED) c
          ), rest AS (
-             SELECT t.id, t.scheduled_for, NULL::int8 AS turn FROM agent_tasks t
+             -- Read only when the shares leave part of the claim (a CTE runs as far as it is read).
+             SELECT t.id, t.scheduled_for, NULL::int8 AS turn, t.user_id, t.agent_id FROM agent_tasks t
               WHERE t.status = 'pending' AND t.approval_status = 'approved' AND t.scheduled_for <= now()
+                AND t.id NOT IN (SELECT id FROM shares)
               ORDER BY t.scheduled_for, t.id
               LIMIT $3
               FOR UPDATE SKIP LOCKED
          ), chosen AS (
-             SELECT id FROM (
-                 SELECT DISTINCT ON (id) id, scheduled_for, turn
-                   FROM (SELECT * FROM shares UNION ALL SELECT * FROM rest) both_parts
-                  ORDER BY id, turn NULLS LAST) one_each
-              ORDER BY turn NULLS LAST, scheduled_for, id
+             -- Every user's first, then every user's second ..., then the oldest due.
+             SELECT id, user_id, agent_id FROM (
+                 (SELECT * FROM shares ORDER BY turn, scheduled_for, id)
+                 UNION ALL
+                 SELECT * FROM rest) both_parts
               LIMIT $3
          ), flags AS (
-             SELECT t.id, a.instructions,
-                    coalesce(t.user_id IS NULL OR a.visibility = 'public' OR a.owner_id = t.user_id, false) AS usable,
-                    (($7::int8 > 0 AND t.user_id IS NOT NULL
+             SELECT c.id, a.instructions,
+                    coalesce(c.user_id IS NULL OR a.visibility = 'public' OR a.owner_id = c.user_id, false) AS usable,
+                    (($7::int8 > 0 AND c.user_id IS NOT NULL
                       AND coalesce((SELECT sum(input_tokens + output_tokens) FROM usage_daily
-                                     WHERE day = (now() AT TIME ZONE 'UTC')::date AND user_id = t.user_id), 0) >= $7)
+                                     WHERE day = (now() AT TIME ZONE 'UTC')::date AND user_id = c.user_id), 0) >= $7)
                      OR (a.daily_token_budget IS NOT NULL
                       AND coalesce((SELECT sum(input_tokens + output_tokens) FROM usage_daily
                                      WHERE day = (now() AT TIME ZONE 'UTC')::date AND agent_id = a.id), 0)
                           >= a.daily_token_budget)) AS over_budget
-               FROM agent_tasks t JOIN agents a ON a.id = t.agent_id
-              WHERE t.id = ANY(ARRAY(SELECT id FROM chosen))
+               FROM chosen c JOIN agents a ON a.id = c.agent_id
          )
          UPDATE agent_tasks t
             SET status = CASE WHEN NOT f.usable THEN 'cancelled' WHEN f.over_budget THEN 'pending' ELSE 'running' END,
@@ -191,7 +185,29 @@ pub async fn claim<C: GenericClient + Sync>(
           WHERE t.id = f.id
       RETURNING t.id, t.status, f.over_budget, t.prompt, f.instructions, t.attempts, t.max_attempts, t.cron,
                 t.time_zone, t.scheduled_for, t.approval_status, t.series_failures, t.user_id, t.agent_id"
-    );
+    )
+    .replace("NIL", "'00000000-0000-0000-0000-000000000000'::uuid")
+}
+
+/// Claims up to `limit` due, approved, pending tasks with a lease of `lease_secs`, counting the
+/// attempt, in one statement that is fair between users: each user with due tasks gets their
+/// oldest ones first, up to their share of tasks in flight (`per_user` minus those running),
+/// interleaved (every user's first, then every user's second …), and what is left of the limit
+/// goes to the oldest due tasks, whoever's (no capacity idles while anyone has work; read only
+/// when the shares leave part of the limit). A user's rows are locked only as deep as the
+/// interleaving can reach (`ceil(limit / users walked)` turns), read in their index's order from
+/// the oldest one the walk found; a user alone takes the whole limit. Rows
+/// another instance holds are skipped. In the same statement, a task whose owner may no longer
+/// use its agent (private and not theirs; operator tasks may always) is cancelled, and one whose
+/// owner or agent spent its daily tokens is deferred to the next 00:00 UTC, attempts untouched.
+#[tracing::instrument(skip_all, level = "debug")]
+pub async fn claim<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    owner: &str,
+    lease_secs: f64,
+    policy: ClaimPolicy,
+) -> Result<Claimed, DbError> {
+    let statement = claim_sql();
     let rows = sql
         .query(
             &statement,

@@ -6,8 +6,11 @@
 //! drained by the release `scheduler` binary through its own Runtime API, with the template's
 //! settings (pool of 2, run bounds) and the live defaults (`LIVE_PUSH_CONCURRENCY` 32,
 //! `LIVE_PUSH_TIMEOUT_MS` 1000, `LIVE_PUBLISH_TIMEOUT_MS` 2000), pushing each recorded task's
-//! `task.updated` to its owner's sockets through the gateway's Management API. The local model
-//! answers after `LIVE_BENCH_MODEL_MS` (default 1000 ms, a model call's pace).
+//! `task.updated` to its owner's sockets through the gateway's Management API. The model is the
+//! OpenAI-compatible stand-in answering each call after `LIVE_BENCH_MODEL_MS` (default 1000 ms)
+//! ± 20 %, as real calls vary (no quota in the way); `LIVE_BENCH_MODEL=local` uses the local
+//! model instead, which answers after exactly that time: tasks claimed together then finish and
+//! are recorded together, the burstiest case.
 //!
 //! Prints: p50/p99/max commit → event received (from the event's `at`, the recording
 //! statement's `now()`, to the frame read by the client: the statement's own execution is
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use integration_tests::bench::{token, SECRET, SUPABASE};
+use integration_tests::fakes::{FakeServer, Quota};
 use integration_tests::helpers::{
     built_binary, cpu_seconds, deadline_in, watch_connections, InvokeResult, RuntimeApi, TestDb,
 };
@@ -63,6 +67,8 @@ struct Received {
     /// The refetches web/app.js's rule makes of these arrivals: done, and still to come.
     refetches: AtomicU64,
     refetches_pending: AtomicU64,
+    /// Events by their `at`: one `at` per recording statement.
+    by_record: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// web/app.js's rule: a refetch 150 ms after an event, then at most one every 2 s while events
@@ -76,9 +82,11 @@ async fn main() {
     let tabs = env_number("LIVE_BENCH_TABS", 10);
     let tasks = env_number("LIVE_BENCH_TASKS", 10_000);
     let model_ms = env_number("LIVE_BENCH_MODEL_MS", 1000);
+    let jitterless = std::env::var("LIVE_BENCH_MODEL").is_ok_and(|m| m == "local");
     let sockets = users * tabs;
     println!(
-        "live: {sockets} WebSocket connections ({users} users × {tabs}), {tasks} tasks through the scheduler, model {model_ms} ms"
+        "live: {sockets} WebSocket connections ({users} users × {tabs}), {tasks} tasks through the scheduler, model {model_ms} ms{}",
+        if jitterless { " exactly (local model)" } else { " ± 20 % (OpenAI-compatible stand-in)" }
     );
 
     let db = TestDb::new().await;
@@ -210,14 +218,31 @@ async fn main() {
 
     // The scheduler, release, through its own Runtime API; its metrics lines read for
     // LivePushFailed.
+    let provider = FakeServer::openai().await;
+    provider.stop_recording();
+    provider.set_quota(Quota {
+        concurrent: 100_000,
+        latency: Duration::from_millis(model_ms),
+        jitter: 0.2,
+    });
     let runtime = RuntimeApi::start().await;
-    let mut child = tokio::process::Command::new(built_binary("release", "scheduler"))
+    let mut scheduler = tokio::process::Command::new(built_binary("release", "scheduler"));
+    if jitterless {
+        scheduler
+            .env("MODEL_PROVIDER", "local")
+            .env("LOCAL_MODEL_LATENCY_MS", model_ms.to_string());
+    } else {
+        scheduler
+            .env("MODEL_PROVIDER", "openai")
+            .env("OPENAI_BASE_URL", format!("{}/v1", provider.url()))
+            .env("OPENAI_MODEL", "stand-in")
+            .env("MODEL_TIMEOUT_MS", "60000");
+    }
+    let mut child = scheduler
         .envs(runtime.function_env("scheduler"))
         .env("DATABASE_URL", &db.pooled_url)
         .env("DB_POOL_MAX_SIZE", "2")
         .env("DB_STATEMENT_TIMEOUT_MS", "10000")
-        .env("MODEL_PROVIDER", "local")
-        .env("LOCAL_MODEL_LATENCY_MS", model_ms.to_string())
         .env("SCHEDULER_MAX_RUN_MS", "280000")
         .env("SCHEDULER_SAFETY_MARGIN_MS", "20000")
         .env("SCHEDULER_TASK_TIMEOUT_MS", "60000")
@@ -335,6 +360,21 @@ async fn main() {
         percentile(&latencies, 99.0),
         percentile(&latencies, 100.0)
     );
+    let mut per_record: Vec<f64> = received
+        .by_record
+        .lock()
+        .expect("records")
+        .values()
+        .map(|events| *events as f64 / tabs as f64)
+        .collect();
+    per_record.sort_by(f64::total_cmp);
+    println!(
+        "  records (recording statements): {}, tasks each p50 {:.0}, p99 {:.0}, max {:.0}: each record's pushes go out together",
+        per_record.len(),
+        percentile(&per_record, 50.0),
+        percentile(&per_record, 99.0),
+        percentile(&per_record, 100.0)
+    );
     println!(
         "  pushes: {} PostToConnection at the gateway, {} answered 410, {} failed (LivePushFailed)",
         stats.posts.load(Ordering::Relaxed),
@@ -418,6 +458,14 @@ where
                     .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok());
                 match (event["type"].as_str(), at) {
                     (Some("task.updated"), Some(at)) => {
+                        if let Some(key) = event["at"].as_str() {
+                            *received
+                                .by_record
+                                .lock()
+                                .expect("records")
+                                .entry(key.to_string())
+                                .or_default() += 1;
+                        }
                         let ms = (now - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0) as f64 / 1000.0;
                         received.latencies.lock().expect("latencies").push(ms);
                         received.events.fetch_add(1, Ordering::Relaxed);

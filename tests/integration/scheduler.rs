@@ -317,9 +317,9 @@ async fn a_hanging_model_is_cut_by_the_task_timeout() {
             ..test_config()
         },
     );
-    let started = Instant::now();
+    // Uncut, the three would hang until the invocation's deadline and be handed back unrun:
+    // retried, with a model_timeout each, is what only the cut gives.
     let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "the run was not cut");
     assert_eq!(summary.retried, 3);
     let errors: Vec<String> = client
         .query("SELECT last_error FROM agent_tasks WHERE status = 'pending'", &[])

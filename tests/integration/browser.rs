@@ -332,8 +332,13 @@ async fn checklist(dev: &Dev, page: &Page<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// One browser test at a time: each runs a whole `scripts/dev` (its `migrate` sets the cluster's
+/// role passwords, which two at once race on) and a Chromium, too much for two cores at once.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_client_chats_after_a_hard_reload_keeps_its_conversation_and_shows_an_approved_tasks_result() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let db = TestDb::new().await;
     let dev = Dev::start(&db, "browser-dev.log");
     dev.ready().await;
@@ -550,6 +555,7 @@ async fn two_pages(dev: &Dev, browser: &Browser, log: &Log) -> Result<(), String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_created_in_one_page_appears_in_another_of_the_same_user_without_polling() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let db = TestDb::new().await;
     let dev = Dev::start(&db, "browser-live-dev.log");
     dev.ready().await;

@@ -24,17 +24,13 @@
 //! Run: `scripts/bench fairness` (`FAIRNESS_PARTS=drain,explain` by default).
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use integration_tests::helpers::{
-    built_binary, deadline_in, serve_http, watch_connections, InvokeResult, RuntimeApi, TestDb,
-};
+use integration_tests::fakes::{FakeServer, Quota};
+use integration_tests::helpers::{built_binary, deadline_in, watch_connections, InvokeResult, RuntimeApi, TestDb};
 use integration_tests::stats::percentile;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
@@ -67,80 +63,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs_f64()
-}
-
-/// The provider stand-in: OpenAI-compatible chat completions under a quota, recording when
-/// each admitted call started (unix seconds) and its prompt.
-#[derive(Default)]
-struct Provider {
-    in_flight: AtomicUsize,
-    peak: AtomicUsize,
-    throttled: AtomicUsize,
-    starts: Mutex<Vec<(String, f64)>>,
-}
-
-/// An admitted call in flight until dropped (also when the caller hangs up).
-struct Admitted(Arc<Provider>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-async fn provider() -> (Arc<Provider>, String) {
-    let state = Arc::new(Provider::default());
-    let p = state.clone();
-    let addr = serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
-        let p = p.clone();
-        async move {
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(http_body_util::Collected::to_bytes)
-                .unwrap_or_default();
-            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let prompt = body["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or("")
-                .to_string();
-            let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            let admitted = Admitted(p.clone());
-            let response = hyper::Response::builder().header("content-type", "application/json");
-            if now > QUOTA {
-                drop(admitted);
-                p.throttled.fetch_add(1, Ordering::SeqCst);
-                let text = json!({"error": {"message": "Rate limit reached for requests", "type": "requests",
-                                            "code": "rate_limit_exceeded"}});
-                return response
-                    .status(429)
-                    .header("retry-after", "2")
-                    .body(Full::new(Bytes::from(text.to_string())))
-                    .unwrap();
-            }
-            p.peak.fetch_max(now, Ordering::SeqCst);
-            p.starts.lock().unwrap().push((prompt.clone(), unix_now()));
-            let spread = JITTER * (2.0 * fastrand::f64() - 1.0);
-            tokio::time::sleep(LATENCY.mul_f64(1.0 + spread)).await;
-            drop(admitted);
-            let text = json!({
-                "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_795_780_800,
-                "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("done: {prompt}")},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
-            });
-            response
-                .status(200)
-                .body(Full::new(Bytes::from(text.to_string())))
-                .unwrap()
-        }
-    })
-    .await;
-    (state, format!("http://{addr}/v1"))
 }
 
 /// Inserts `n` tasks of `user` due now (`prompt` `<tag> <i>`); their due times (unix seconds).
@@ -207,7 +129,15 @@ async fn run(label: &str, binary: std::path::PathBuf, x_tasks: i64, window: Dura
         .expect("seed X");
     admin.batch_execute("VACUUM ANALYZE agent_tasks").await.unwrap();
 
-    let (provider, base_url) = provider().await;
+    // The OpenAI-compatible stand-in under the quota; it records each call (when, its prompt,
+    // whether it was admitted).
+    let provider = FakeServer::openai().await;
+    provider.set_quota(Quota {
+        concurrent: QUOTA,
+        latency: LATENCY,
+        jitter: JITTER,
+    });
+    let base_url = format!("{}/v1", provider.url());
     let runtime = RuntimeApi::start().await;
     let mut child = tokio::process::Command::new(&binary)
         .envs(runtime.function_env("scheduler"))
@@ -239,6 +169,7 @@ async fn run(label: &str, binary: std::path::PathBuf, x_tasks: i64, window: Dura
     let event: Value = serde_json::from_str(include_str!("../../events/schedule.json")).expect("events/schedule.json");
     let t0 = unix_now();
     let started = Instant::now();
+    let unix_at = |at: Instant| t0 + at.saturating_duration_since(started).as_secs_f64();
     // Y: 100 at once, 10 s in; Z: one every 250 ms from 20 s on.
     let arrivals = {
         let (y_client, z_client) = (bench_client(&db).await, bench_client(&db).await);
@@ -275,7 +206,23 @@ async fn run(label: &str, binary: std::path::PathBuf, x_tasks: i64, window: Dura
         .await
         .unwrap()
         .get(0);
-    let starts = provider.starts.lock().unwrap().clone();
+    // Each admitted call: its task's prompt (the request's last message) and when it started.
+    let starts: Vec<(String, f64)> = provider
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|seen| seen.status == 200)
+        .map(|seen| {
+            let prompt = seen.body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_string();
+            (prompt, unix_at(seen.at))
+        })
+        .collect();
     let window_end = t0 + window.as_secs_f64();
     let in_window: Vec<&(String, f64)> = starts.iter().filter(|(_, at)| *at <= window_end).collect();
     // First admitted call of each task.
@@ -322,8 +269,8 @@ async fn run(label: &str, binary: std::path::PathBuf, x_tasks: i64, window: Dura
         users,
         calls: in_window.len(),
         steady_calls: in_window.iter().filter(|(_, at)| *at >= t0 + WARM_UP).count(),
-        throttled: provider.throttled.load(Ordering::SeqCst),
-        peak_in_flight: provider.peak.load(Ordering::SeqCst),
+        throttled: provider.load.throttled.load(Ordering::SeqCst),
+        peak_in_flight: provider.load.peak.load(Ordering::SeqCst),
         peak_connections,
         completed,
         seconds,

@@ -42,6 +42,8 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
     pub body: Value,
     pub at: Instant,
+    /// The status answered (under a quota: 429 for a call refused, 200 for one admitted).
+    pub status: u16,
 }
 
 /// A provider's capacity: at most `concurrent` calls at once (beyond it the provider's own
@@ -167,6 +169,7 @@ impl FakeServer {
                         headers,
                         body,
                         at,
+                        status,
                     });
                 }
                 if !delay.is_zero() {
@@ -545,6 +548,7 @@ pub async fn openai_streaming_provider(script: StreamScript, usage: bool) -> Str
                 headers,
                 body: body.clone(),
                 at,
+                status: 200,
             });
             let (input, output) = streamed_usage(&script);
             let counts = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});

@@ -1,6 +1,27 @@
 //! Outbound HTTP shared by the clients that call other services (the JWKS fetch, the
 //! OpenAI-compatible model): bodies are read with a cap, so a hostile or broken peer cannot make
-//! the function buffer without bound.
+//! the function buffer without bound; clients are built with their timeouts or not at all.
+
+use std::time::Duration;
+
+/// The HTTP client could not be built (no TLS backend, for one): an init error, never papered
+/// over with a default client that has no timeouts.
+#[derive(Debug, thiserror::Error)]
+#[error("the HTTP client for {what} could not be built")]
+pub struct ClientError {
+    what: &'static str,
+    #[source]
+    source: reqwest::Error,
+}
+
+/// A client whose every request is bounded by `timeout`, and its connect by `connect`.
+pub fn client(what: &'static str, timeout: Duration, connect: Duration) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect)
+        .build()
+        .map_err(|source| ClientError { what, source })
+}
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]

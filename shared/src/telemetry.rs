@@ -45,3 +45,34 @@ pub fn init(env: &Env) -> Result<(), ConfigError> {
     let _ = result;
     env.choice(&LOG_FORMAT).map(|_| ())
 }
+
+/// An error with its causes, for a log line: `error = %Chain(&e)` prints
+/// `outer: cause: root cause`. Response bodies never use it (they stay sanitised).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::Chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_prints_every_cause_in_order() {
+        let e = Outer(std::io::Error::other("root"));
+        assert_eq!(Chain(&e).to_string(), "outer: root");
+    }
+}

@@ -143,7 +143,8 @@ fn new_api(settings: &shared::db::DbSettings) -> Api {
     Api {
         live: shared::live::Publisher::off(),
         db: Db::new(settings).expect("pool"),
-        auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
+        auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into())))
+            .expect("an HTTP client with its timeouts"),
         settings: ApiSettings::default(),
         metrics: Metrics::new(&shared::config::Env::default(), "api").with_sink(Sink::Buffer(Default::default())),
     }

@@ -126,17 +126,20 @@ async fn main() {
     for i in 0..instances {
         let (settings, barrier, url) = (settings.clone(), barrier.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
-            let model: SharedModel = Arc::new(shared::model::openai::OpenAiModel::new(
-                &url,
-                None,
-                "gpt-test",
-                ModelLimits {
-                    timeout: Duration::from_secs(30),
-                    max_reply_bytes: 64 * 1024,
-                    max_tokens: 256,
-                    stream_gap: Duration::from_secs(10),
-                },
-            ));
+            let model: SharedModel = Arc::new(
+                shared::model::openai::OpenAiModel::new(
+                    &url,
+                    None,
+                    "gpt-test",
+                    ModelLimits {
+                        timeout: Duration::from_secs(30),
+                        max_reply_bytes: 64 * 1024,
+                        max_tokens: 256,
+                        stream_gap: Duration::from_secs(10),
+                    },
+                )
+                .expect("an HTTP client with its timeouts"),
+            );
             let chat = Arc::new(chat_instance(Db::new(&settings).expect("pool"), model));
             chat.db.warm().await;
             barrier.wait().await;

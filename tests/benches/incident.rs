@@ -128,7 +128,8 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
             let chat = Chat {
                 live: shared::live::Publisher::off(),
                 db: Db::new(&settings(&url, "chat", 1)).unwrap(),
-                auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
+                auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into())))
+                    .expect("an HTTP client with its timeouts"),
                 model: Arc::new(LocalModel {
                     latency: Duration::from_millis(50),
                 }),
@@ -263,7 +264,8 @@ async fn run(cluster: &PrivateCluster, scenario: &Scenario, seconds: u64) {
         let chat = Chat {
             live: shared::live::Publisher::off(),
             db: Db::new(&settings(&url, "chat", 1)).unwrap(),
-            auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
+            auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into())))
+                .expect("an HTTP client with its timeouts"),
             model: Arc::new(LocalModel::default()),
             settings: ChatSettings::default(),
             metrics: quiet("chat"),

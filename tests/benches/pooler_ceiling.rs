@@ -83,7 +83,8 @@ async fn run(mode: &'static str, instances: usize, seconds: u64, think_ms: u64, 
             ..PoolOptions::default()
         },
     );
-    let auth = Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into())));
+    let auth =
+        Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))).expect("an HTTP client with its timeouts");
     let model: Arc<dyn AgentModel> = Arc::new(JitterModel);
     let stop = Arc::new(AtomicBool::new(false));
     let connects = Arc::new(AtomicU64::new(0));

@@ -2,10 +2,9 @@
 //! exists, recovery notified), Slack is optional and read-only, and the Grafana dashboard plots
 //! only metrics the functions emit (names from `shared::metrics::NAMES`, not a list kept here).
 
+use integration_tests::template::template;
 use serde_norway::Value;
 use shared::metrics::{DIMENSION, METRICS_NAMESPACE, NAMES};
-
-use crate::deployment::template;
 
 const RUNBOOK: &str = include_str!("../../docs/RUNBOOK.md");
 const GRAFANA: &str = include_str!("../../docs/grafana/agent-backend.json");

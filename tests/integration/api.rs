@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use api::{Api, Settings as ApiSettings};
+use integration_tests::harness::{harness, json_of, quiet_metrics, Harness, OTHER_USER, SECRET, USER};
+use integration_tests::models::ChatModel;
+use integration_tests::scheduling::{invoke, local_scheduler, schedule_event};
 use lambda_http::Body;
 use serde_json::{json, Value};
 use shared::auth::{AuthConfig, Authenticator};
-use shared::metrics::{Metrics, Sink};
 use uuid::Uuid;
 
-use crate::chat::{harness, ChatModel, Harness, OTHER_USER, SECRET, USER};
 use crate::helpers::PoolOptions;
 
 struct ApiHarness {
@@ -28,9 +29,10 @@ async fn api_harness() -> ApiHarness {
             app: "api".into(),
             ..PoolOptions::default()
         }),
-        auth: Authenticator::new(AuthConfig::new(&chat.auth.url(), Some(SECRET.into()))),
+        auth: Authenticator::new(AuthConfig::new(&chat.auth.url(), Some(SECRET.into())))
+            .expect("an HTTP client with its timeouts"),
         settings: ApiSettings::default(),
-        metrics: Metrics::new(&shared::config::Env::default(), "api").with_sink(Sink::Buffer(Default::default())),
+        metrics: quiet_metrics("api"),
     };
     ApiHarness { chat, api }
 }
@@ -123,11 +125,7 @@ impl ApiHarness {
         }
         let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
         let response = api::handle(&self.api, request).await.unwrap();
-        let value = match response.body() {
-            Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
-            _ => Value::Null,
-        };
-        (response.status().as_u16(), value, response)
+        (response.status().as_u16(), json_of(&response), response)
     }
 
     async fn get(&self, event: &str, path: &str) -> (u16, Value) {
@@ -345,8 +343,8 @@ async fn a_task_is_created_awaiting_approval_approved_run_by_the_scheduler_and_i
     let id = created["id"].as_str().unwrap().to_string();
 
     // Not approved: the scheduler leaves it alone.
-    let scheduler = crate::model_capacity::local_scheduler(&h.chat.db);
-    let summary = crate::scheduler::invoke(&scheduler, crate::scheduler::schedule_event(), Duration::from_secs(10))
+    let scheduler = local_scheduler(&h.chat.db);
+    let summary = invoke(&scheduler, schedule_event(), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(summary.claimed, 0);
@@ -364,7 +362,7 @@ async fn a_task_is_created_awaiting_approval_approved_run_by_the_scheduler_and_i
         "{again}"
     );
 
-    let summary = crate::scheduler::invoke(&scheduler, crate::scheduler::schedule_event(), Duration::from_secs(10))
+    let summary = invoke(&scheduler, schedule_event(), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(summary.completed, 1);

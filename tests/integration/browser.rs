@@ -5,23 +5,14 @@
 //! `target/browser-failures/`.
 
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use integration_tests::browser::{Browser, Page};
+use integration_tests::cargo_lambda::{self, path_with_venv, workspace};
 use serde_json::Value;
 
-use crate::helpers::{eventually, free_port, TestDb};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn path_with_venv() -> String {
-    let venv = workspace().join(".venv/bin");
-    format!("{}:{}", venv.display(), std::env::var("PATH").unwrap_or_default())
-}
+use crate::helpers::{eventually, eventually_blocking, free_port, TestDb};
 
 /// `scripts/dev` on free ports against a fresh database, in its own process group (it starts
 /// `cargo lambda watch`, the functions and a static file server): the whole group is stopped
@@ -113,7 +104,13 @@ impl Drop for Dev {
             unsafe {
                 libc::killpg(group, libc::SIGTERM);
             }
-            std::thread::sleep(Duration::from_millis(300));
+            // Until the whole group has exited on SIGTERM (its leader reaped as it goes), bounded.
+            let leader = &mut self.child;
+            eventually_blocking(Duration::from_secs(3), || {
+                let _ = leader.try_wait();
+                // SAFETY: signal 0 sends nothing; it fails once no process of the group is left.
+                unsafe { libc::killpg(group, 0) != 0 }
+            });
             unsafe {
                 libc::killpg(group, libc::SIGKILL);
             }
@@ -124,27 +121,12 @@ impl Drop for Dev {
 
 /// `cargo lambda invoke scheduler` with the sample scheduled event, through `scripts/dev`'s watch.
 async fn run_the_scheduler(dev: &Dev) -> Result<String, String> {
-    let out = tokio::process::Command::new("cargo")
-        .args([
-            "lambda",
-            "invoke",
-            "scheduler",
-            "--invoke-address",
-            "127.0.0.1",
-            "--invoke-port",
-        ])
-        .arg(dev.port.to_string())
-        .args(["--data-file", "events/schedule.json"])
-        .current_dir(workspace())
-        .env("PATH", path_with_venv())
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
+    let (ok, stdout, stderr) =
+        cargo_lambda::invoke(dev.port, "scheduler", &["--data-file", "events/schedule.json"]).await;
+    if ok {
         Ok(stdout)
     } else {
-        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        Err(format!("{stdout}{stderr}"))
     }
 }
 
@@ -383,7 +365,6 @@ async fn counting_proxy(page: &'static str, functions_port: u16, log: Log) -> u1
     let addr = integration_tests::runtime::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
         let (client, log) = (client.clone(), log.clone());
         async move {
-            use http_body_util::BodyExt as _;
             let method = req.method().clone();
             let path = req
                 .uri()
@@ -405,12 +386,7 @@ async fn counting_proxy(page: &'static str, functions_port: u16, log: Log) -> u1
                     forward = forward.header(name, value);
                 }
             }
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(http_body_util::Collected::to_bytes)
-                .unwrap_or_default();
+            let body = integration_tests::runtime::body_bytes(req.into_body()).await;
             let mut response = hyper::Response::builder();
             let answer = match forward.body(body).send().await {
                 Ok(answer) => {

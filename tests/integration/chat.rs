@@ -1,188 +1,23 @@
-use std::sync::{Arc, Mutex};
+//! `POST /api/agents/chat` in process: the conversation and its history, every way a token is
+//! refused, hostile bodies, no connection held while the model thinks, idempotency, the rate
+//! limit, model failures and throttling, the provider clients' wire formats, usage stored.
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chat::{Chat, Settings as ChatSettings};
 use integration_tests::fakes::{self, FakeServer, Mode};
-use lambda_http::Body;
+use integration_tests::harness::{harness, harness_with, Harness, OTHER_USER, SECRET, USER};
+use integration_tests::models::{bedrock_model, limits, openai_model, ChatModel};
 use serde_json::{json, Value};
-use shared::auth::{AuthConfig, Authenticator};
-use shared::db::Db;
-use shared::metrics::{Metrics, Sink};
-use shared::model::{AgentModel, ModelError, ModelLimits, ModelRequest, Role};
+use shared::model::{AgentModel, ModelError, ModelRequest, Role};
 use uuid::Uuid;
 
-use crate::helpers::{admin_command, settings_for, PoolOptions, PrivateBouncer, TestDb};
+use crate::helpers::{admin_command, eventually, pooler_clients, PoolOptions, PrivateBouncer};
 
-pub(crate) const SECRET: &str = "test-legacy-jwt-secret-with-at-least-32-characters";
-pub(crate) const USER: &str = "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13";
-pub(crate) const OTHER_USER: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
-
-/// A model that records what it is asked and answers after `delay`.
-pub(crate) struct ChatModel {
-    requests: Mutex<Vec<ModelRequest>>,
-    delay: Duration,
-    fail: bool,
-}
-
-impl ChatModel {
-    pub(crate) fn new(delay: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            requests: Mutex::new(Vec::new()),
-            delay,
-            fail: false,
-        })
-    }
-    pub(crate) fn failing() -> Arc<Self> {
-        Arc::new(Self {
-            requests: Mutex::new(Vec::new()),
-            delay: Duration::ZERO,
-            fail: true,
-        })
-    }
-    pub(crate) fn calls(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-}
-
-#[async_trait]
-impl AgentModel for ChatModel {
-    async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
-        self.requests.lock().unwrap().push(request.clone());
-        tokio::time::sleep(self.delay).await;
-        if self.fail {
-            return Err(ModelError::Failed("upstream 500".into()));
-        }
-        let last = request.messages.last().map_or("", |m| m.content.as_str());
-        Ok(format!("reply to: {last}"))
-    }
-}
-
-pub(crate) struct Harness {
-    pub(crate) db: TestDb,
-    pub(crate) chat: Chat,
-    pub(crate) agent: Uuid,
-    pub(crate) issuer: String,
-    pub(crate) auth: FakeServer,
-}
-
-/// A hostile-input case: name, body, extra headers, expected status.
-type BadRequestCase<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
-
-/// `through`: a private pgbouncer to reach the database by, with short bounds.
-pub(crate) async fn harness_with(
-    model: Arc<dyn AgentModel>,
-    settings: ChatSettings,
-    through: Option<&PrivateBouncer>,
-    trust_gateway: bool,
-) -> Harness {
-    let db = TestDb::new().await;
-    let auth = FakeServer::supabase_auth().await;
-    let agent: Uuid = db
-        .direct()
-        .await
-        .query_one(
-            "INSERT INTO agents (name, instructions, visibility) VALUES ('helper', 'You are terse.', 'public') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let pool = match through {
-        Some(bouncer) => Db::new(&settings_for(
-            &bouncer.url(&db),
-            &PoolOptions {
-                app: "chat".into(),
-                statement: Duration::from_millis(800),
-                connect: Duration::from_millis(800),
-                wait: Duration::from_millis(500),
-                ..PoolOptions::default()
-            },
-        ))
-        .unwrap(),
-        None => db.pool(&PoolOptions {
-            app: "chat".into(),
-            ..PoolOptions::default()
-        }),
-    };
-    let auth_config = AuthConfig::new(&auth.url(), Some(SECRET.into())).with_trusted_gateway(trust_gateway);
-    Harness {
-        issuer: auth_config.issuer.clone(),
-        chat: Chat {
-            live: shared::live::Publisher::off(),
-            db: pool,
-            auth: Authenticator::new(auth_config),
-            model,
-            settings,
-            metrics: Metrics::new(&shared::config::Env::default(), "chat").with_sink(Sink::Buffer(Default::default())),
-        },
-        db,
-        agent,
-        auth,
-    }
-}
-
-pub(crate) async fn harness(model: Arc<dyn AgentModel>) -> Harness {
-    harness_with(model, ChatSettings::default(), None, false).await
-}
-
-impl Harness {
-    pub(crate) fn token(&self, user: &str) -> String {
-        fakes::hs256(SECRET, &fakes::claims(&self.issuer, user))
-    }
-
-    pub(crate) fn body(&self, message: &str, conversation: Option<&str>) -> String {
-        let mut b = json!({"agentId": self.agent, "message": message});
-        if let Some(c) = conversation {
-            b["conversationId"] = c.into();
-        }
-        b.to_string()
-    }
-
-    /// Sends a request built from `events/chat.json`.
-    pub(crate) async fn send_raw(
-        &self,
-        token: Option<&str>,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> (u16, Value, lambda_http::Response<Body>) {
-        let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
-        match token {
-            Some(t) => event["headers"]["authorization"] = format!("Bearer {t}").into(),
-            None => {
-                event["headers"].as_object_mut().unwrap().remove("authorization");
-            }
-        }
-        event["body"] = body.into();
-        for (k, v) in headers {
-            event["headers"][*k] = (*v).into();
-        }
-        let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
-        let response = chat::handle(&self.chat, request).await.unwrap();
-        let value = match response.body() {
-            Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
-            _ => Value::Null,
-        };
-        (response.status().as_u16(), value, response)
-    }
-
-    pub(crate) async fn send(&self, message: &str, conversation: Option<&str>) -> (u16, Value) {
-        let (s, v, _) = self
-            .send_raw(Some(&self.token(USER)), &self.body(message, conversation), &[])
-            .await;
-        (s, v)
-    }
-
-    pub(crate) async fn message_rows(&self) -> i64 {
-        self.db
-            .direct()
-            .await
-            .query_one("SELECT count(*) FROM messages", &[])
-            .await
-            .unwrap()
-            .get(0)
-    }
-}
+/// A hostile-input case: name, body, extra headers, expected status, what the error message
+/// says (the field at fault, for a 422).
+type BadRequestCase<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);
 
 #[tokio::test]
 async fn two_messages_keep_the_conversation_and_the_model_sees_the_history_in_order() {
@@ -199,7 +34,7 @@ async fn two_messages_keep_the_conversation_and_the_model_sees_the_history_in_or
     assert_eq!(status, 200, "{second}");
     assert_eq!(second["conversationId"], conversation.as_str());
 
-    let requests = model.requests.lock().unwrap().clone();
+    let requests = model.requests();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[1].instructions, "You are terse.");
     let seen: Vec<(Role, &str)> = requests[1]
@@ -371,100 +206,106 @@ async fn hostile_and_malformed_requests_get_the_right_4xx_never_a_500() {
     let agent = h.agent.to_string();
     let token = h.token(USER);
     let cases: Vec<BadRequestCase> = vec![
-        ("malformed JSON", "{\"agentId\":".into(), vec![], 400),
-        ("not JSON", "agentId=1&message=hi".into(), vec![], 400),
-        ("array", "[1,2]".into(), vec![], 422),
+        ("malformed JSON", "{\"agentId\":".into(), vec![], 400, ""),
+        ("not JSON", "agentId=1&message=hi".into(), vec![], 400, ""),
+        ("array", "[1,2]".into(), vec![], 422, "the body must be a JSON object"),
         (
             "wrong type agentId",
             json!({"agentId": 42, "message": "x"}).to_string(),
             vec![],
             422,
+            "agentId must be",
         ),
         (
             "wrong type message",
             json!({"agentId": agent, "message": {"text": "x"}}).to_string(),
             vec![],
             422,
+            "message must be a string",
         ),
         (
             "bad uuid",
             json!({"agentId": "x' OR 1=1 --", "message": "x"}).to_string(),
             vec![],
             422,
+            "agentId must be a UUID",
         ),
         (
             "unknown field",
             json!({"agentId": agent, "message": "x", "context": "y"}).to_string(),
             vec![],
             422,
+            "unknown field `context`",
         ),
         (
             "empty message",
             json!({"agentId": agent, "message": ""}).to_string(),
             vec![],
             422,
+            "message must not be empty",
         ),
         (
             "whitespace message",
             json!({"agentId": agent, "message": " \n\t "}).to_string(),
             vec![],
             422,
+            "message must not be empty",
         ),
         (
             "NUL in message",
             json!({"agentId": agent, "message": "a\u{0}b"}).to_string(),
             vec![],
             422,
+            "message must not contain NUL",
         ),
         (
             "oversized message",
             json!({"agentId": agent, "message": "x".repeat(4001)}).to_string(),
             vec![],
             413,
+            "message is 4001 characters",
         ),
         (
             "huge body",
             json!({"agentId": agent, "message": "x".repeat(100_000)}).to_string(),
             vec![],
             413,
+            "",
         ),
         (
             "deep nesting",
             format!("{}{}", "[".repeat(5000), "]".repeat(5000)),
             vec![],
             400,
+            "",
         ),
         (
             "wrong content type",
             json!({"agentId": agent, "message": "x"}).to_string(),
             vec![("content-type", "text/plain")],
             415,
+            "",
         ),
         (
             "bad idempotency key",
             json!({"agentId": agent, "message": "x"}).to_string(),
             vec![("idempotency-key", "has spaces in it")],
             400,
+            "",
         ),
     ];
-    for (name, body, headers, expected) in cases {
+    for (name, body, headers, expected, says) in cases {
         let (status, value, response) = h.send_raw(Some(&token), &body, &headers).await;
         assert_eq!(status, expected, "{name}: {value}");
         let text = value.to_string();
         assert!(value["error"]["code"].is_string(), "{name}: the error shape");
+        let message = value["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{name}: {message:?} does not say {says:?}");
         for leak in ["SELECT", "INSERT", "postgres://", "panicked", SECRET] {
             assert!(!text.contains(leak), "{name}: body leaks {leak}: {text}");
         }
         assert!(response.headers().contains_key("x-request-id"));
     }
-    let (_, value, _) = h
-        .send_raw(
-            Some(&token),
-            &json!({"agentId": agent, "message": "x", "context": "y"}).to_string(),
-            &[],
-        )
-        .await;
-    assert!(value["error"]["message"].as_str().unwrap().contains("`context`"));
     assert_eq!(h.message_rows().await, 0);
 }
 
@@ -476,7 +317,7 @@ async fn no_connection_or_transaction_is_held_while_the_model_thinks() {
     let request = h.send("take your time", None);
     let observe = async {
         // The model has been called and is thinking for 2 s.
-        let thinking = crate::helpers::eventually(Duration::from_secs(5), || async { model.calls() == 1 }).await;
+        let thinking = eventually(Duration::from_secs(5), || async { model.calls() == 1 }).await;
         assert!(thinking, "the model was called");
         let status = h.chat.db.status();
         let sessions = h.db.server_sessions(&inspector).await;
@@ -520,7 +361,7 @@ async fn a_paused_pooler_gets_503_or_504_within_the_bound_not_a_hang() {
         assert!(response.headers().contains_key("retry-after"));
     }
     assert!(elapsed < Duration::from_secs(4), "answered after {elapsed:?}");
-    let back = crate::helpers::eventually(Duration::from_secs(5), || async {
+    let back = eventually(Duration::from_secs(5), || async {
         h.send("back?", None).await.0 == 200
     })
     .await;
@@ -626,43 +467,6 @@ async fn model_failures_map_to_502_and_timeouts_to_504() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
-/// The real OpenAI-compatible client, pointed at a stand-in, without an API key.
-pub(crate) fn openai_model(server: &FakeServer, timeout: Duration) -> shared::model::openai::OpenAiModel {
-    shared::model::openai::OpenAiModel::new(&format!("{}/v1", server.url()), None, "gpt-test", limits(timeout))
-}
-
-/// The real Bedrock client, pointed at a stand-in, without the SDK's retries.
-pub(crate) fn bedrock_model(server: &FakeServer, timeout: Duration) -> shared::model::bedrock::BedrockModel {
-    bedrock_model_at(&server.url(), timeout)
-}
-
-/// The real Bedrock client, pointed at `url`, without the SDK's retries.
-pub(crate) fn bedrock_model_at(url: &str, timeout: Duration) -> shared::model::bedrock::BedrockModel {
-    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .endpoint_url(url)
-        .http_client(shared::model::bedrock::http_client())
-        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
-        .build();
-    shared::model::bedrock::BedrockModel::from_client(
-        aws_sdk_bedrockruntime::Client::from_conf(config),
-        "anthropic.claude-test",
-        limits(timeout),
-    )
-}
-
-pub(crate) fn limits(timeout: Duration) -> ModelLimits {
-    ModelLimits {
-        timeout,
-        max_reply_bytes: 64 * 1024,
-        max_tokens: 256,
-        stream_gap: timeout,
-    }
-}
-
 fn request() -> ModelRequest {
     ModelRequest::task("Be brief.", "What is 2+2?")
 }
@@ -675,7 +479,8 @@ async fn the_openai_compatible_client_speaks_the_wire_format() {
         Some("sk-test".into()),
         "gpt-test",
         limits(Duration::from_millis(1500)),
-    );
+    )
+    .expect("an HTTP client with its timeouts");
     assert_eq!(model.generate(&request()).await.unwrap(), "openai says: What is 2+2?");
     let seen = server.seen.lock().unwrap()[0].clone();
     assert_eq!(seen.body["model"], "gpt-test");
@@ -737,17 +542,6 @@ async fn the_bedrock_client_speaks_the_converse_wire_format() {
     assert!(matches!(model.generate(&request()).await, Err(ModelError::TooLarge(_))));
 }
 
-/// The pooler's clients of `db` with `application_name` = `app`.
-async fn pooler_clients(db: &TestDb, app: &str) -> usize {
-    let admin = crate::helpers::bouncer_admin().await;
-    crate::helpers::admin_show(&admin, "CLIENTS")
-        .await
-        .iter()
-        .filter(|c| c.get("database").map(String::as_str) == Some(db.name.as_str()))
-        .filter(|c| c.get("application_name").map(String::as_str) == Some(app))
-        .count()
-}
-
 #[tokio::test]
 async fn in_release_mode_no_pooler_client_is_open_while_the_model_thinks() {
     for (mode, expected) in [("release", 0), ("warm", 1)] {
@@ -760,7 +554,7 @@ async fn in_release_mode_no_pooler_client_is_open_while_the_model_thinks() {
         });
         let request = h.send("take your time", None);
         let observe = async {
-            let thinking = crate::helpers::eventually(Duration::from_secs(5), || async { model.calls() == 1 }).await;
+            let thinking = eventually(Duration::from_secs(5), || async { model.calls() == 1 }).await;
             assert!(thinking, "the model was called");
             pooler_clients(&h.db, "chat").await
         };

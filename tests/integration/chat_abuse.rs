@@ -9,14 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chat::{Chat, Settings as ChatSettings};
 use integration_tests::fakes::{self, FakeServer, Mode};
+use integration_tests::harness::{harness, harness_with, json_of, quiet_metrics, Harness, OTHER_USER, SECRET, USER};
+use integration_tests::models::{bedrock_model, openai_model, ChatModel};
+use integration_tests::scheduling::{invoke, schedule_event, scheduler_on, test_config};
 use serde_json::{json, Value};
 use shared::auth::{AuthConfig, Authenticator};
 use shared::config::Env;
-use shared::metrics::{Metrics, Sink};
 use shared::model::{AgentModel, ModelError, ModelRequest};
 use uuid::Uuid;
 
-use crate::chat::{bedrock_model, harness, harness_with, openai_model, ChatModel, Harness, OTHER_USER, SECRET, USER};
 use crate::helpers::{eventually, PoolOptions};
 
 /// A model that fails while `failing` is set, counts its calls and answers after `delay`.
@@ -40,6 +41,7 @@ impl SwitchModel {
 impl AgentModel for SwitchModel {
     async fn generate(&self, request: &ModelRequest) -> Result<String, ModelError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        // The model's thinking time: what holds the parallel requests in flight together.
         tokio::time::sleep(self.delay).await;
         if self.failing.load(Ordering::SeqCst) {
             return Err(ModelError::Failed("upstream 500".into()));
@@ -80,10 +82,11 @@ fn instance(h: &Harness, model: Arc<dyn AgentModel>, settings: ChatSettings) -> 
             mode: "warm",
             ..PoolOptions::default()
         }),
-        auth: Authenticator::new(AuthConfig::new(&h.auth.url(), Some(SECRET.into()))),
+        auth: Authenticator::new(AuthConfig::new(&h.auth.url(), Some(SECRET.into())))
+            .expect("an HTTP client with its timeouts"),
         model,
         settings,
-        metrics: Metrics::new(&Env::default(), "chat").with_sink(Sink::Buffer(Arc::default())),
+        metrics: quiet_metrics("chat"),
     }
 }
 
@@ -101,11 +104,7 @@ async fn send_to(chat: &Chat, h: &Harness, body: &str, key: Option<&str>) -> (u1
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let value = match response.body() {
-        lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (response.status().as_u16(), value, retry_after)
+    (response.status().as_u16(), json_of(&response), retry_after)
 }
 
 /// One distinct message from each instance, all at once.
@@ -385,11 +384,17 @@ async fn an_anonymous_sign_in_is_refused_unless_allowed() {
     claims["is_anonymous"] = true.into();
     let token = fakes::es256(&claims, "ec-key-1");
     let config = AuthConfig::new(&auth.url(), Some(SECRET.into()));
-    let refused = Authenticator::new(config.clone()).verify(&token).await;
+    let refused = Authenticator::new(config.clone())
+        .expect("an HTTP client with its timeouts")
+        .verify(&token)
+        .await;
     assert_eq!(refused, Err(shared::auth::AuthError::Anonymous));
     let hs = fakes::hs256(SECRET, &claims);
     assert_eq!(
-        Authenticator::new(config.clone()).verify(&hs).await,
+        Authenticator::new(config.clone())
+            .expect("an HTTP client with its timeouts")
+            .verify(&hs)
+            .await,
         Err(shared::auth::AuthError::Anonymous)
     );
     // Through the chat route it is a 401, nothing stored.
@@ -409,6 +414,7 @@ async fn an_anonymous_sign_in_is_refused_unless_allowed() {
     let mut allowed = config;
     allowed.allow_anonymous = true;
     let user = Authenticator::new(allowed)
+        .expect("an HTTP client with its timeouts")
         .verify(&token)
         .await
         .expect("allowed by AUTH_ALLOW_ANONYMOUS");
@@ -423,7 +429,7 @@ async fn signing_keys_stay_trusted_through_a_jwks_outage_only_for_a_bounded_time
     config.jwks_ttl = Duration::from_millis(200);
     config.jwks_max_stale = Duration::from_secs(1);
     config.jwks_min_refresh = Duration::ZERO;
-    let auth_client = Authenticator::new(config);
+    let auth_client = Authenticator::new(config).expect("an HTTP client with its timeouts");
     assert!(auth_client.verify(&token).await.is_ok(), "keys fetched");
     auth.set_mode(Mode::HttpError);
     // Right after the outage starts, the cached keys still verify.
@@ -453,7 +459,8 @@ async fn behind_cloudfront_the_token_is_read_from_the_header_the_viewer_function
         .with("SUPABASE_URL", &auth.url())
         .with("SUPABASE_JWT_SECRET", SECRET)
         .with("AUTH_TOKEN_HEADER", "x-agent-authorization");
-    let authenticator = Authenticator::new(AuthConfig::from_env(&env).unwrap());
+    let authenticator =
+        Authenticator::new(AuthConfig::from_env(&env).unwrap()).expect("an HTTP client with its timeouts");
     // What reaches the function through Origin Access Control: CloudFront's signature in
     // Authorization, the user's token moved by the viewer function.
     let mut headers = lambda_http::http::HeaderMap::new();
@@ -582,17 +589,8 @@ async fn usage_daily_is_the_sum_over_replies_and_task_runs_after_a_mixed_run() {
     )
     .await
     .unwrap();
-    let scheduler = scheduler::Scheduler::new(
-        h.db.pool(&PoolOptions {
-            app: "scheduler".into(),
-            max_size: 2,
-            ..PoolOptions::default()
-        }),
-        model,
-        crate::scheduler::test_config(),
-        crate::scheduler::quiet_metrics(),
-    );
-    let summary = crate::scheduler::invoke(&scheduler, crate::scheduler::schedule_event(), Duration::from_secs(10))
+    let scheduler = scheduler_on(&h.db, model, test_config());
+    let summary = invoke(&scheduler, schedule_event(), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(summary.completed, 2, "{summary:?}");

@@ -4,12 +4,13 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use integration_tests::cargo_lambda::Watch;
 use integration_tests::fakes::{self, openai_streaming, LastWritten, StreamScript};
+use integration_tests::harness::{harness, SECRET, USER};
+use integration_tests::models::{bedrock_model_at, ChatModel};
 use serde_json::{json, Value};
 
-use crate::chat::{SECRET, USER};
 use crate::helpers::TestDb;
-use crate::lambda_watch::Watch;
 
 const AGENT: &str = "00000000-0000-4000-8000-000000000001";
 const SUPABASE: &str = "https://stream.supabase.co";
@@ -260,6 +261,12 @@ async fn errors_before_the_first_byte_are_json_and_a_retried_key_gets_the_stored
     let (status, events, error) = s.send("", None, None).await;
     assert_eq!((status, events.len()), (422, 0), "{error}");
     assert_eq!(error["error"]["code"], "validation_failed");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("message must not be empty")),
+        "the 422 names the field: {error}"
+    );
 
     let (status, first, _) = s.send("Tell me a story", None, Some("same-key")).await;
     assert_eq!(status, 200);
@@ -273,7 +280,7 @@ async fn errors_before_the_first_byte_are_json_and_a_retried_key_gets_the_stored
 
 #[tokio::test]
 async fn the_sample_function_url_event_is_a_stream_request_and_a_bad_token_is_a_json_401() {
-    let h = crate::chat::harness(crate::chat::ChatModel::new(Duration::ZERO)).await;
+    let h = harness(ChatModel::new(Duration::ZERO)).await;
     let chat = std::sync::Arc::new(h.chat);
     let mut event: Value = serde_json::from_str(include_str!("../../events/chat-stream.json")).unwrap();
     event["headers"]["authorization"] = "Bearer not-a-token".into();
@@ -351,8 +358,8 @@ async fn a_bedrock_stream_stores_the_usage_of_its_metadata_event_and_none_withou
         let expected = fakes::streamed_usage(&script);
         let url = fakes::bedrock_streaming_with(script, metadata).await;
         let model: std::sync::Arc<dyn shared::model::AgentModel> =
-            std::sync::Arc::new(crate::chat::bedrock_model_at(&url, Duration::from_secs(10)));
-        let h = crate::chat::harness(model).await;
+            std::sync::Arc::new(bedrock_model_at(&url, Duration::from_secs(10)));
+        let h = harness(model).await;
         let token = h.token(USER);
         let (agent, db) = (h.agent, h.db);
         let chat = std::sync::Arc::new(h.chat);

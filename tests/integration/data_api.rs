@@ -375,7 +375,8 @@ async fn the_functions_connect_as_the_least_privilege_role_through_the_pooler() 
         .simple("UPDATE agents SET instructions = 'x'")
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("permission denied"), "{err}");
+    let chain = shared::telemetry::Chain(&err).to_string();
+    assert!(chain.contains("permission denied"), "{chain}");
 }
 
 #[tokio::test]

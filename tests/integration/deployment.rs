@@ -2,13 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use integration_tests::template::{template, TEMPLATE};
 use serde_norway::Value;
-
-const TEMPLATE: &str = include_str!("../../template.yaml");
-
-pub(crate) fn template() -> Value {
-    serde_norway::from_str(TEMPLATE).expect("template.yaml parses")
-}
 
 /// A number, a numeric string, or `!Ref Parameter` (its default).
 fn number(t: &Value, v: &Value) -> Result<i64, String> {

@@ -1,22 +1,22 @@
 //! Faults on loopback, each bounded in time: the pooler restarted or stalled, Postgres
 //! restarted, a server connection killed, SIGTERM during a request.
 
-use std::collections::HashMap;
-use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat::Settings as ChatSettings;
+use integration_tests::harness::{harness_with, quiet_metrics, USER};
+use integration_tests::models::ChatModel;
+use integration_tests::scheduling::{invoke, status_counts};
 use scheduler::{Scheduler, Settings as SchedulerSettings};
 use serde_json::json;
 use shared::db::Db;
-use shared::metrics::{Metrics, Sink};
 use shared::model::LocalModel;
 
-use crate::chat::{harness_with, ChatModel, USER};
 use crate::helpers::{
-    admin_command, admin_show, bouncer_admin, deadline_in, eventually, function_binary, settings_for, PoolOptions,
-    PrivateBouncer, PrivateCluster, RuntimeApi, TestDb,
+    admin_command, deadline_in, eventually, pooler_clients, settings_for, PoolOptions, PrivateBouncer, PrivateCluster,
+    RuntimeApi, TestDb,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,6 +29,8 @@ async fn a_pooler_restart_during_traffic_fails_fast_with_503_and_traffic_resumes
     let h = harness_with(ChatModel::new(Duration::from_millis(20)), config, Some(&bouncer), false).await;
     assert_eq!(h.send("before", None).await.0, 200);
 
+    // What the traffic has had so far: answers, and the 503s among them.
+    let (answered, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let traffic = async {
         let mut seen = Vec::new();
         let until = Instant::now() + Duration::from_secs(4);
@@ -36,14 +38,24 @@ async fn a_pooler_restart_during_traffic_fails_fast_with_503_and_traffic_resumes
             let started = Instant::now();
             let (status, _) = h.send("during", None).await;
             seen.push((status, started.elapsed()));
+            answered.fetch_add(1, Ordering::SeqCst);
+            if status == 503 {
+                refused.fetch_add(1, Ordering::SeqCst);
+            }
+            // Pacing: steady traffic, not a busy loop on the test machine's cores.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         seen
     };
     let fault = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The pooler goes once traffic is flowing, and comes back once requests have met its
+        // absence (the assertions below say whether they did).
+        eventually(Duration::from_secs(2), || async {
+            answered.load(Ordering::SeqCst) >= 3
+        })
+        .await;
         bouncer.stop();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        eventually(Duration::from_secs(2), || async { refused.load(Ordering::SeqCst) >= 3 }).await;
         bouncer.restart().await;
     };
     let (seen, ()) = tokio::join!(traffic, fault);
@@ -121,20 +133,11 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
                 lease_grace: Duration::from_millis(200),
                 ..SchedulerSettings::default()
             },
-            Metrics::new(&shared::config::Env::default(), "scheduler").with_sink(Sink::Buffer(Default::default())),
+            quiet_metrics("scheduler"),
         )
     };
-    let invoke = |s: &Scheduler, budget: Duration| {
-        let mut context = lambda_runtime::Context::default();
-        context.request_id = uuid::Uuid::new_v4().to_string();
-        context.deadline = deadline_in(budget);
-        let event = lambda_runtime::LambdaEvent::new(json!({}), context);
-        let s = s.clone();
-        async move { scheduler::handle(&s, event).await }
-    };
-
     let first = scheduler(50, 500);
-    let run = invoke(&first, Duration::from_secs(3));
+    let run = invoke(&first, json!({}), Duration::from_secs(3));
     let (watch, conn) = tokio_postgres::connect(&direct, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let crash = async {
@@ -166,7 +169,7 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
     let mut summary = None;
     let mut errors = Vec::new();
     for _ in 0..10 {
-        match invoke(&second, Duration::from_secs(5)).await {
+        match invoke(&second, json!({}), Duration::from_secs(5)).await {
             Ok(s) => {
                 summary = Some(s);
                 break;
@@ -178,14 +181,10 @@ async fn a_postgres_restart_during_a_scheduler_run_loses_no_task() {
     }
     let summary = summary.unwrap_or_else(|| panic!("an invocation succeeds after the restart: {errors:?}"));
     assert_eq!(summary.remaining_due, 0, "{summary:?}");
-    let rows = check
-        .query("SELECT status, count(*) FROM agent_tasks GROUP BY status", &[])
-        .await
-        .unwrap();
-    let counts: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let counts = status_counts(&check).await;
     assert_eq!(
         counts,
-        vec![("completed".to_string(), 300)],
+        [("completed".to_string(), 300)].into(),
         "none lost, none left running"
     );
 }
@@ -273,18 +272,16 @@ async fn sigterm_during_a_request_lets_it_finish_then_closes_the_pool() {
     let secret = "sigterm-test-jwt-secret-with-32-characters";
     let supabase = "https://sigterm.supabase.co";
     let runtime = RuntimeApi::start().await;
-    let mut child = tokio::process::Command::new(function_binary("chat"))
-        .envs(runtime.function_env("chat"))
-        .env("DATABASE_URL", &db.pooled_url)
-        .env("SUPABASE_URL", supabase)
-        .env("SUPABASE_JWT_SECRET", secret)
-        .env("LOCAL_MODEL_LATENCY_MS", "800")
-        .env("SHUTDOWN_GRACE_MS", "5000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = runtime.spawn_function(
+        "chat",
+        &[
+            ("DATABASE_URL", db.pooled_url.as_str()),
+            ("SUPABASE_URL", supabase),
+            ("SUPABASE_JWT_SECRET", secret),
+            ("LOCAL_MODEL_LATENCY_MS", "800"),
+            ("SHUTDOWN_GRACE_MS", "5000"),
+        ],
+    );
     let token = integration_tests::fakes::hs256(
         secret,
         &integration_tests::fakes::claims(&format!("{supabase}/auth/v1"), USER),
@@ -325,14 +322,7 @@ async fn sigterm_during_a_request_lets_it_finish_then_closes_the_pool() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(roles, vec!["user", "assistant"], "nothing half-written");
-    let admin = bouncer_admin().await;
-    let still = admin_show(&admin, "CLIENTS")
-        .await
-        .iter()
-        .filter(|c| c.get("database").map(String::as_str) == Some(db.name.as_str()))
-        .filter(|c| c.get("application_name").map(String::as_str) == Some("chat"))
-        .count();
-    assert_eq!(still, 0, "the pool was closed");
+    assert_eq!(pooler_clients(&db, "chat").await, 0, "the pool was closed");
 }
 
 /// No task is running under a lease that has not expired yet.
@@ -381,12 +371,9 @@ async fn a_pooler_stalling_mid_run_loses_nothing_finished_and_leaves_nothing_cla
             lease_grace: Duration::from_millis(200),
             ..SchedulerSettings::default()
         },
-        Metrics::new(&shared::config::Env::default(), "scheduler").with_sink(Sink::Buffer(Default::default())),
+        quiet_metrics("scheduler"),
     );
-    let mut context = lambda_runtime::Context::default();
-    context.request_id = uuid::Uuid::new_v4().to_string();
-    context.deadline = deadline_in(Duration::from_secs(30));
-    let run = scheduler::handle(&s, lambda_runtime::LambdaEvent::new(json!({}), context));
+    let run = invoke(&s, json!({}), Duration::from_secs(30));
     let admin = bouncer.admin().await;
     let stall = async {
         let going = eventually(Duration::from_secs(10), || async {
@@ -398,17 +385,12 @@ async fn a_pooler_stalling_mid_run_loses_nothing_finished_and_leaves_nothing_cla
         assert!(going, "the run got going");
         // Statements time out while the pooler holds them: a claim or a record fails.
         admin_command(&admin, "PAUSE").await;
+        // A sleep, not a condition: the stall has to outlast the 400 ms statement bound.
         tokio::time::sleep(Duration::from_millis(700)).await;
         admin_command(&admin, "RESUME").await;
     };
     let (result, ()) = tokio::join!(run, stall);
-    let counts: HashMap<String, i64> = sql
-        .query("SELECT status, count(*) FROM agent_tasks GROUP BY status", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let counts = status_counts(&sql).await;
     // Whether the run ended with the failure or got through it, every task is recorded:
     // completed, or handed back pending with no attempt spent; none left claimed.
     assert_eq!(counts.get("running"), None, "{counts:?} ({result:?})");

@@ -2,6 +2,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use health::{Health, Settings as HealthSettings, Thresholds};
+use integration_tests::harness::json_of;
 use lambda_http::{Body, Response};
 use serde_json::Value;
 use shared::db::{Db, DbSettings};
@@ -48,11 +49,7 @@ fn request(method: &str, path: &str, api_key: Option<&str>) -> lambda_http::Requ
 
 async fn call(h: &Health, method: &str, path: &str, key: Option<&str>) -> (u16, Value, Response<Body>) {
     let response = health::handle(h, request(method, path, key)).await.unwrap();
-    let body = match response.body() {
-        Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (response.status().as_u16(), body, response)
+    (response.status().as_u16(), json_of(&response), response)
 }
 
 fn group<'a>(report: &'a Value, kind: &str, name: &str) -> Option<&'a Value> {
@@ -217,7 +214,7 @@ const UNITS: &[&str] = &["Count", "Milliseconds", "Percent"];
 /// Checks one line against the EMF specification: `_aws.Timestamp` (ms), `CloudWatchMetrics`
 /// directives with a namespace, dimension sets naming root members, metric definitions whose
 /// names are numeric root members with a valid unit. Returns the metric names.
-pub fn check_emf(line: &str) -> Vec<String> {
+fn check_emf(line: &str) -> Vec<String> {
     let doc: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     let aws = &doc["_aws"];
     assert!(

@@ -1,11 +1,29 @@
 //! Property tests: the chat and task request parsers, page cursors and the scheduler's manual
-//! payload parser never panic and answer every input with a client error or a valid result (never a 5xx). Bounded runs
-//! (`PROPTEST_CASES`, default 512 here) so CI stays fast.
+//! payload parser never panic and answer every input with a client error or a valid result
+//! (never a 5xx); a 422 names what it refuses. Bounded runs (`PROPTEST_CASES`, default 512 here)
+//! so CI stays fast.
 
+use api::cursor::Cursor;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chat::request;
+use chrono::DateTime;
 use proptest::prelude::*;
 use scheduler::Trigger;
 use serde_json::Value;
+use uuid::Uuid;
+
+/// The fields of a chat body and of a task body.
+const CHAT_FIELDS: [&str; 3] = ["agentId", "message", "conversationId"];
+const TASK_FIELDS: [&str; 7] = [
+    "agentId",
+    "prompt",
+    "scheduledFor",
+    "cron",
+    "timeZone",
+    "maxAttempts",
+    "approved",
+];
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -45,6 +63,70 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Whether a 422's `message` names what it refuses: one of the body's `fields`, a field the body
+/// should not have, or the body as a whole.
+fn names_a_field(message: &str, fields: &[&str]) -> bool {
+    message.starts_with("unknown field `")
+        || message.starts_with("the body")
+        || fields
+            .iter()
+            .any(|f| message.strip_prefix(f).is_some_and(|rest| rest.starts_with([' ', ':'])))
+}
+
+/// The first and last microsecond a page can start from: 1970-01-01 to the end of 9999.
+const FIRST_MICROS: i64 = 0;
+const LAST_MICROS: i64 = 253_402_300_799_999_999;
+
+/// A cursor as the API hands them out: any time a page can start from, any id.
+fn valid_cursor() -> impl Strategy<Value = Cursor> {
+    (FIRST_MICROS..=LAST_MICROS, any::<u128>()).prop_map(|(micros, id)| Cursor {
+        at: DateTime::from_timestamp_micros(micros).expect("within chrono's range"),
+        id: Uuid::from_u128(id),
+    })
+}
+
+/// A cursor's text and the cursor it must decode to, or `None` where it must be refused: a third
+/// of the cases encoded by the API's own encoding, the rest one of them spoilt in one way: cut
+/// short, a character outside base64url, too long, or well encoded around a time outside
+/// 1970..=9999, a time that is not a number, an id that is not a UUID, no separator, bytes that
+/// are not UTF-8.
+fn cursor_case() -> impl Strategy<Value = (String, Option<Cursor>)> {
+    let encoded = |raw: String| URL_SAFE_NO_PAD.encode(raw);
+    prop_oneof![
+        4 => valid_cursor().prop_map(|c| (c.encode(), Some(c))),
+        1 => (valid_cursor(), any::<prop::sample::Index>())
+            .prop_map(|(c, cut)| { let text = c.encode(); (text[..cut.index(text.len())].to_string(), None) }),
+        1 => (valid_cursor(), any::<prop::sample::Index>(), prop::sample::select(vec!['!', '=', '+', '/', ' ', '%', '.']))
+            .prop_map(|(c, at, bad)| {
+                let mut text = c.encode();
+                text.insert(at.index(text.len() + 1), bad);
+                (text, None)
+            }),
+        1 => (valid_cursor(), 1usize..100).prop_map(|(c, extra)| {
+            let text = c.encode();
+            let padding = "A".repeat(129 - text.len() + extra);
+            (text + &padding, None)
+        }),
+        1 => (prop_oneof![i64::MIN..FIRST_MICROS, LAST_MICROS + 1..=i64::MAX], any::<u128>())
+            .prop_map(move |(micros, id)| (encoded(format!("{micros}.{}", Uuid::from_u128(id))), None)),
+        1 => ("[a-zA-Z_ ]{0,12}", any::<u128>())
+            .prop_map(move |(time, id)| (encoded(format!("{time}.{}", Uuid::from_u128(id))), None)),
+        1 => (valid_cursor(), 0usize..36, prop::sample::select(vec!['g', 'x', 'Z', '!', '.', ' ']))
+            .prop_map(move |(c, at, bad)| {
+                let mut id: Vec<char> = c.id.to_string().chars().collect();
+                id[at] = bad;
+                let id: String = id.into_iter().collect();
+                (encoded(format!("{}.{id}", c.at.timestamp_micros())), None)
+            }),
+        1 => valid_cursor().prop_map(move |c| (encoded(format!("{}{}", c.at.timestamp_micros(), c.id)), None)),
+        1 => (valid_cursor(), any::<prop::sample::Index>()).prop_map(|(c, at)| {
+            let mut raw = format!("{}.{}", c.at.timestamp_micros(), c.id).into_bytes();
+            raw.insert(at.index(raw.len() + 1), 0xff);
+            (URL_SAFE_NO_PAD.encode(raw), None)
+        }),
+    ]
+}
+
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: std::env::var("PROPTEST_CASES")
@@ -63,6 +145,7 @@ proptest! {
         if let Err(e) = request::parse(&bytes, 4000) {
             let status = e.parts().0.as_u16();
             prop_assert!((400..500).contains(&status), "{} for {:?}", status, bytes);
+            prop_assert!(status != 422 || names_a_field(&e.to_string(), &CHAT_FIELDS), "{e} for {bytes:?}");
         }
     }
 
@@ -78,6 +161,7 @@ proptest! {
             Err(e) => {
                 let status = e.parts().0.as_u16();
                 prop_assert!((400..500).contains(&status), "{} for {}", status, body);
+                prop_assert!(status != 422 || names_a_field(&e.to_string(), &CHAT_FIELDS), "{e} for {body}");
             }
         }
     }
@@ -107,14 +191,30 @@ proptest! {
             Err(e) => {
                 let status = e.parts().0.as_u16();
                 prop_assert!((400..500).contains(&status), "{status}: {e}");
+                prop_assert!(status != 422 || names_a_field(&e.to_string(), &TASK_FIELDS), "{e} for {body}");
             }
         }
     }
 
     #[test]
-    fn cursors_of_any_text_decode_or_are_a_422(text in ".{0,200}") {
-        if let Err(e) = api::cursor::Cursor::decode(&text) {
+    fn cursors_of_any_text_decode_or_are_a_422_naming_before(text in ".{0,200}") {
+        if let Err(e) = Cursor::decode(&text) {
             prop_assert_eq!(e.parts().0.as_u16(), 422);
+            prop_assert!(e.to_string().starts_with("before "), "{e}");
+        }
+    }
+
+    #[test]
+    fn cursors_the_api_encodes_decode_to_themselves_and_any_spoilt_one_is_a_422_naming_before(
+        (text, expected) in cursor_case()
+    ) {
+        match (Cursor::decode(&text), expected) {
+            (Ok(cursor), Some(expected)) => prop_assert_eq!(cursor, expected),
+            (Err(e), None) => {
+                prop_assert_eq!(e.parts().0.as_u16(), 422);
+                prop_assert!(e.to_string().starts_with("before "), "{e}");
+            }
+            (got, expected) => prop_assert!(false, "{text:?}: {got:?}, expected {expected:?}"),
         }
     }
 }

@@ -1,86 +1,12 @@
 //! The function binaries under the real local emulator: `cargo lambda watch` serving them and
 //! `cargo lambda invoke --data-file events/…` invoking them.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
+use integration_tests::cargo_lambda::Watch;
 use serde_json::Value;
 
-use crate::helpers::{eventually, free_port, TestDb};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// PATH with the project's `.venv/bin` first (scripts/test installs cargo-lambda there).
-fn path_with_venv() -> String {
-    let venv = workspace().join(".venv/bin");
-    format!("{}:{}", venv.display(), std::env::var("PATH").unwrap_or_default())
-}
-
-/// `cargo lambda watch` on a free loopback port, serving every function of the workspace.
-pub(crate) struct Watch {
-    pub(crate) port: u16,
-    child: tokio::process::Child,
-}
-
-impl Watch {
-    pub(crate) async fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Watch {
-        let port = free_port();
-        let child = tokio::process::Command::new("cargo")
-            .args(["lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port"])
-            .arg(port.to_string())
-            .arg("--ignore-changes")
-            .current_dir(workspace())
-            .env("PATH", path_with_venv())
-            .env("DATABASE_URL", &db.pooled_url)
-            .envs(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cargo lambda watch starts (scripts/test installs cargo-lambda into .venv)");
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let up = eventually(Duration::from_secs(60), || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        assert!(up, "cargo lambda watch did not listen on {addr}");
-        Watch { port, child }
-    }
-
-    /// `cargo lambda invoke <function> --data-file <file>`: (success, stdout, stderr).
-    async fn invoke(&self, function: &str, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::process::Command::new("cargo")
-            .args([
-                "lambda",
-                "invoke",
-                function,
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-            ])
-            .arg(self.port.to_string())
-            .args(args)
-            .current_dir(workspace())
-            .env("PATH", path_with_venv())
-            .output()
-            .await
-            .expect("cargo lambda invoke runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
+use crate::helpers::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_binary_runs_under_cargo_lambda_watch_and_invoke() {
@@ -219,6 +145,13 @@ async fn the_chat_binary_serves_the_contract_on_its_function_url_with_a_signed_t
         .await
         .unwrap();
     assert_eq!(unknown_field.status().as_u16(), 422);
+    let refusal: Value = unknown_field.json().await.unwrap();
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown field `context`")),
+        "the 422 names the field: {refusal}"
+    );
 
     // The sample events through `cargo lambda invoke`: the JWT-authorizer one as it is, the
     // bearer-token one with a real token in place of its placeholder.

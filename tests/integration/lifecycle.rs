@@ -1,17 +1,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::helpers::{admin_show, bouncer_admin, eventually, function_binary, RuntimeApi, TestDb};
-
-async fn clients_of(db: &TestDb, app: &str) -> usize {
-    let admin = bouncer_admin().await;
-    admin_show(&admin, "CLIENTS")
-        .await
-        .iter()
-        .filter(|c| c.get("database").map(String::as_str) == Some(db.name.as_str()))
-        .filter(|c| c.get("application_name").map(String::as_str) == Some(app))
-        .count()
-}
+use crate::helpers::{eventually, function_binary, pooler_clients, RuntimeApi, TestDb};
 
 #[tokio::test]
 async fn sigterm_closes_the_functions_pooled_connection() {
@@ -30,11 +20,11 @@ async fn sigterm_closes_the_functions_pooled_connection() {
 
     // The init phase warms the pool: the pooler lists the instance as a client.
     let became = eventually(Duration::from_secs(10), || async {
-        clients_of(&db, "health").await > 0
+        pooler_clients(&db, "health").await > 0
     })
     .await;
     assert!(became, "the health instance never connected");
-    let connected = clients_of(&db, "health").await;
+    let connected = pooler_clients(&db, "health").await;
     assert_eq!(connected, 1, "the warm pool holds exactly one connection");
     assert!(
         runtime
@@ -53,7 +43,11 @@ async fn sigterm_closes_the_functions_pooled_connection() {
         .expect("the function exits after SIGTERM")
         .expect("wait");
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
-    assert_eq!(clients_of(&db, "health").await, 0, "the pooled connection is closed");
+    assert_eq!(
+        pooler_clients(&db, "health").await,
+        0,
+        "the pooled connection is closed"
+    );
 }
 
 #[tokio::test]

@@ -2,13 +2,15 @@
 //! real runtime loop, the real Postgres through the real pgbouncer), and the publishers (api,
 //! chat, scheduler) pushing through the gateway's Management API after commit.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use integration_tests::fakes;
+use integration_tests::harness::{harness, json_of, quiet_metrics, Harness, OTHER_USER, SECRET, USER};
 use integration_tests::live_gateway::{Invoker, LiveGateway};
+use integration_tests::models::ChatModel;
+use integration_tests::scheduling::{invoke, scheduler_on, test_config};
 use lambda_http::Body;
 use serde_json::{json, Value};
 use shared::auth::{AuthConfig, Authenticator};
@@ -20,8 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use crate::chat::{harness, ChatModel, Harness, OTHER_USER, SECRET, USER};
-use crate::helpers::{admin_show, bouncer_admin, eventually, function_binary, PoolOptions, RuntimeApi, TestDb};
+use crate::helpers::{eventually, pooler_clients, PoolOptions, RuntimeApi, TestDb};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -69,17 +70,13 @@ fn publisher(endpoint: &str, push: Duration, all: Duration, metrics: Option<Metr
 }
 
 fn live_process(runtime: &RuntimeApi, db: &TestDb, auth_url: &str, env: &[(&str, &str)]) -> tokio::process::Child {
-    tokio::process::Command::new(function_binary("live"))
-        .envs(runtime.function_env("live"))
-        .env("DATABASE_URL", &db.pooled_url)
-        .env("SUPABASE_URL", auth_url)
-        .env("SUPABASE_JWT_SECRET", SECRET)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the live binary (cargo build -p live)")
+    let mut all = vec![
+        ("DATABASE_URL", db.pooled_url.as_str()),
+        ("SUPABASE_URL", auth_url),
+        ("SUPABASE_JWT_SECRET", SECRET),
+    ];
+    all.extend_from_slice(env);
+    runtime.spawn_function("live", &all)
 }
 
 async fn start_with(env: &[(&str, &str)]) -> Live {
@@ -122,7 +119,8 @@ fn api_instance(h: &Harness, live: Publisher, metrics: Metrics) -> api::Api {
             app: "api".into(),
             ..PoolOptions::default()
         }),
-        auth: Authenticator::new(AuthConfig::new(&h.auth.url(), Some(SECRET.into()))),
+        auth: Authenticator::new(AuthConfig::new(&h.auth.url(), Some(SECRET.into())))
+            .expect("an HTTP client with its timeouts"),
         settings: api::Settings::default(),
         metrics,
     }
@@ -161,11 +159,7 @@ async fn api_call(
     }
     let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
     let response = api::handle(api, request).await.unwrap();
-    let value = match response.body() {
-        Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (response.status().as_u16(), value)
+    (response.status().as_u16(), json_of(&response))
 }
 
 async fn create_task(l: &Live, user: &str, approved: bool) -> (u16, Value) {
@@ -348,10 +342,11 @@ async fn a_users_task_and_message_events_reach_their_connections_and_never_anoth
             app: "chat".into(),
             ..PoolOptions::default()
         }),
-        auth: Authenticator::new(AuthConfig::new(&l.h.auth.url(), Some(SECRET.into()))),
+        auth: Authenticator::new(AuthConfig::new(&l.h.auth.url(), Some(SECRET.into())))
+            .expect("an HTTP client with its timeouts"),
         model: ChatModel::new(Duration::ZERO),
         settings: chat::Settings::default(),
-        metrics: Metrics::new(&shared::config::Env::default(), "chat").with_sink(Sink::Buffer(Default::default())),
+        metrics: quiet_metrics("chat"),
     };
     let mut event: Value = serde_json::from_str(include_str!("../../events/chat.json")).unwrap();
     event["headers"]["authorization"] = format!("Bearer {}", l.h.token(USER)).into();
@@ -421,23 +416,13 @@ async fn the_scheduler_pushes_each_finished_task_to_its_owner_only() {
     let (status, task) = create_task(&l, USER, true).await;
     assert_eq!(status, 201);
     let id = task["id"].as_str().unwrap().to_string();
-    let scheduler = scheduler::Scheduler::new(
-        l.h.db.pool(&PoolOptions {
-            app: "scheduler".into(),
-            max_size: 2,
-            ..PoolOptions::default()
-        }),
-        ChatModel::new(Duration::ZERO),
-        crate::scheduler::test_config(),
-        crate::scheduler::quiet_metrics(),
-    )
-    .with_live(publisher(
+    let scheduler = scheduler_on(&l.h.db, ChatModel::new(Duration::ZERO), test_config()).with_live(publisher(
         &l.gateway.endpoint(),
         Duration::from_secs(2),
         Duration::from_secs(3),
         None,
     ));
-    let summary = crate::scheduler::invoke(&scheduler, json!({}), Duration::from_secs(20))
+    let summary = invoke(&scheduler, json!({}), Duration::from_secs(20))
         .await
         .expect("the run");
     assert_eq!(summary.completed, 1);
@@ -563,13 +548,7 @@ async fn two_hundred_idle_connections_hold_no_pooler_client() {
         sockets.push(open_as(&l, USER).await);
     }
     assert_eq!(rows(&l.h.db, USER).await, 200);
-    let admin = bouncer_admin().await;
-    let clients = admin_show(&admin, "CLIENTS")
-        .await
-        .into_iter()
-        .filter(|c| c.get("database").map(String::as_str) == Some(l.h.db.name.as_str()))
-        .filter(|c| c.get("application_name").map(String::as_str) == Some("live"))
-        .count();
+    let clients = pooler_clients(&l.h.db, "live").await;
     assert_eq!(
         clients, 0,
         "the live function gave its pooler client back after each event"

@@ -6,34 +6,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use integration_tests::fakes::{FakeServer, Mode, Quota};
+use integration_tests::models::{bedrock_model, openai_model};
+use integration_tests::scheduling::{
+    invoke, schedule_event, scheduled_invocation, scheduler_on, scheduler_process, seed_agent, seed_tasks,
+    status_counts, test_config,
+};
 use scheduler::continuation::LambdaSelf;
 use scheduler::{Scheduler, Settings as SchedulerSettings};
-use shared::model::SharedModel;
 
-use crate::chat::{bedrock_model, openai_model};
-use crate::helpers::{deadline_in, eventually, InvokeResult, PoolOptions, RuntimeApi, TestDb};
-use crate::scheduler::{
-    invoke, quiet_metrics, schedule_event, scheduler_process, seed_agent, seed_tasks, status_counts, test_config,
-};
-use integration_tests::fakes::{FakeServer, Mode, Quota};
-
-fn scheduler_with(db: &TestDb, model: SharedModel, settings: SchedulerSettings) -> Scheduler {
-    Scheduler::new(
-        db.pool(&PoolOptions {
-            app: "scheduler".into(),
-            max_size: 2,
-            ..PoolOptions::default()
-        }),
-        model,
-        settings,
-        quiet_metrics(),
-    )
-}
-
-/// A scheduler on `db` with the local model and the tests' short margins.
-pub(crate) fn local_scheduler(db: &TestDb) -> Scheduler {
-    scheduler_with(db, Arc::new(shared::model::LocalModel::default()), test_config())
-}
+use crate::helpers::{deadline_in, eventually, InvokeResult, RuntimeApi, TestDb};
 
 /// Samples the instance's concurrency limit every 100 ms until `stop` is set.
 fn sample_limit(s: &Scheduler) -> (Arc<Mutex<Vec<usize>>>, Arc<std::sync::atomic::AtomicBool>) {
@@ -43,6 +25,7 @@ fn sample_limit(s: &Scheduler) -> (Arc<Mutex<Vec<usize>>>, Arc<std::sync::atomic
     tokio::spawn(async move {
         while !done.load(Ordering::SeqCst) {
             out.lock().unwrap().push(limiter.limit());
+            // The sampling period: a sleep by design (samples evenly spread over the run).
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -79,7 +62,7 @@ async fn two_thousand_tasks_against_a_provider_admitting_fifty_at_once_all_compl
         latency: Duration::from_millis(200),
         jitter: 0.2,
     });
-    let s = scheduler_with(
+    let s = scheduler_on(
         &db,
         Arc::new(openai_model(&provider, Duration::from_secs(10))),
         SchedulerSettings {
@@ -126,7 +109,7 @@ async fn the_bedrock_stand_in_throttles_beyond_its_quota_and_every_task_still_co
         latency: Duration::from_millis(100),
         jitter: 0.2,
     });
-    let s = scheduler_with(
+    let s = scheduler_on(
         &db,
         Arc::new(bedrock_model(&provider, Duration::from_secs(10))),
         SchedulerSettings {
@@ -162,7 +145,7 @@ async fn a_task_made_due_during_a_running_invocation_starts_within_two_seconds()
         latency: Duration::from_secs(4),
         jitter: 0.0,
     });
-    let s = scheduler_with(
+    let s = scheduler_on(
         &db,
         Arc::new(openai_model(&provider, Duration::from_secs(10))),
         test_config(),
@@ -220,7 +203,7 @@ fn continuing(db: &TestDb, lambda: &FakeServer, latency: Duration) -> Scheduler 
         aws_sdk_lambda::Client::from_conf(config),
         "agent-backend-scheduler".into(),
     );
-    scheduler_with(
+    scheduler_on(
         db,
         Arc::new(shared::model::LocalModel { latency }),
         SchedulerSettings {
@@ -321,10 +304,7 @@ async fn the_scheduler_binary_asks_the_platform_for_its_next_invocation_which_fi
             ("AWS_SECRET_ACCESS_KEY", "secret"),
         ],
     );
-    let InvokeResult::Response(first) = runtime
-        .invoke(&schedule_event(), deadline_in(Duration::from_secs(2)))
-        .await
-    else {
+    let InvokeResult::Response(first) = scheduled_invocation(&runtime, Duration::from_secs(2)).await else {
         panic!("the first invocation failed");
     };
     assert_eq!(first["continued"], true, "{first}");

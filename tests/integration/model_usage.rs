@@ -10,10 +10,9 @@ use integration_tests::fakes::{
     bedrock_streaming, bedrock_streaming_with, openai_streaming_provider, streamed_usage, FakeServer, Mode,
     StreamScript, PLAIN_USAGE,
 };
+use integration_tests::models::{bedrock_model, bedrock_model_at, limits};
 use shared::model::openai::OpenAiModel;
 use shared::model::{AgentModel, LocalModel, ModelRequest, StreamedReply, Usage};
-
-use crate::chat::{bedrock_model, bedrock_model_at, limits};
 
 fn request() -> ModelRequest {
     ModelRequest::task("Be brief.", "Tell me a story")
@@ -53,7 +52,8 @@ async fn the_openai_client_reads_the_usage_and_the_model_of_a_plain_reply() {
         None,
         "gpt-test-latest",
         limits(Duration::from_secs(5)),
-    );
+    )
+    .expect("an HTTP client with its timeouts");
     let reply = model.complete(&request()).await.expect("a reply");
     assert_eq!(reply.text, "openai says: Tell me a story");
     assert_eq!(
@@ -69,7 +69,8 @@ async fn the_openai_client_reads_the_usage_and_the_model_of_a_plain_reply() {
 async fn a_streamed_openai_reply_asks_for_usage_and_reads_it_from_the_last_chunk() {
     let script = script(10);
     let provider = openai_streaming_provider(script.clone(), true).await;
-    let model = OpenAiModel::new(&provider.url, None, "gpt-test", limits(Duration::from_secs(5)));
+    let model = OpenAiModel::new(&provider.url, None, "gpt-test", limits(Duration::from_secs(5)))
+        .expect("an HTTP client with its timeouts");
     let mut reply = model.stream_reply(&request()).await.expect("a stream");
     assert_eq!(read_to_end(&mut reply).await, script.words.concat());
     assert_eq!(reply.usage(), usage(streamed_usage(&script)));
@@ -95,7 +96,8 @@ async fn an_openai_compatible_provider_that_reports_no_usage_gives_unknown_usage
         None,
         "gpt-test",
         limits(Duration::from_secs(5)),
-    );
+    )
+    .expect("an HTTP client with its timeouts");
     let reply = model.complete(&request()).await.expect("a reply");
     assert_eq!(reply.text, "openai says: Tell me a story");
     assert_eq!(reply.usage, None);
@@ -103,7 +105,8 @@ async fn an_openai_compatible_provider_that_reports_no_usage_gives_unknown_usage
 
     let script = script(6);
     let provider = openai_streaming_provider(script.clone(), false).await;
-    let model = OpenAiModel::new(&provider.url, None, "gpt-test", limits(Duration::from_secs(5)));
+    let model = OpenAiModel::new(&provider.url, None, "gpt-test", limits(Duration::from_secs(5)))
+        .expect("an HTTP client with its timeouts");
     let mut streamed = model.stream_reply(&request()).await.expect("a stream");
     assert_eq!(read_to_end(&mut streamed).await, script.words.concat());
     assert_eq!(streamed.usage(), None);

@@ -1,16 +1,24 @@
+//! The scheduler: every due task run exactly once across racing instances, retries with growing
+//! delays, deadlines and leases, recurring series, a dry run and manual payloads, instances
+//! killed mid-batch, database outages, fairness between users and daily budgets.
+
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
-use scheduler::{Scheduler, SchedulerError, Settings as SchedulerSettings, Summary};
-use serde_json::{json, Value};
+use integration_tests::harness::quiet_metrics;
+use integration_tests::scheduling::{
+    invoke, schedule_event, scheduled_invocation, scheduler_on, scheduler_process, seed_agent, seed_tasks,
+    status_counts, test_config,
+};
+use lambda_runtime::Diagnostic;
+use scheduler::{Scheduler, Settings as SchedulerSettings};
+use serde_json::json;
 use shared::model::{AgentModel, ModelError, ModelRequest};
 use tokio_postgres::Client;
 
-use crate::helpers::{eventually, function_binary, PoolOptions, RuntimeApi, TestDb};
+use crate::helpers::{eventually, PoolOptions, RuntimeApi, TestDb};
 
 /// What the test model does with a prompt.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +68,7 @@ impl AgentModel for RecordingModel {
         let prompt = request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
         *self.runs.lock().unwrap().entry(prompt.clone()).or_default() += 1;
         if !self.latency.is_zero() {
+            // The model's working time: what keeps tasks running while a test acts on them.
             tokio::time::sleep(self.latency).await;
         }
         match self.behaviour {
@@ -73,101 +82,6 @@ impl AgentModel for RecordingModel {
     }
 }
 
-pub(crate) fn test_config() -> SchedulerSettings {
-    SchedulerSettings {
-        safety_margin: Duration::from_millis(300),
-        lease_grace: Duration::from_millis(200),
-        retry_base: Duration::from_millis(100),
-        retry_max: Duration::from_secs(10),
-        ..SchedulerSettings::default()
-    }
-}
-
-fn scheduler(db: &TestDb, model: Arc<RecordingModel>, config: SchedulerSettings) -> Scheduler {
-    Scheduler::new(
-        db.pool(&PoolOptions {
-            app: "scheduler".into(),
-            max_size: 2,
-            ..PoolOptions::default()
-        }),
-        model,
-        config,
-        quiet_metrics(),
-    )
-}
-
-pub(crate) async fn invoke(s: &Scheduler, payload: Value, budget: Duration) -> Result<Summary, SchedulerError> {
-    let mut context = Context::default();
-    context.request_id = uuid::Uuid::new_v4().to_string();
-    context.deadline = crate::helpers::deadline_in(budget);
-    scheduler::handle(s, LambdaEvent::new(payload, context)).await
-}
-
-/// The real scheduler binary on `db`, driven through `runtime`, with short margins and `env`;
-/// killed when dropped.
-pub(crate) fn scheduler_process(runtime: &RuntimeApi, db: &TestDb, env: &[(&str, &str)]) -> tokio::process::Child {
-    tokio::process::Command::new(function_binary("scheduler"))
-        .envs(runtime.function_env("scheduler"))
-        .env("DATABASE_URL", &db.pooled_url)
-        .env("SCHEDULER_SAFETY_MARGIN_MS", "300")
-        .env("SCHEDULER_LEASE_GRACE_MS", "200")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the scheduler binary")
-}
-
-/// The scheduled event, invoked through `runtime` with a deadline `budget` from now.
-async fn scheduled_invocation(runtime: &RuntimeApi, budget: Duration) -> crate::helpers::InvokeResult {
-    runtime
-        .invoke(&schedule_event(), crate::helpers::deadline_in(budget))
-        .await
-}
-
-pub(crate) fn schedule_event() -> Value {
-    serde_json::from_str(include_str!("../../events/schedule.json")).unwrap()
-}
-
-pub(crate) async fn seed_agent(client: &Client) -> uuid::Uuid {
-    client
-        .query_one(
-            "INSERT INTO agents (name, instructions) VALUES ('worker', 'do the task') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// `n` tasks with prompts `<prefix>-1 … <prefix>-n`.
-pub(crate) async fn seed_tasks(
-    client: &Client,
-    agent: uuid::Uuid,
-    n: i32,
-    prefix: &str,
-    extra_columns: &str,
-    extra_values: &str,
-) {
-    let sql = format!(
-        "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for{extra_columns})
-         SELECT $1, $2 || '-' || i, 'approved', now() - interval '1 minute'{extra_values}
-           FROM generate_series(1, $3::int) AS i"
-    );
-    client.execute(&sql, &[&agent, &prefix, &n]).await.unwrap();
-}
-
-pub(crate) async fn status_counts(client: &Client) -> HashMap<String, i64> {
-    client
-        .query("SELECT status, count(*) FROM agent_tasks GROUP BY status", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_instances_run_each_of_ten_thousand_tasks_exactly_once() {
     let db = TestDb::new().await;
@@ -178,7 +92,7 @@ async fn four_instances_run_each_of_ten_thousand_tasks_exactly_once() {
 
     let mut instances = Vec::new();
     for _ in 0..4 {
-        let s = scheduler(&db, model.clone(), test_config());
+        let s = scheduler_on(&db, model.clone(), test_config());
         instances.push(tokio::spawn(async move {
             invoke(&s, schedule_event(), Duration::from_secs(120)).await
         }));
@@ -220,7 +134,7 @@ async fn tasks_not_approved_or_not_due_or_cancelled_are_left_alone() {
         .await
         .unwrap();
     let model = RecordingModel::new(Behaviour::Succeed);
-    let s = scheduler(&db, model.clone(), test_config());
+    let s = scheduler_on(&db, model.clone(), test_config());
     let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
     assert_eq!(summary.claimed, 1);
     assert_eq!(summary.completed, 1);
@@ -248,7 +162,7 @@ async fn a_failing_model_is_retried_with_growing_delays_then_failed() {
     let agent = seed_agent(&client).await;
     seed_tasks(&client, agent, 1, "flaky", ", max_attempts", ", 3").await;
     let model = RecordingModel::new(Behaviour::Fail);
-    let s = scheduler(&db, model.clone(), test_config());
+    let s = scheduler_on(&db, model.clone(), test_config());
 
     let mut delays = Vec::new();
     for attempt in 1..=3 {
@@ -306,7 +220,7 @@ async fn a_hanging_model_is_cut_by_the_task_timeout() {
     let client = db.direct().await;
     let agent = seed_agent(&client).await;
     seed_tasks(&client, agent, 3, "stuck", "", "").await;
-    let s = scheduler(
+    let s = scheduler_on(
         &db,
         RecordingModel::new(Behaviour::Hang),
         SchedulerSettings {
@@ -338,7 +252,7 @@ async fn a_short_deadline_stops_the_run_with_the_rest_still_pending() {
     let client = db.direct().await;
     let agent = seed_agent(&client).await;
     seed_tasks(&client, agent, 200, "slow", "", "").await;
-    let s = scheduler(
+    let s = scheduler_on(
         &db,
         RecordingModel::slow(Duration::from_millis(50)),
         SchedulerSettings {
@@ -391,8 +305,8 @@ async fn a_recurring_task_gets_its_next_occurrence_once_even_when_two_instances_
         .await
         .unwrap();
     let model = RecordingModel::slow(Duration::from_millis(100));
-    let a = scheduler(&db, model.clone(), test_config());
-    let b = scheduler(&db, model.clone(), test_config());
+    let a = scheduler_on(&db, model.clone(), test_config());
+    let b = scheduler_on(&db, model.clone(), test_config());
     let one = json!({"maxTasks": 1});
     let (ra, rb) = tokio::join!(
         invoke(&a, one.clone(), Duration::from_secs(30)),
@@ -425,7 +339,7 @@ async fn a_dry_run_reports_what_is_due_and_changes_nothing() {
     let agent = seed_agent(&client).await;
     seed_tasks(&client, agent, 7, "due", "", "").await;
     let model = RecordingModel::new(Behaviour::Succeed);
-    let s = scheduler(&db, model.clone(), test_config());
+    let s = scheduler_on(&db, model.clone(), test_config());
     let summary = invoke(&s, json!({"dryRun": true}), Duration::from_secs(30))
         .await
         .unwrap();
@@ -441,7 +355,7 @@ async fn max_tasks_caps_one_invocation() {
     let client = db.direct().await;
     let agent = seed_agent(&client).await;
     seed_tasks(&client, agent, 30, "capped", "", "").await;
-    let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
+    let s = scheduler_on(&db, RecordingModel::new(Behaviour::Succeed), test_config());
     let summary = invoke(&s, json!({"maxTasks": 12}), Duration::from_secs(30))
         .await
         .unwrap();
@@ -456,7 +370,7 @@ async fn malformed_manual_payloads_get_a_clear_error_and_touch_nothing() {
     let agent = seed_agent(&client).await;
     seed_tasks(&client, agent, 3, "keep", "", "").await;
     let model = RecordingModel::new(Behaviour::Succeed);
-    let s = scheduler(&db, model.clone(), test_config());
+    let s = scheduler_on(&db, model.clone(), test_config());
     for payload in [
         json!({"maxTasks": "ten"}),
         json!({"maxTasks": -3}),
@@ -521,7 +435,7 @@ async fn an_instance_killed_mid_batch_loses_no_task() {
     // Once the leases (3 s deadline + 0.2 s grace) expire, a later invocation rescues and completes all.
     let expired = eventually(Duration::from_secs(15), || async { live_leases(&client).await == 0 }).await;
     assert!(expired, "the killed instance's leases expire");
-    let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
+    let s = scheduler_on(&db, RecordingModel::new(Behaviour::Succeed), test_config());
     let summary = invoke(&s, schedule_event(), Duration::from_secs(60)).await.unwrap();
     assert!(summary.rescued > 0, "{summary:?}");
     let counts = status_counts(&client).await;
@@ -549,7 +463,7 @@ async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches
         shared::db::Db::new(&settings).unwrap(),
         RecordingModel::new(Behaviour::Succeed),
         test_config(),
-        quiet_metrics(),
+        quiet_metrics("scheduler"),
     );
     bouncer.stop();
     let started = Instant::now();
@@ -568,12 +482,6 @@ async fn a_database_outage_fails_the_invocation_cleanly_and_the_next_one_catches
     bouncer.restart().await;
     let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
     assert_eq!(summary.completed, 20);
-}
-
-/// EMF lines kept in memory instead of cluttering the output.
-pub(crate) fn quiet_metrics() -> shared::metrics::Metrics {
-    shared::metrics::Metrics::new(&shared::config::Env::default(), "scheduler")
-        .with_sink(shared::metrics::Sink::Buffer(Default::default()))
 }
 
 /// Running tasks whose lease has not expired yet.
@@ -649,7 +557,7 @@ async fn sigkill_on_the_last_attempt_of_a_recurring_occurrence_leaves_its_next_o
     let expired = eventually(Duration::from_secs(15), || async { live_leases(&client).await == 0 }).await;
     assert!(expired, "the killed instance's lease expires");
     // Two rescues (two invocations) in a row: the next occurrence is created once.
-    let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
+    let s = scheduler_on(&db, RecordingModel::new(Behaviour::Succeed), test_config());
     let first = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
     assert_eq!((first.rescued, first.failed), (1, 1), "{first:?}");
     let second = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
@@ -834,7 +742,7 @@ async fn a_series_failing_too_often_in_a_row_is_suspended_for_a_person_to_decide
     let client = db.direct().await;
     let agent = seed_agent(&client).await;
     let series_id = seed_series(&client, agent, "always fails", 1).await;
-    let s = scheduler(&db, RecordingModel::new(Behaviour::Fail), test_config());
+    let s = scheduler_on(&db, RecordingModel::new(Behaviour::Fail), test_config());
     // Each run fails the due occurrence; the test makes the next one due at once.
     let mut suspended = 0;
     for _ in 0..3 {
@@ -873,7 +781,7 @@ async fn a_series_whose_cron_no_longer_evaluates_ends_counted_not_silently() {
         )
         .await
         .unwrap();
-    let s = scheduler(&db, RecordingModel::new(Behaviour::Succeed), test_config());
+    let s = scheduler_on(&db, RecordingModel::new(Behaviour::Succeed), test_config());
     let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
     assert_eq!((summary.completed, summary.series_ended), (1, 1), "{summary:?}");
     assert!(later_occurrences(&client, series_id).await.is_empty());
@@ -885,7 +793,7 @@ async fn a_throttled_task_is_handed_back_for_later_without_counting_an_attempt()
     let client = db.direct().await;
     let agent = seed_agent(&client).await;
     seed_tasks(&client, agent, 3, "busy", ", max_attempts", ", 1").await;
-    let s = scheduler(&db, RecordingModel::new(Behaviour::Throttle), test_config());
+    let s = scheduler_on(&db, RecordingModel::new(Behaviour::Throttle), test_config());
     let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
     assert_eq!(
         (summary.throttled, summary.failed, summary.retried),
@@ -947,7 +855,7 @@ async fn a_task_whose_agent_was_made_private_is_not_run_and_its_series_stops() {
         .unwrap();
 
     let model = RecordingModel::new(Behaviour::Succeed);
-    let s = scheduler(&db, model.clone(), test_config());
+    let s = scheduler_on(&db, model.clone(), test_config());
     let summary = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
     assert_eq!(summary.completed, 1, "only the owner's task ran: {summary:?}");
     assert_eq!(model.runs().keys().collect::<Vec<_>>(), ["owner's-1"]);
@@ -1027,16 +935,7 @@ async fn a_small_users_tasks_are_claimed_before_five_percent_of_a_big_users_back
     let model = Arc::new(OrderedModel {
         started: Mutex::new(Vec::new()),
     });
-    let s = Scheduler::new(
-        db.pool(&PoolOptions {
-            app: "scheduler".into(),
-            max_size: 2,
-            ..PoolOptions::default()
-        }),
-        model.clone(),
-        test_config(),
-        quiet_metrics(),
-    );
+    let s = scheduler_on(&db, model.clone(), test_config());
     let summary = invoke(&s, json!({"maxTasks": 3000}), Duration::from_secs(60))
         .await
         .unwrap();
@@ -1087,7 +986,7 @@ async fn a_user_over_the_daily_budget_has_tasks_deferred_to_midnight_with_attemp
         .await
         .unwrap();
     let model = RecordingModel::new(Behaviour::Succeed);
-    let s = scheduler(
+    let s = scheduler_on(
         &db,
         model.clone(),
         SchedulerSettings {
@@ -1152,16 +1051,7 @@ async fn an_agent_over_its_daily_budget_has_its_tasks_deferred_and_usage_is_reco
     let model = Arc::new(OrderedModel {
         started: Mutex::new(Vec::new()),
     });
-    let s = Scheduler::new(
-        db.pool(&PoolOptions {
-            app: "scheduler".into(),
-            max_size: 2,
-            ..PoolOptions::default()
-        }),
-        model,
-        test_config(),
-        quiet_metrics(),
-    );
+    let s = scheduler_on(&db, model, test_config());
     // The first run records 2 × 10 tokens: the agent's 20 are spent.
     let first = invoke(&s, schedule_event(), Duration::from_secs(10)).await.unwrap();
     assert_eq!(first.completed, 2, "{first:?}");

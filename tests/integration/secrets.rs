@@ -5,118 +5,16 @@
 //! stand-in that forwards to it, as the real extension forwards to AWS.
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
+use integration_tests::fakes::{secrets_extension, Moto};
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    deadline_in, eventually, free_port, function_binary, serve_http, HyperResponse, InvokeResult, RuntimeApi, TestDb,
-};
+use crate::helpers::{deadline_in, eventually, function_binary, InvokeResult, RuntimeApi, TestDb};
 
+/// The instance's session token, which the extension asks for.
 const TOKEN: &str = "session-token-of-the-instance";
-
-/// moto's Secrets Manager on a free loopback port, stopped on drop.
-struct Moto {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        let port = free_port();
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server runs (scripts/tools installs moto[server] into .venv)");
-        let up = eventually(Duration::from_secs(30), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-        })
-        .await;
-        assert!(up, "moto_server did not start");
-        Moto { port, child }
-    }
-
-    /// One Secrets Manager API call (JSON 1.1 protocol).
-    async fn call(&self, action: &str, body: &Value) -> Value {
-        call_secrets_manager(self.port, action, body)
-            .await
-            .expect("moto answers")
-    }
-}
-
-async fn call_secrets_manager(port: u16, action: &str, body: &Value) -> Result<Value, String> {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/"))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", format!("secretsmanager.{action}"))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=AKIDTEST/20261127/us-east-1/secretsmanager/aws4_request, \
-             SignedHeaders=content-type;host;x-amz-target, Signature=0",
-        )
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{action}: HTTP {status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| e.to_string())
-}
-
-/// The Parameters and Secrets extension's local endpoint, forwarding to moto; counts fetches.
-async fn extension(moto_port: u16) -> (u16, Arc<AtomicUsize>) {
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let counter = fetches.clone();
-    let addr = serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
-        let counter = counter.clone();
-        async move {
-            let reply = |status: u16, body: String| -> HyperResponse {
-                hyper::Response::builder()
-                    .status(status)
-                    .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-                    .expect("response")
-            };
-            if req
-                .headers()
-                .get("x-aws-parameters-secrets-token")
-                .and_then(|v| v.to_str().ok())
-                != Some(TOKEN)
-            {
-                return reply(401, "missing or wrong X-Aws-Parameters-Secrets-Token".into());
-            }
-            let query = req.uri().query().unwrap_or("").to_string();
-            let _ = req.into_body().collect().await;
-            let Some(id) = url::form_urlencoded::parse(query.as_bytes())
-                .find(|(k, _)| k == "secretId")
-                .map(|(_, v)| v.into_owned())
-            else {
-                return reply(400, "secretId is required".into());
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            match call_secrets_manager(moto_port, "GetSecretValue", &json!({ "SecretId": id })).await {
-                Ok(v) => reply(200, v.to_string()),
-                Err(e) => reply(400, e),
-            }
-        }
-    })
-    .await;
-    (addr.port(), fetches)
-}
 
 fn event(path: &str, key: Option<&str>) -> Value {
     let mut event: Value = serde_json::from_str(include_str!("../../events/health.json")).unwrap();
@@ -166,7 +64,7 @@ async fn the_functions_read_their_secrets_from_secrets_manager_at_init() {
         )
         .await;
     let arn = created["ARN"].as_str().expect("an ARN").to_string();
-    let (port, fetches) = extension(moto.port).await;
+    let (port, fetches) = secrets_extension(&moto, TOKEN).await;
     let runtime = RuntimeApi::start().await;
     let _function = health_with_secrets(&runtime, &arn, port);
 
@@ -214,7 +112,7 @@ async fn a_rotated_database_password_is_read_again_from_the_secret() {
         )
         .await;
     let arn = created["ARN"].as_str().expect("an ARN").to_string();
-    let (port, fetches) = extension(moto.port).await;
+    let (port, fetches) = secrets_extension(&moto, TOKEN).await;
     let runtime = RuntimeApi::start().await;
     let function = health_with_secrets(&runtime, &arn, port);
     assert_eq!(status_of(&runtime, &event("/api/health", None)).await, 200);
@@ -284,7 +182,7 @@ async fn the_model_key_and_the_token_secret_come_from_their_own_secrets() {
     let (jwt, key) = ("jwt-secret-from-secrets-manager-32-chars", "sk-from-secrets-manager");
     let jwt_arn = secret("jwt", jwt).await;
     let key_arn = secret("openai", &json!({"OPENAI_API_KEY": key}).to_string()).await;
-    let (port, fetches) = extension(moto.port).await;
+    let (port, fetches) = secrets_extension(&moto, TOKEN).await;
     let openai = integration_tests::fakes::FakeServer::openai().await;
     let runtime = RuntimeApi::start().await;
     let supabase = "https://secrets.supabase.co";

@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use integration_tests::fakes::{bedrock_streaming, openai_streaming, FakeServer, Mode, StreamScript};
+use integration_tests::models::{bedrock_model_at, limits};
 use shared::model::openai::OpenAiModel;
 use shared::model::{AgentModel, LocalModel, ModelError, ModelRequest};
-
-use crate::chat::{bedrock_model_at, limits};
 
 fn words(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("word{i} ")).collect()
@@ -34,7 +33,8 @@ async fn the_openai_client_hands_on_each_chunk_as_the_provider_writes_it() {
         break_when: None,
     })
     .await;
-    let model = OpenAiModel::new(&url, None, "gpt-test", limits(Duration::from_secs(5)));
+    let model = OpenAiModel::new(&url, None, "gpt-test", limits(Duration::from_secs(5)))
+        .expect("an HTTP client with its timeouts");
     let items = collect(&model).await.expect("a stream");
     let text: String = items.iter().map(|(_, i)| i.clone().expect("no error")).collect();
     assert_eq!(text, words(10).concat());
@@ -54,7 +54,8 @@ async fn a_stream_cut_mid_reply_ends_with_an_error_after_the_chunks_that_came() 
         break_when: None,
     })
     .await;
-    let model = OpenAiModel::new(&url, None, "gpt-test", limits(Duration::from_secs(5)));
+    let model = OpenAiModel::new(&url, None, "gpt-test", limits(Duration::from_secs(5)))
+        .expect("an HTTP client with its timeouts");
     let mut items: Vec<_> = collect(&model)
         .await
         .expect("a stream")
@@ -78,7 +79,7 @@ async fn a_stalled_stream_is_a_timeout_after_the_gap_bound() {
     .await;
     let mut bounds = limits(Duration::from_secs(60));
     bounds.stream_gap = Duration::from_millis(200);
-    let model = OpenAiModel::new(&url, None, "gpt-test", bounds);
+    let model = OpenAiModel::new(&url, None, "gpt-test", bounds).expect("an HTTP client with its timeouts");
     let items: Vec<_> = collect(&model)
         .await
         .expect("a stream")
@@ -97,7 +98,8 @@ async fn throttling_before_the_first_byte_is_the_streams_error_with_the_provider
         None,
         "gpt-test",
         limits(Duration::from_secs(5)),
-    );
+    )
+    .expect("an HTTP client with its timeouts");
     let err = collect(&model).await.expect_err("throttled");
     assert_eq!(
         err,

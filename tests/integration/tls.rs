@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use shared::config::Env;
-use shared::db::{Db, DbSettings, PoolDefaults};
+use shared::db::{DbSettings, PoolDefaults};
 
-use crate::helpers::{PrivateBouncer, TestDb};
+use crate::helpers::{runs_a_statement, PrivateBouncer, TestDb};
 
 /// A private certificate authority.
 struct Ca {
@@ -140,11 +140,7 @@ fn settings_at(
 
 /// Whether a statement runs through the product's pool with these settings; the error text else.
 async fn connects(settings: Result<DbSettings, shared::config::ConfigError>) -> Result<(), String> {
-    let settings = settings.map_err(|e| e.to_string())?;
-    let pool = Db::new(&settings).map_err(|e| e.to_string())?;
-    let conn = pool.conn().await.map_err(|e| e.to_string())?;
-    conn.sql().simple("SELECT 1").await.map_err(|e| e.to_string())?;
-    Ok(())
+    runs_a_statement(&settings.map_err(|e| e.to_string())?).await
 }
 
 /// rustls's word for a chain that leads to no trusted root.

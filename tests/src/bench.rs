@@ -5,10 +5,10 @@
 use chat::{Chat, Settings as ChatSettings};
 use shared::auth::{AuthConfig, Authenticator};
 use shared::db::Db;
-use shared::metrics::{Metrics, Sink};
 use shared::model::SharedModel;
 
 use crate::fakes;
+use crate::harness::quiet_metrics;
 
 pub const SECRET: &str = "bench-jwt-secret-with-at-least-32-characters!";
 pub const SUPABASE: &str = "https://bench.supabase.co";
@@ -23,12 +23,13 @@ pub fn chat_instance(db: Db, model: SharedModel) -> Chat {
     Chat {
         live: shared::live::Publisher::off(),
         db,
-        auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into()))),
+        auth: Authenticator::new(AuthConfig::new(SUPABASE, Some(SECRET.into())))
+            .expect("an HTTP client with its timeouts"),
         model,
         settings: ChatSettings {
             rate_limit: 1_000_000,
             ..ChatSettings::default()
         },
-        metrics: Metrics::new(&shared::config::Env::default(), "chat").with_sink(Sink::Buffer(Default::default())),
+        metrics: quiet_metrics("chat"),
     }
 }

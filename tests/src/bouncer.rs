@@ -53,6 +53,17 @@ pub async fn admin_show(admin: &Client, what: &str) -> Vec<HashMap<String, Strin
         .collect()
 }
 
+/// The shared pgbouncer's clients of `db` whose `application_name` is `app`.
+pub async fn pooler_clients(db: &TestDb, app: &str) -> usize {
+    let admin = bouncer_admin().await;
+    admin_show(&admin, "CLIENTS")
+        .await
+        .iter()
+        .filter(|c| c.get("database").map(String::as_str) == Some(db.name.as_str()))
+        .filter(|c| c.get("application_name").map(String::as_str) == Some(app))
+        .count()
+}
+
 /// Runs an admin command (`PAUSE`, `RESUME`, …) on a pgbouncer console.
 pub async fn admin_command(admin: &Client, command: &str) {
     admin.simple_query(command).await.expect("pgbouncer admin command");

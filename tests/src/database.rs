@@ -222,3 +222,13 @@ pub async fn seed_due_tasks(client: &Client, agent: uuid::Uuid, n: i64) {
         .await
         .expect("vacuum");
 }
+
+/// Whether one statement runs through the product's pool built from `settings`; else the error
+/// with its causes (what a TLS or authentication refusal says is in the causes).
+pub async fn runs_a_statement(settings: &DbSettings) -> Result<(), String> {
+    let chain = |e: shared::db::DbError| shared::telemetry::Chain(&e).to_string();
+    let pool = Db::new(settings).map_err(|e| e.to_string())?;
+    let conn = pool.conn().await.map_err(chain)?;
+    conn.sql().simple("SELECT 1").await.map_err(chain)?;
+    Ok(())
+}

@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::runtime::RuntimeApi;
+use crate::runtime::{body_bytes, RuntimeApi};
 
 /// How events reach the `live` function.
 #[derive(Clone)]
@@ -228,12 +228,7 @@ fn percent_decode(s: &str) -> String {
 /// The Management API.
 async fn manage(state: &State, req: hyper::Request<Incoming>, id: &str) -> Response {
     let method = req.method().clone();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(http_body_util::Collected::to_bytes)
-        .unwrap_or_default();
+    let body = body_bytes(req.into_body()).await;
     let found = {
         let connections = state.connections.lock();
         connections

@@ -14,6 +14,18 @@ where
     F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = HyperResponse> + Send + 'static,
 {
+    serve(handler).await
+}
+
+/// [`serve_http`] with any kind of response body (a streamed one, say).
+pub async fn serve<F, Fut, B>(handler: F) -> SocketAddr
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -34,6 +46,15 @@ where
         }
     });
     addr
+}
+
+/// A request's whole body (empty when the client went away before sending it all).
+pub async fn body_bytes(body: hyper::body::Incoming) -> hyper::body::Bytes {
+    use http_body_util::BodyExt;
+    body.collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default()
 }
 
 /// The workspace's `target/debug/<name>` binary (`scripts/test` builds them first).
@@ -104,6 +125,19 @@ impl RuntimeApi {
         self.state.extensions.lock().expect("lock").clone()
     }
 
+    /// The function binary `name` driven through this API, with `env` on top of
+    /// [`RuntimeApi::function_env`], its output discarded; killed when dropped.
+    pub fn spawn_function(&self, name: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+        tokio::process::Command::new(function_binary(name))
+            .envs(self.function_env(name))
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the {name} binary: {e}"))
+    }
+
     /// Environment for a function process talking to this API.
     pub fn function_env(&self, name: &str) -> Vec<(String, String)> {
         [
@@ -132,15 +166,9 @@ fn reply(status: u16, headers: &[(&str, String)], body: String) -> HyperResponse
 }
 
 async fn runtime_route(state: Arc<RuntimeState>, req: hyper::Request<hyper::body::Incoming>) -> HyperResponse {
-    use http_body_util::BodyExt;
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(http_body_util::Collected::to_bytes)
-        .unwrap_or_default();
+    let body = body_bytes(req.into_body()).await;
     match (method.as_str(), path.as_str()) {
         ("POST", "/2020-01-01/extension/register") => {
             state

@@ -20,6 +20,22 @@ where
     }
 }
 
+/// [`eventually`] where nothing can be awaited (in a `Drop`): polls `check` every 20 ms on this
+/// thread until it holds or `limit` passes; returns whether it held.
+pub fn eventually_blocking(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")

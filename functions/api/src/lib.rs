@@ -1,12 +1,24 @@
 //! The frontend's routes besides chat: the agents a user may use, their conversation history,
 //! their tasks with the human approval step, and their token usage against the daily budget.
 //! Read routes are one statement each; every state change is one guarded statement.
+//!
+//! Modules, and the one direction they depend in (`→`: uses):
+//!
+//! - `handler`: routing, authentication, connections and answers
+//!   → the resources [`agents`], [`conversations`], [`tasks`], [`usage`].
+//! - each resource: its `mod.rs` (its rules, and what it re-exports) → `request` (what a caller
+//!   asks: typed bodies and query filters; tasks only), `store` (its statements, rows decoded by
+//!   column name) and `view` (its JSON); `view` → `store` (the rows it shows), `store` →
+//!   `request` (what it writes). None of them uses `handler`.
+//! - the helpers every resource may use: [`query`] (query strings), [`cursor`] (keyset pages),
+//!   `row` (row decoding) and [`settings`]; they use no resource.
 
 pub mod agents;
 pub mod conversations;
 pub mod cursor;
 mod handler;
-mod query;
+pub mod query;
+mod row;
 pub mod settings;
 pub mod tasks;
 pub mod usage;

@@ -1,3 +1,6 @@
+//! The `api` Lambda function: the instance's state built once from its environment (secrets
+//! resolved), then [`api::handle`] for every request.
+
 use lambda_http::{run, service_fn, Error};
 use shared::auth::{AuthConfig, Authenticator};
 use shared::config::Env;
@@ -10,7 +13,7 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init(&env)?;
     let env = shared::secrets::resolve(env).await?;
     let settings = api::Settings::from_env(&env)?;
-    let auth = Authenticator::new(AuthConfig::from_env(&env)?);
+    let auth = Authenticator::new(AuthConfig::from_env(&env)?)?;
     let db = shared::lifecycle::database(&env, "api", PoolDefaults { max_size: 1 }).await?;
     let metrics = Metrics::new(&env, "api");
     let live = shared::live::Publisher::from_env(&env, &metrics).await?;

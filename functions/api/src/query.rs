@@ -1,15 +1,21 @@
-//! Query strings of the list routes: only the parameters a route knows, each at most once, each
-//! checked; anything else is a 422 naming it.
+//! Query strings of the read routes (they are not JSON): only the parameters a route knows, each
+//! at most once, each parsed into its type; anything else is a 422 whose message names the
+//! parameter.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
 
 use lambda_http::{Request, RequestExt};
 use uuid::Uuid;
 
 use shared::http::ApiError;
 
-use crate::cursor::Cursor;
+use crate::cursor::{self, Cursor, PageRequest};
 use crate::settings::Settings;
+
+/// Longest unknown parameter name shown in a message.
+const MAX_NAME_CHARS: usize = 64;
 
 /// The parameters of one request, checked against the names a route accepts.
 pub struct Query(HashMap<String, String>);
@@ -20,7 +26,7 @@ impl Query {
         let mut map = HashMap::new();
         for (name, _) in params.iter() {
             if !known.contains(&name) {
-                let shown: String = name.chars().take(64).collect();
+                let shown: String = name.chars().take(MAX_NAME_CHARS).collect();
                 return Err(ApiError::Unprocessable(format!(
                     "unknown query parameter `{shown}`; expected {}",
                     known.join(", ")
@@ -37,47 +43,40 @@ impl Query {
         Ok(Query(map))
     }
 
+    /// Parameter `name`; an empty value is an absent one.
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
-    /// `limit`: the page size, 1..=the maximum (the default when absent).
-    pub fn limit(&self, settings: &Settings) -> Result<i64, ApiError> {
-        match self.get("limit") {
-            None => Ok(settings.page_size),
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=settings.max_page_size).contains(n))
-                .ok_or_else(|| {
-                    ApiError::Unprocessable(format!(
-                        "limit must be a whole number from 1 to {}",
-                        settings.max_page_size
-                    ))
-                }),
-        }
+    /// A whole number from `min` to `max`: `{name} must be a whole number from {min} to {max}`
+    /// otherwise.
+    pub fn number<T: FromStr + PartialOrd + Display + Copy>(
+        &self,
+        name: &str,
+        min: T,
+        max: T,
+    ) -> Result<Option<T>, ApiError> {
+        self.get(name)
+            .map(|text| {
+                text.parse::<T>()
+                    .ok()
+                    .filter(|n| (&min..=&max).contains(&n))
+                    .ok_or_else(|| {
+                        ApiError::Unprocessable(format!("{name} must be a whole number from {min} to {max}"))
+                    })
+            })
+            .transpose()
     }
 
-    /// `days` of `GET /api/usage`: 1..=90 (7 when absent).
-    pub fn days(&self) -> Result<i32, ApiError> {
-        match self.get("days") {
-            None => Ok(crate::usage::DEFAULT_DAYS),
-            Some(text) => text
-                .parse::<i32>()
-                .ok()
-                .filter(|n| (1..=crate::usage::MAX_DAYS).contains(n))
-                .ok_or_else(|| {
-                    ApiError::Unprocessable(format!(
-                        "days must be a whole number from 1 to {}",
-                        crate::usage::MAX_DAYS
-                    ))
-                }),
-        }
-    }
-
-    /// `before`: a cursor from a previous page.
-    pub fn before(&self) -> Result<Option<Cursor>, ApiError> {
-        self.get("before").map(Cursor::decode).transpose()
+    /// The page asked for: [`cursor::PARAMETER`] (a cursor from a previous page), then `limit`
+    /// (the page size, 1..=the maximum; the default when absent).
+    pub fn page(&self, settings: &Settings) -> Result<PageRequest, ApiError> {
+        let before = self.get(cursor::PARAMETER).map(Cursor::decode).transpose()?;
+        let limit = self.number("limit", 1, settings.max_page_size)?;
+        Ok(PageRequest {
+            before,
+            limit: limit.unwrap_or(settings.page_size),
+        })
     }
 
     pub fn uuid(&self, name: &str) -> Result<Option<Uuid>, ApiError> {
@@ -86,15 +85,19 @@ impl Query {
             .transpose()
     }
 
-    /// One of `allowed`, named in the error when it is not.
-    pub fn choice(&self, name: &str, allowed: &[&'static str]) -> Result<Option<&'static str>, ApiError> {
+    /// One of `allowed`, known by its `label`; the labels are named in the error.
+    pub fn choice<T: Copy>(
+        &self,
+        name: &str,
+        allowed: &[T],
+        label: fn(T) -> &'static str,
+    ) -> Result<Option<T>, ApiError> {
         self.get(name)
             .map(|text| {
-                allowed
-                    .iter()
-                    .copied()
-                    .find(|a| *a == text)
-                    .ok_or_else(|| ApiError::Unprocessable(format!("{name} must be one of {}", allowed.join(", "))))
+                allowed.iter().copied().find(|a| label(*a) == text).ok_or_else(|| {
+                    let labels: Vec<&str> = allowed.iter().map(|a| label(*a)).collect();
+                    ApiError::Unprocessable(format!("{name} must be one of {}", labels.join(", ")))
+                })
             })
             .transpose()
     }

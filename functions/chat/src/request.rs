@@ -1,12 +1,22 @@
-//! Parsing and validating `POST /api/agents/chat` bodies. Every failure is a client error that
-//! names what is wrong; nothing here can panic on any input.
+//! `POST /api/agents/chat` bodies (both routes), parsed into a [`ChatInput`] whose values are
+//! already valid: a body that is not JSON is a 400, one that does not fit is a 422 naming the
+//! field, a message over the limit a 413. Nothing here can panic on any input.
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use shared::http::{parse_json, ApiError, Id, Text};
 use uuid::Uuid;
 
-use shared::http::{json_object, ApiError};
+/// The body as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ChatBody {
+    agent_id: Id,
+    message: Text,
+    #[serde(default)]
+    conversation_id: Option<Id>,
+}
 
-/// A validated chat request.
+/// A chat request, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatInput {
     pub agent_id: Uuid,
@@ -15,48 +25,13 @@ pub struct ChatInput {
     pub message: String,
 }
 
-const FIELDS: [&str; 3] = ["agentId", "message", "conversationId"];
-
-fn uuid_field(map: &Map<String, Value>, name: &str, required: bool) -> Result<Option<Uuid>, ApiError> {
-    match map.get(name) {
-        None | Some(Value::Null) if !required => Ok(None),
-        None | Some(Value::Null) => Err(ApiError::Unprocessable(format!("{name} is required"))),
-        Some(Value::String(s)) => Uuid::parse_str(s.trim())
-            .map(Some)
-            .map_err(|_| ApiError::Unprocessable(format!("{name} must be a UUID"))),
-        Some(_) => Err(ApiError::Unprocessable(format!("{name} must be a string (a UUID)"))),
-    }
-}
-
 /// Parses a body already capped in size. `max_chars` bounds the trimmed message.
 pub fn parse(body: &[u8], max_chars: usize) -> Result<ChatInput, ApiError> {
-    let map = json_object(body, &FIELDS)?;
-    let agent_id =
-        uuid_field(&map, "agentId", true)?.ok_or_else(|| ApiError::Unprocessable("agentId is required".into()))?;
-    let conversation_id = uuid_field(&map, "conversationId", false)?;
-    let message = match map.get("message") {
-        None | Some(Value::Null) => return Err(ApiError::Unprocessable("message is required".into())),
-        Some(Value::String(s)) => s.trim(),
-        Some(_) => return Err(ApiError::Unprocessable("message must be a string".into())),
-    };
-    if message.is_empty() {
-        return Err(ApiError::Unprocessable("message must not be empty".into()));
-    }
-    if message.contains('\0') {
-        return Err(ApiError::Unprocessable(
-            "message must not contain NUL characters".into(),
-        ));
-    }
-    let chars = message.chars().count();
-    if chars > max_chars {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "message is {chars} characters; the limit is {max_chars}"
-        )));
-    }
+    let body: ChatBody = parse_json(body)?;
     Ok(ChatInput {
-        agent_id,
-        conversation_id,
-        message: message.to_string(),
+        agent_id: body.agent_id.0,
+        conversation_id: body.conversation_id.map(|id| id.0),
+        message: body.message.at_most("message", max_chars)?,
     })
 }
 

@@ -21,23 +21,28 @@ use futures_util::StreamExt;
 use http_body_util::StreamBody;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde_json::{json, Value};
-use shared::http::{request_id, ApiError};
-use uuid::Uuid;
+use shared::http::{request_id, set_request_id, ApiError};
+use shared::telemetry::Chain;
 
-use crate::handler::{model_error, prepare, release_turn, reply_json, store, Chat, Prepared, Turn};
-use crate::store::ReplyToStore;
+use crate::service::{self, Chat, Event, Turn};
 
-pub type SseBody = StreamBody<BoxStream<'static, Result<hyper_frame::Frame, Infallible>>>;
+const ROUTE: &str = "/api/agents/chat/stream";
 
-/// The body frame type, named once.
-mod hyper_frame {
-    pub type Frame = http_body::Frame<bytes::Bytes>;
-}
+pub type SseBody = StreamBody<BoxStream<'static, Result<http_body::Frame<Bytes>, Infallible>>>;
 
-/// One Server-Sent Event.
-fn event(name: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+/// One Server-Sent Event. Its data goes through a `serde_json::Value`, as
+/// `shared::http::view_response` does, so `done` carries the buffered route's body byte for byte.
+fn frame(event: &Event<'_>) -> Bytes {
+    match serde_json::to_value(event) {
+        Ok(data) => Bytes::from(format!("event: {}\ndata: {data}\n\n", event.name())),
+        // Views hold ids, strings and times: this does not happen. Were it to, the client is
+        // told (an `error` event's data always serializes).
+        Err(e) => {
+            let e = ApiError::Internal(e.into());
+            tracing::error!(error = %Chain(&e), event = event.name(), "an event could not be written");
+            frame(&Event::error(&e))
+        }
+    }
 }
 
 fn body_of(chunks: BoxStream<'static, Bytes>) -> SseBody {
@@ -57,15 +62,8 @@ fn sse(chunks: BoxStream<'static, Bytes>, request_id: &str) -> Response<SseBody>
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", id);
-    }
+    set_request_id(headers, request_id);
     response
-}
-
-fn error_event(e: &ApiError) -> Bytes {
-    let (_, code, _) = e.parts();
-    event("error", &json!({"code": code, "message": e.public_message()}))
 }
 
 /// Gives idle pooler clients back and writes the request's metrics line.
@@ -74,38 +72,32 @@ fn finish(chat: &Chat) {
     chat.metrics.flush_db(&chat.db, &[]);
 }
 
+/// A failure before the first byte: an ordinary JSON error (the turn, if any, already released).
+fn refuse(chat: &Chat, e: ApiError, request_id: &str) -> Response<SseBody> {
+    finish(chat);
+    buffered(e.into_response(request_id))
+}
+
 /// The Lambda handler (streaming).
 pub async fn handle_stream(chat: Arc<Chat>, request: Request) -> Result<Response<SseBody>, Infallible> {
     let in_flight = chat.db.begin_request();
     let id = request_id(&request);
-    let timeout = chat.settings.stream_timeout;
-    let turn = match prepare(&chat, &request, "/api/agents/chat/stream", timeout).await {
+    let turn = match service::prepare(&chat, &request, ROUTE, chat.settings.stream_timeout).await {
         Ok(Turn::Ready(turn)) => turn,
-        Ok(Turn::Replay { conversation_id, reply }) => {
+        Ok(Turn::Replay(answer)) => {
             finish(&chat);
-            let events = [
-                event("meta", &json!({"conversationId": conversation_id, "id": reply.id})),
-                event("done", &reply_json(conversation_id, &reply)),
-            ];
+            let events = [frame(&answer.meta()), frame(&Event::Done(answer.view()))];
             return Ok(sse(futures_util::stream::iter(events).boxed(), &id));
         }
-        Err(e) => {
-            finish(&chat);
-            return Ok(buffered(e.into_response(&id)));
-        }
+        Err(e) => return Ok(refuse(&chat, e, &id)),
+    };
+    let reply = match service::open_stream(&chat, &turn).await {
+        Ok(reply) => reply,
+        Err(e) => return Ok(refuse(&chat, e, &id)),
     };
 
-    // No connection is held while the model writes (release mode closes the pooler client too).
-    chat.db.release_idle();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let model_stream = match tokio::time::timeout_at(deadline, chat.model.stream_reply(&turn.model_request)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Ok(refuse(&chat, &turn, model_error(e), &id).await),
-        Err(_) => return Ok(refuse(&chat, &turn, ApiError::ModelTimeout, &id).await),
-    };
-
-    let reply_id = Uuid::new_v4();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let stream_id = id.clone();
     tokio::spawn(async move {
         let _in_flight = in_flight;
         // A client gone does not stop the turn: sends to it just fail.
@@ -115,48 +107,23 @@ pub async fn handle_stream(chat: Arc<Chat>, request: Request) -> Result<Response
                 let _ = tx.send(bytes).await;
             }
         };
-        send(event(
-            "meta",
-            &json!({"conversationId": turn.conversation_id, "id": reply_id}),
-        ))
+        send(frame(&Event::meta(turn.conversation_id(), reply.id()))).await;
+        let mut streamed_bytes = 0;
+        let streamed = service::stream(&chat, &turn, reply, |chunk| {
+            streamed_bytes += chunk.len();
+            send(frame(&Event::delta(&chunk)))
+        })
         .await;
-        let mut text = String::new();
-        let mut model_stream = model_stream;
-        let streamed = loop {
-            match tokio::time::timeout_at(deadline, model_stream.text.next()).await {
-                Err(_) => break Err(ApiError::ModelTimeout),
-                Ok(None) => break Ok(()),
-                Ok(Some(Ok(chunk))) => {
-                    text.push_str(&chunk);
-                    send(event("delta", &json!({ "text": chunk }))).await;
-                }
-                Ok(Some(Err(e))) => break Err(model_error(e)),
-            }
-        };
         let last = match streamed {
-            Ok(()) => match store(
-                &chat,
-                &turn,
-                ReplyToStore {
-                    content: &text,
-                    usage: model_stream.usage(),
-                    model: model_stream.model.as_deref(),
-                },
-                Some(reply_id),
-            )
-            .await
-            {
-                Ok(Some(reply)) => event("done", &reply_json(turn.conversation_id, &reply)),
-                Ok(None) => error_event(&ApiError::Conflict(
-                    "a request with this Idempotency-Key was answered meanwhile; retry to get its reply".into(),
-                )),
-                Err(e) => error_event(&e),
-            },
+            Ok(answer) => frame(&Event::Done(answer.view())),
             Err(e) => {
-                tracing::warn!(error = %e, streamed_bytes = text.len(), "the model failed mid-stream");
-                // The user's message stays; its lease and slot go back so a retry answers it.
-                release_turn(&chat, turn.user, Some(turn.message_id), turn.lease).await;
-                error_event(&e)
+                tracing::warn!(
+                    request_id = %stream_id,
+                    error = %Chain(&e),
+                    streamed_bytes,
+                    "the turn failed after streaming began"
+                );
+                frame(&Event::error(&e))
             }
         };
         send(last).await;
@@ -164,11 +131,4 @@ pub async fn handle_stream(chat: Arc<Chat>, request: Request) -> Result<Response
     });
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     Ok(sse(chunks.boxed(), &id))
-}
-
-/// The model refused before the first byte: an ordinary JSON error, the turn released.
-async fn refuse(chat: &Chat, turn: &Prepared, e: ApiError, request_id: &str) -> Response<SseBody> {
-    release_turn(chat, turn.user, Some(turn.message_id), turn.lease).await;
-    finish(chat);
-    buffered(e.into_response(request_id))
 }

@@ -1,11 +1,17 @@
 //! What the first round trip's answer means: a pure function of the row, unit-tested without a
-//! database.
+//! database. A leaf: it imports nothing from this crate (`store` decodes rows into its types).
 
 use chrono::{DateTime, Utc};
 use shared::model::{ChatMessage, Role};
 use uuid::Uuid;
 
-use crate::store::StoredReply;
+/// A reply already stored (idempotent replay) or just stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReply {
+    pub id: Uuid,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
 
 /// Round trip 1's answer, decoded by column name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

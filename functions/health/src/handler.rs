@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 use lambda_http::http::{HeaderMap, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
-use serde_json::json;
 use shared::db::activity::{self, ConnectionUsage};
 use shared::db::probe::{Probe, ProbeStatus};
 use shared::db::{Db, DbError, PoolStatus};
-use shared::http::{db_public_message, json_response, serve, with_retry_after, ApiError, Reply, RETRY_AFTER_SECS};
+use shared::http::{db_public_message, serve, view_response, with_retry_after, ApiError, Reply, RETRY_AFTER_SECS};
 use shared::metrics::{name, Metric, Metrics};
+use shared::telemetry::Chain;
 use subtle::ConstantTimeEq;
 
 use crate::settings::{Settings, Thresholds};
@@ -40,6 +40,23 @@ impl Level {
             Level::Warning
         } else {
             Level::Ok
+        }
+    }
+}
+
+/// The body of `/api/health`: `{"status":"ok"}`, or `unavailable` with a sanitised reason.
+#[derive(Debug, Serialize)]
+struct Liveness {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+impl Liveness {
+    fn ok() -> Self {
+        Self {
+            status: "ok",
+            reason: None,
         }
     }
 }
@@ -139,6 +156,9 @@ async fn connection_report(h: &Health) -> Result<ConnectionReport, DbError> {
     // One after the other: the probe's own connection must not count in the server's view.
     let usage = server.await;
     let probe = h.db.probe_pooler("health-probe", bound).await;
+    if let Some(detail) = &probe.detail {
+        tracing::warn!(status = ?probe.status, detail, "health: the pooler probe failed");
+    }
     let pooler = PoolerView::of(probe, &h.db);
     let server_level = usage
         .as_ref()
@@ -176,7 +196,7 @@ async fn respond(h: &Health, request: Request, request_id: String) -> Reply {
     let path = request.raw_http_path().trim_end_matches('/').to_string();
     match (request.method(), path.as_str()) {
         (&Method::GET, "/api/health") => Ok(match ping(&h.db, h.settings.db_bound).await {
-            Ok(()) => json_response(StatusCode::OK, &json!({"status": "ok"}), &request_id),
+            Ok(()) => view_response(StatusCode::OK, &Liveness::ok(), &request_id),
             Err(e) => unavailable(&e, &request_id),
         })
         .into(),
@@ -197,9 +217,8 @@ async fn respond(h: &Health, request: Request, request_id: String) -> Reply {
                         ));
                         metrics.push(Metric::percent(name::CONNECTION_USAGE_PERCENT, usage.usage_percent));
                     }
-                    let body = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
                     Reply {
-                        result: Ok(json_response(StatusCode::OK, &body, &request_id)),
+                        result: Ok(view_response(StatusCode::OK, &report, &request_id)),
                         metrics,
                     }
                 }
@@ -212,11 +231,14 @@ async fn respond(h: &Health, request: Request, request_id: String) -> Reply {
 }
 
 fn unavailable(e: &DbError, request_id: &str) -> Response<Body> {
-    tracing::warn!(request_id, error = %e, "health: database unavailable");
+    tracing::warn!(request_id, error = %Chain(e), "health: database unavailable");
     with_retry_after(
-        json_response(
+        view_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "unavailable", "reason": db_public_message(e)}),
+            &Liveness {
+                status: "unavailable",
+                reason: Some(db_public_message(e)),
+            },
             request_id,
         ),
         RETRY_AFTER_SECS,

@@ -61,20 +61,29 @@ pub struct WebSocketResponse {
     pub body: Option<String>,
 }
 
+/// What the function says on a socket: `{"type":"connected"}`, `pong`, `disconnected`, or
+/// `{"type":"error","code","message"}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Frame<'a> {
+    Connected,
+    Disconnected,
+    Pong,
+    Error { code: &'a str, message: &'a str },
+}
+
 impl WebSocketResponse {
-    pub fn json(status_code: u16, body: &serde_json::Value) -> Self {
+    pub fn frame(status_code: u16, frame: &Frame<'_>) -> Self {
         Self {
             status_code,
             headers: HashMap::new(),
-            body: Some(body.to_string()),
+            // A frame is a tag and two strings: it always serialises.
+            body: serde_json::to_string(frame).ok(),
         }
     }
 
     /// `{"type":"error","code","message"}` with a status.
     pub fn error(status_code: u16, code: &str, message: &str) -> Self {
-        Self::json(
-            status_code,
-            &serde_json::json!({"type": "error", "code": code, "message": message}),
-        )
+        Self::frame(status_code, &Frame::Error { code, message })
     }
 }

@@ -2,12 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
-use serde_json::json;
 use shared::auth::{AuthError, Authenticator};
 use shared::db::{Db, DbError, DbErrorKind};
 use shared::metrics::Metrics;
+use shared::telemetry::Chain;
 
-use crate::event::{WebSocketEvent, WebSocketResponse, SUBPROTOCOL};
+use crate::event::{Frame, WebSocketEvent, WebSocketResponse, SUBPROTOCOL};
 use crate::settings::Settings;
 use crate::store::{self, Admitted};
 
@@ -37,13 +37,13 @@ pub enum LiveError {
     Subprotocol,
     #[error("tokens are not accepted in the query string (they end up in access logs): send it as the second Sec-WebSocket-Protocol entry")]
     TokenInQuery,
-    #[error("{0}")]
+    #[error(transparent)]
     Unauthorized(AuthError),
     #[error("signing keys unavailable; retry in {0} s")]
     AuthUnavailable(u64),
     #[error("{open} live connections are open for this user; the limit is {max}: close a tab")]
     TooManyConnections { open: i64, max: i64 },
-    #[error("database: {0}")]
+    #[error("the database failed")]
     Db(#[from] DbError),
     #[error("unknown route {0}")]
     UnknownRoute(String),
@@ -81,7 +81,7 @@ impl Live {
     /// check, and the warmed pool named `function`.
     pub async fn from_env(env: &shared::config::Env, function: &str) -> Result<Live, lambda_runtime::Error> {
         let settings = Settings::from_env(env)?;
-        let auth = Authenticator::new(shared::auth::AuthConfig::from_env(env)?);
+        let auth = Authenticator::new(shared::auth::AuthConfig::from_env(env)?)?;
         let db = shared::lifecycle::database(env, function, shared::db::PoolDefaults { max_size: 1 }).await?;
         Ok(Live {
             db,
@@ -121,7 +121,7 @@ pub async fn respond(live: &Live, event: &WebSocketEvent) -> WebSocketResponse {
     match result {
         Ok(response) => response,
         Err(e) => {
-            tracing::info!(route, error = %e, "refused");
+            tracing::info!(route, error = %Chain(&e), "refused");
             e.response()
         }
     }
@@ -175,7 +175,7 @@ async fn connect(live: &Live, event: &WebSocketEvent) -> Result<WebSocketRespons
     };
     match admitted {
         Admitted::Yes => {
-            let mut response = WebSocketResponse::json(200, &json!({"type": "connected"}));
+            let mut response = WebSocketResponse::frame(200, &Frame::Connected);
             response
                 .headers
                 .insert("Sec-WebSocket-Protocol".into(), SUBPROTOCOL.into());
@@ -188,18 +188,23 @@ async fn connect(live: &Live, event: &WebSocketEvent) -> Result<WebSocketRespons
 async fn disconnect(live: &Live, event: &WebSocketEvent) -> Result<WebSocketResponse, LiveError> {
     let conn = live.db.conn().await?;
     store::disconnect(&conn.sql(), &event.request_context.connection_id).await?;
-    Ok(WebSocketResponse::json(200, &json!({"type": "disconnected"})))
+    Ok(WebSocketResponse::frame(200, &Frame::Disconnected))
 }
 
 /// `{"action":"ping"}` → `{"type":"pong"}`; anything else a clear error. No statement.
 fn default(event: &WebSocketEvent) -> Result<WebSocketResponse, LiveError> {
+    /// A client's message: `{"action": "..."}` (other fields are the client's business).
+    #[derive(serde::Deserialize)]
+    struct Message {
+        action: String,
+    }
     let action = event
         .body
         .as_deref()
-        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-        .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_string));
+        .and_then(|b| serde_json::from_str::<Message>(b).ok())
+        .map(|m| m.action);
     match action.as_deref() {
-        Some("ping") => Ok(WebSocketResponse::json(200, &json!({"type": "pong"}))),
+        Some("ping") => Ok(WebSocketResponse::frame(200, &Frame::Pong)),
         _ => Err(LiveError::UnknownAction),
     }
 }

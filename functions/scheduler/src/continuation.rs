@@ -9,20 +9,38 @@
 //! continuation that could not start within five minutes (the tick has come by then) and never
 //! retries one.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use aws_sdk_lambda::error::SdkError;
+use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use serde_json::json;
 
 /// An invoke that has not been accepted by then is given up (the schedule's tick comes anyway):
 /// it must not eat the rest of the invocation's time.
-const INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the next invocation did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ContinueError {
+    /// Lambda did not accept the invoke in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The invoke failed (refused, or never sent); the SDK's error is the cause.
+    #[error("asynchronous invoke failed")]
+    Invoke(#[source] Box<SdkError<InvokeError>>),
+    /// Lambda answered, but not with "accepted".
+    #[error("asynchronous invoke answered {0}, not 202")]
+    Status(i32),
+}
 
 /// Starts the next invocation.
 #[async_trait]
 pub trait Continue: Send + Sync {
     /// Invokes the scheduler asynchronously with `{"continuation": link}`.
-    async fn invoke(&self, link: u32) -> Result<(), String>;
+    async fn invoke(&self, link: u32) -> Result<(), ContinueError>;
 }
 
 /// `lambda:InvokeFunction` on this function, asynchronously.
@@ -49,7 +67,7 @@ impl LambdaSelf {
 #[async_trait]
 impl Continue for LambdaSelf {
     #[tracing::instrument(skip_all, fields(link))]
-    async fn invoke(&self, link: u32) -> Result<(), String> {
+    async fn invoke(&self, link: u32) -> Result<(), ContinueError> {
         let payload = json!({ "continuation": link }).to_string();
         let call = self
             .client
@@ -60,11 +78,29 @@ impl Continue for LambdaSelf {
             .send();
         let out = tokio::time::timeout(INVOKE_TIMEOUT, call)
             .await
-            .map_err(|_| format!("no answer within {INVOKE_TIMEOUT:?}"))?
-            .map_err(|e| aws_sdk_lambda::error::DisplayErrorContext(e).to_string())?;
+            .map_err(|_| ContinueError::Timeout(INVOKE_TIMEOUT))?
+            .map_err(|e| ContinueError::Invoke(Box::new(e)))?;
         match out.status_code() {
             202 => Ok(()),
-            other => Err(format!("asynchronous invoke answered {other}, not 202")),
+            other => Err(ContinueError::Status(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::telemetry::Chain;
+
+    #[test]
+    fn the_reason_is_in_the_message() {
+        assert_eq!(
+            ContinueError::Status(500).to_string(),
+            "asynchronous invoke answered 500, not 202"
+        );
+        assert_eq!(
+            Chain(&ContinueError::Timeout(INVOKE_TIMEOUT)).to_string(),
+            "no answer within 5s"
+        );
     }
 }

@@ -1,3 +1,7 @@
+//! The scheduler's Lambda binary: reads the environment once (settings, model, pool, metrics,
+//! live updates, self-invocation), builds the [`scheduler::Scheduler`], and serves invocations
+//! with [`scheduler::handle`].
+
 use std::sync::Arc;
 
 use lambda_runtime::{run, service_fn, Error};

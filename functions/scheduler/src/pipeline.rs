@@ -1,4 +1,5 @@
-//! One invocation's work as a continuous pipeline rather than batch after batch:
+//! One invocation's work as a continuous pipeline rather than batch after batch, driven through
+//! the [`Work`] trait (claim, run, record):
 //!
 //! - **claim**: whenever enough of the concurrency limit is free (an eighth of it is kept claimed
 //!   ahead, so a freed slot starts its next task at once), at most `SCHEDULER_BATCH_SIZE` per
@@ -13,10 +14,15 @@
 //! one, they take turns. When a claim or a record fails (the database went away), nothing more is
 //! claimed: the calls running end, the tasks claimed but not started are handed back, what
 //! finished is recorded (a failed record is tried three times), and then the run reports the
-//! failure; only what could not be recorded waits for its lease to expire. The invocation ends when nothing is due, running or unrecorded (an idle
-//! system: one claim that finds nothing), or when its deadline comes (tasks not started are
-//! handed back, uncounted). It waits on tasks it handed back for throttling that come due before
-//! its deadline.
+//! failure; only what could not be recorded waits for its lease to expire. The invocation ends
+//! when nothing is due, running or unrecorded (an idle system: one claim that finds nothing), or
+//! when its deadline comes (tasks not started are handed back, uncounted). It waits on tasks it
+//! handed back for throttling that come due before its deadline.
+//!
+//! Between events the loop sleeps until the earliest moment something is due: a task finishing,
+//! a claim or a record answering, or a clock (the deadline's safety margin, the next poll, the
+//! next record, the end of a record's backoff, a throttled task coming due, the next
+//! concurrency report), never on a fixed tick.
 
 use std::collections::VecDeque;
 use std::mem;
@@ -26,15 +32,16 @@ use futures_util::future::{BoxFuture, FutureExt, OptionFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use shared::db::DbError;
-use shared::metrics::{name, Metric};
+use shared::metrics::Metrics;
+use shared::telemetry::Chain;
 
 use crate::deadline::Deadline;
-use crate::limiter::Signal;
-use crate::run::{tally, Scheduler, SchedulerError, Stop, Summary};
+use crate::limiter::{Limiter, Signal};
+use crate::report::{self, tally, Stop, Summary};
+use crate::settings::Settings;
 use crate::tasks::{ClaimedTask, Finished, Outcome};
+use crate::work::Work;
 
-/// How often the pipeline looks at its clocks when nothing else wakes it.
-const TICK: Duration = Duration::from_millis(50);
 /// How often a running invocation reports its concurrency.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// A failed record is tried this many times in all, `RECORD_BACKOFF` × the failures apart.
@@ -44,33 +51,61 @@ const RECORD_BACKOFF: Duration = Duration::from_millis(250);
 /// A record's result (series suspended), with its batch to try again when it failed.
 type Recorded = (Result<u64, DbError>, Vec<Finished>);
 
-pub(crate) struct Pipeline<'a> {
-    s: &'a Scheduler,
-    deadline: &'a Deadline,
-    owner: &'a str,
-    cap: u64,
+/// The pipeline's bounds and clocks, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// Most tasks claimed, or recorded, per statement.
+    pub batch: usize,
+    /// Nothing is claimed or started once less than this remains before the deadline.
+    pub margin: Duration,
+    pub poll_interval: Duration,
+    pub record_interval: Duration,
+    /// A claim and a record may run at the same time (two connections); else they take turns.
+    pub parallel: bool,
+    /// Most tasks claimed in all.
+    pub cap: u64,
 }
 
-impl<'a> Pipeline<'a> {
-    pub(crate) fn new(s: &'a Scheduler, deadline: &'a Deadline, owner: &'a str, cap: u64) -> Self {
+impl Pace {
+    pub(crate) fn new(settings: &Settings, parallel: bool, cap: u64) -> Self {
         Self {
-            s,
-            deadline,
-            owner,
+            batch: usize::try_from(settings.batch_size).unwrap_or(usize::MAX).max(1),
+            margin: settings.safety_margin,
+            poll_interval: settings.poll_interval,
+            record_interval: settings.record_interval,
+            parallel,
             cap,
         }
     }
+}
 
-    pub(crate) async fn run(self, summary: &mut Summary, peak: &mut usize) -> Result<Stop, SchedulerError> {
+/// One invocation's pipeline over `work`.
+pub(crate) struct Pipeline<'a, W> {
+    pub work: &'a W,
+    pub limiter: &'a Limiter,
+    pub metrics: &'a Metrics,
+    pub deadline: &'a Deadline,
+    pub pace: Pace,
+}
+
+impl<'a, W: Work> Pipeline<'a, W> {
+    /// Runs until drained, capped or out of time; a claim or record failure ends it once what
+    /// runs has finished and what finished is recorded.
+    pub(crate) async fn run(self, summary: &mut Summary) -> Result<Stop, DbError> {
         let Pipeline {
-            s,
+            work,
+            limiter,
+            metrics,
             deadline,
-            owner,
-            cap,
+            pace,
         } = self;
-        let settings = &s.settings;
-        let batch = usize::try_from(settings.batch_size).unwrap_or(usize::MAX).max(1);
-        let parallel = s.db.status().max_size >= 2;
+        let Pace {
+            batch,
+            margin,
+            parallel,
+            cap,
+            ..
+        } = pace;
         let mut ready: VecDeque<ClaimedTask> = VecDeque::new();
         let mut running: FuturesUnordered<BoxFuture<'a, (Finished, u64)>> = FuturesUnordered::new();
         let mut done: Vec<Finished> = Vec::new();
@@ -90,35 +125,31 @@ impl<'a> Pipeline<'a> {
         // A task handed back for throttling comes due before the deadline: wait for it.
         let mut throttled_until: Option<Instant> = None;
         let mut stop: Option<Stop> = None;
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported = Instant::now();
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(reported + REPORT_EVERY));
+        tokio::pin!(sleep);
 
         loop {
-            if stop.is_none() && deadline.remaining() <= settings.safety_margin {
+            if stop.is_none() && deadline.remaining() <= margin {
                 stop = Some(Stop::Deadline);
             }
             if stop == Some(Stop::Deadline) || failure.is_some() {
                 if done.is_empty() && !ready.is_empty() {
                     first_done = Instant::now();
                 }
-                done.extend(ready.drain(..).map(|t| Finished {
-                    id: t.id,
-                    outcome: Outcome::Release,
-                    next: None,
-                    series_ended: false,
-                }));
+                done.extend(ready.drain(..).map(|t| Finished::released(t.id)));
             }
 
-            let limit = s.limiter.limit();
+            let limit = limiter.limit();
             while running.len() < limit {
                 let Some(task) = ready.pop_front() else { break };
-                let window = s.limiter.window();
-                let margin = settings.safety_margin;
-                running.push(s.run_task(task, deadline, margin).map(move |f| (f, window)).boxed());
+                let window = limiter.window();
+                running.push(work.run(task).map(move |f| (f, window)).boxed());
             }
             summary.peak_in_flight = summary.peak_in_flight.max(running.len() as u64);
 
+            // When the next poll for newly due tasks is due (no backlog, capacity free).
+            let mut next_poll: Option<Instant> = None;
             if claiming.is_none() && stop.is_none() && failure.is_none() && (parallel || recording.is_none()) {
                 if summary.claimed >= cap {
                     stop = Some(Stop::Cap);
@@ -126,7 +157,12 @@ impl<'a> Pipeline<'a> {
                     let ahead = limit.div_ceil(8);
                     let want = (limit + ahead).saturating_sub(running.len() + ready.len());
                     let due = if dry {
-                        last_claim.is_none_or(|at| at.elapsed() >= settings.poll_interval)
+                        let now = Instant::now();
+                        let poll_at = last_claim.map_or(now, |at| at + pace.poll_interval);
+                        if now < poll_at && want > 0 {
+                            next_poll = Some(poll_at);
+                        }
+                        now >= poll_at
                     } else {
                         want >= (ahead / 2).max(1)
                     };
@@ -135,23 +171,30 @@ impl<'a> Pipeline<'a> {
                             .min(batch)
                             .min(usize::try_from(cap - summary.claimed).unwrap_or(usize::MAX));
                         last_claim = Some(Instant::now());
-                        claiming = Some(s.claim(deadline, owner, asked).boxed());
+                        claiming = Some(work.claim(asked).boxed());
                     }
                 }
             }
 
-            let may_record = record_after.is_none_or(|at| Instant::now() >= at);
-            if recording.is_none() && !done.is_empty() && may_record && (parallel || claiming.is_none()) {
+            // When the batch waiting is next due to be recorded (its interval, or a backoff).
+            let mut next_record: Option<Instant> = None;
+            if recording.is_none() && !done.is_empty() && (parallel || claiming.is_none()) {
+                let now = Instant::now();
+                let interval_over = first_done + pace.record_interval;
                 let quiet = running.is_empty() && ready.is_empty() && claiming.is_none();
-                if done.len() >= batch || first_done.elapsed() >= settings.record_interval || quiet {
+                if let Some(after) = record_after.filter(|at| now < *at) {
+                    next_record = Some(after);
+                } else if done.len() >= batch || now >= interval_over || quiet {
                     let finished = mem::take(&mut done);
                     recording = Some(
                         async move {
-                            let result = s.finish(owner, &finished).await;
+                            let result = work.record(&finished).await;
                             (result, finished)
                         }
                         .boxed(),
                     );
+                } else {
+                    next_record = Some(interval_over);
                 }
             }
 
@@ -162,8 +205,8 @@ impl<'a> Pipeline<'a> {
                     // Everything this run knew of is recorded or handed back; a task still
                     // leased to it was claimed by a statement whose answer was lost (timed out
                     // client-side after the server committed): hand it back too.
-                    s.release_orphans(owner).await;
-                    return Err(e.into());
+                    work.release_orphans().await;
+                    return Err(e);
                 }
                 let waiting = throttled_until.is_some_and(|t| Instant::now() < t);
                 if stop.is_some() {
@@ -177,10 +220,22 @@ impl<'a> Pipeline<'a> {
 
             if reported.elapsed() >= REPORT_EVERY {
                 reported = Instant::now();
-                s.metrics.emit(&[
-                    Metric::count(name::SCHEDULER_CONCURRENCY, limit as u64),
-                    Metric::count(name::TASKS_IN_FLIGHT, running.len() as u64),
-                ]);
+                report::concurrency(metrics, limit, running.len());
+            }
+
+            // Asleep until the earliest clock, unless an event comes first.
+            let now = Instant::now();
+            let clocks = [
+                // While claiming: when less than the safety margin will be left.
+                stop.is_none().then(|| deadline.leaving(margin)).flatten(),
+                next_poll,
+                next_record,
+                throttled_until.filter(|t| now < *t),
+            ];
+            let wake = clocks.into_iter().flatten().fold(reported + REPORT_EVERY, Instant::min);
+            let wake = tokio::time::Instant::from_std(wake);
+            if sleep.deadline() != wake {
+                sleep.as_mut().reset(wake);
             }
 
             tokio::select! {
@@ -192,10 +247,10 @@ impl<'a> Pipeline<'a> {
                             // after that.
                             let due = Instant::now()
                                 + Duration::from_secs_f64(delay_secs.max(0.0))
-                                + settings.record_interval
-                                + settings.poll_interval * 2;
-                            if deadline.remaining() > settings.safety_margin
-                                && due < Instant::now() + (deadline.remaining() - settings.safety_margin)
+                                + pace.record_interval
+                                + pace.poll_interval * 2;
+                            if deadline.remaining() > margin
+                                && due < Instant::now() + (deadline.remaining() - margin)
                             {
                                 throttled_until = Some(throttled_until.map_or(due, |t| t.max(due)));
                             }
@@ -203,7 +258,7 @@ impl<'a> Pipeline<'a> {
                         }
                         _ => Signal::Neutral,
                     };
-                    s.limiter.record(signal, window, running.len() + 1);
+                    limiter.record(signal, window, running.len() + 1);
                     if done.is_empty() {
                         first_done = Instant::now();
                     }
@@ -211,20 +266,14 @@ impl<'a> Pipeline<'a> {
                 }
                 claimed = OptionFuture::from(claiming.as_mut()), if claiming.is_some() => {
                     claiming = None;
-                    *peak = (*peak).max(s.db.status().size);
                     match claimed {
                         Some(Ok(tasks)) => {
                             dry = tasks.len() < asked;
                             summary.claimed += tasks.len() as u64;
                             ready.extend(tasks);
-                            if dry {
-                                // No backlog: no pooler client is held while the model works
-                                // (release mode) until the next poll.
-                                s.db.release_idle();
-                            }
                         }
                         Some(Err(e)) => {
-                            tracing::warn!(error = %e, "claim failed: finishing what runs, then stopping");
+                            tracing::warn!(error = %Chain(&e), "claim failed: finishing what runs, then stopping");
                             failure.get_or_insert(e);
                         }
                         None => {}
@@ -232,7 +281,6 @@ impl<'a> Pipeline<'a> {
                 }
                 recorded = OptionFuture::from(recording.as_mut()), if recording.is_some() => {
                     recording = None;
-                    *peak = (*peak).max(s.db.status().size);
                     match recorded {
                         Some((Ok(suspended), finished)) => {
                             tally(summary, &finished);
@@ -244,10 +292,14 @@ impl<'a> Pipeline<'a> {
                             record_failures += 1;
                             if record_failures >= RECORD_TRIES {
                                 // Their leases expire and the next invocation rescues them.
-                                tracing::error!(error = %e, tasks = finished.len() + done.len(), "could not record finished tasks");
-                                return Err(e.into());
+                                tracing::error!(
+                                    error = %Chain(&e),
+                                    tasks = finished.len() + done.len(),
+                                    "could not record finished tasks"
+                                );
+                                return Err(e);
                             }
-                            tracing::warn!(error = %e, attempt = record_failures, "record failed: trying again");
+                            tracing::warn!(error = %Chain(&e), attempt = record_failures, "record failed: trying again");
                             let mut again = finished;
                             again.append(&mut done);
                             done = again;
@@ -257,9 +309,12 @@ impl<'a> Pipeline<'a> {
                         None => {}
                     }
                 }
-                _ = tick.tick() => {}
+                () = &mut sleep => {}
             }
         }
         Ok(stop.unwrap_or(Stop::Drained))
     }
 }
+
+#[cfg(test)]
+mod tests;

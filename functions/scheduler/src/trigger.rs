@@ -28,9 +28,35 @@ struct Manual {
 pub const MAX_CONTINUATION_LINK: u32 = 1000;
 
 /// A payload that is neither a scheduled event nor a valid manual invoke.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid scheduler payload: {0}")]
-pub struct BadPayload(pub String);
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadPayload {
+    /// The field at fault (`None`: the payload as a whole).
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+impl BadPayload {
+    fn field(field: &str, reason: String) -> Self {
+        Self {
+            field: Some(field.to_string()),
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for BadPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "invalid scheduler payload: {field}: {}", self.reason),
+            None => write!(f, "invalid scheduler payload: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for BadPayload {}
+
+/// What a manual invoke looks like, for the errors.
+const EXPECTED: &str = r#"{"maxTasks": n, "dryRun": bool}"#;
 
 impl Trigger {
     pub fn parse(payload: &Value) -> Result<Trigger, BadPayload> {
@@ -39,18 +65,21 @@ impl Trigger {
             Value::Null => Ok(Trigger::default()),
             Value::Object(map) if is_scheduled_event(map) => Ok(Trigger::default()),
             Value::Object(_) => {
-                let manual: Manual = serde_json::from_value(payload.clone())
-                    .map_err(|e| BadPayload(format!("{e} (expected {{\"maxTasks\": n, \"dryRun\": bool}})")))?;
+                let manual: Manual = serde_path_to_error::deserialize(payload).map_err(|e| BadPayload {
+                    // A path with no segment is the payload itself.
+                    field: e.path().iter().next().map(|_| e.path().to_string()),
+                    reason: format!("{} (expected {EXPECTED})", e.inner()),
+                })?;
                 if let Some(n) = manual.max_tasks {
                     if n == 0 || n > MAX_TASKS_LIMIT {
-                        return Err(BadPayload(format!("maxTasks must be between 1 and {MAX_TASKS_LIMIT}")));
+                        let reason = format!("must be between 1 and {MAX_TASKS_LIMIT}");
+                        return Err(BadPayload::field("maxTasks", reason));
                     }
                 }
                 if let Some(link) = manual.continuation {
                     if link == 0 || link > MAX_CONTINUATION_LINK {
-                        return Err(BadPayload(format!(
-                            "continuation must be between 1 and {MAX_CONTINUATION_LINK}"
-                        )));
+                        let reason = format!("must be between 1 and {MAX_CONTINUATION_LINK}");
+                        return Err(BadPayload::field("continuation", reason));
                     }
                 }
                 Ok(Trigger {
@@ -59,10 +88,13 @@ impl Trigger {
                     continuation: manual.continuation,
                 })
             }
-            other => Err(BadPayload(format!(
-                "expected a JSON object (an EventBridge scheduled event or {{\"maxTasks\": n, \"dryRun\": bool}}), got {}",
-                kind(other)
-            ))),
+            other => Err(BadPayload {
+                field: None,
+                reason: format!(
+                    "expected a JSON object (an EventBridge scheduled event or {EXPECTED}), got {}",
+                    kind(other)
+                ),
+            }),
         }
     }
 }
@@ -105,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_manual_payloads_get_a_clear_error() {
+    fn a_malformed_field_is_named() {
         let cases = [
             (json!({"maxTask": 5}), "maxTask"),
             (json!({"maxTasks": "5"}), "maxTasks"),
@@ -117,15 +149,33 @@ mod tests {
             (json!({"continuation": 0}), "continuation"),
             (json!({"continuation": 5000}), "continuation"),
             (json!({"continuation": "1"}), "continuation"),
-            (json!({"continuation": -1}), "integer `-1`"),
-            (json!([1, 2]), "array"),
-            (json!("run"), "string"),
-            (json!(42), "number"),
+            (json!({"continuation": -1}), "continuation"),
+            (json!({"maxTasks": 5, "extra": {"nested": [1, 2, 3]}}), "extra"),
         ];
         for (payload, named) in cases {
-            let err = Trigger::parse(&payload).unwrap_err().to_string();
-            assert!(err.contains(named) || err.contains("invalid type"), "{payload}: {err}");
-            assert!(err.starts_with("invalid scheduler payload"), "{err}");
+            let err = Trigger::parse(&payload).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(named), "{payload}: {err}");
+            let prefix = format!("invalid scheduler payload: {named}: ");
+            assert!(err.to_string().starts_with(&prefix), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_not_an_object_is_named_by_its_kind() {
+        for (payload, kind) in [
+            (json!([1, 2]), "an array"),
+            (json!("run"), "a string"),
+            (json!(42), "a number"),
+            (json!(true), "a boolean"),
+        ] {
+            let err = Trigger::parse(&payload).unwrap_err();
+            assert_eq!(err.field, None, "{payload}");
+            assert!(
+                err.to_string()
+                    .starts_with("invalid scheduler payload: expected a JSON object"),
+                "{err}"
+            );
+            assert!(err.reason.ends_with(&format!("got {kind}")), "{err}");
         }
     }
 }

@@ -80,8 +80,7 @@ pub async fn usage<C: GenericClient + Sync>(sql: &Sql<'_, C>) -> Result<Connecti
     let limit: i64 = column(&row, "connection_limit")?;
     let active: i64 = column(&row, "active")?;
     let groups = |name: &str| -> Result<Vec<Group>, DbError> {
-        serde_json::from_value(column::<serde_json::Value>(&row, name)?)
-            .map_err(|e| DbError::Decode(format!("column {name}: {e}")))
+        serde_json::from_value(column::<serde_json::Value>(&row, name)?).map_err(|e| DbError::decode_column(name, e))
     };
     Ok(ConnectionUsage {
         active,

@@ -24,22 +24,35 @@ pub(crate) struct CancelTarget {
     pub port: u16,
 }
 
+/// Why a cancel request did not reach the server.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CancelError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not connect to send the cancel request")]
+    Connect(#[source] std::io::Error),
+    #[error("could not set up TLS for the cancel request")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the cancel request failed")]
+    Send(#[source] tokio_postgres::Error),
+}
+
 /// Sends a cancel request and waits (within `bound`) until the server has taken it.
 pub(crate) async fn cancel(
     token: &CancelToken,
     target: &CancelTarget,
     tls: &Tls,
     bound: Duration,
-) -> Result<(), String> {
+) -> Result<(), CancelError> {
     tokio::time::timeout(bound, cancel_inner(token, target, tls))
         .await
-        .map_err(|_| format!("no answer within {bound:?}"))?
+        .map_err(|_| CancelError::Timeout(bound))?
 }
 
-async fn cancel_inner(token: &CancelToken, target: &CancelTarget, tls: &Tls) -> Result<(), String> {
+async fn cancel_inner(token: &CancelToken, target: &CancelTarget, tls: &Tls) -> Result<(), CancelError> {
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(CancelError::Connect)?;
     let _ = stream.set_nodelay(true);
     let (back, returned) = oneshot::channel();
     let lent = Lent {
@@ -47,12 +60,12 @@ async fn cancel_inner(token: &CancelToken, target: &CancelTarget, tls: &Tls) -> 
         back: Some(back),
     };
     let mut tls = tls.clone();
-    let connector =
-        <Tls as MakeTlsConnect<Lent>>::make_tls_connect(&mut tls, &target.host).map_err(|e| e.to_string())?;
+    let connector = <Tls as MakeTlsConnect<Lent>>::make_tls_connect(&mut tls, &target.host)
+        .map_err(|e| CancelError::Tls(e.into()))?;
     token
         .cancel_query_raw(lent, connector)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(CancelError::Send)?;
     // The lent stream came back when cancel_query_raw dropped it: wait for the server's EOF.
     if let Ok(mut stream) = returned.await {
         let mut sink = [0u8; 64];

@@ -6,16 +6,23 @@ use std::time::Duration;
 use deadpool_postgres::{PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
+/// The error underneath a [`DbError`], kept for the log (`source()`), never for a response.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What went wrong talking to the database. Messages never contain SQL text, parameters or
-/// connection strings.
+/// connection strings; the driver's error stays reachable as the `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// Every pooled connection was busy for the whole wait timeout (HTTP 503 + Retry-After).
     #[error("no database connection became free within {0:?}")]
     PoolTimeout(Duration),
     /// The database or pooler could not be reached, or the connection broke (HTTP 503).
-    #[error("database unreachable: {0}")]
-    Unreachable(String),
+    #[error("database unreachable: {what}")]
+    Unreachable {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// A statement ran past its bound and was cancelled on the server (HTTP 504).
     #[error("database statement exceeded its {0:?} bound and was cancelled")]
     StatementTimeout(Duration),
@@ -23,11 +30,19 @@ pub enum DbError {
     #[error("constraint violated: {constraint}")]
     Constraint { constraint: String, code: String },
     /// A row did not have the expected shape (a column missing or of another type) (HTTP 500).
-    #[error("unexpected row: {0}")]
-    Decode(String),
+    #[error("unexpected row: {what}")]
+    Decode {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// Anything else (HTTP 500).
-    #[error("database error: {0}")]
-    Other(String),
+    #[error("database error: {what}")]
+    Other {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
 /// The coarse kind of a [`DbError`], for metrics and status mapping.
@@ -41,20 +56,47 @@ pub enum DbErrorKind {
 }
 
 impl DbError {
+    /// The database or pooler is out of reach, with no error underneath.
+    pub fn unreachable(what: impl Into<String>) -> Self {
+        Self::Unreachable {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A row that is not what the statement promises.
+    pub fn decode(what: impl Into<String>) -> Self {
+        Self::Decode {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A column that did not decode, with the decoder's error as the cause.
+    pub fn decode_column(column: &str, cause: impl Into<Cause>) -> Self {
+        Self::Decode {
+            what: format!("column {column}"),
+            source: Some(cause.into()),
+        }
+    }
+
     pub fn kind(&self) -> DbErrorKind {
         match self {
             Self::PoolTimeout(_) => DbErrorKind::PoolTimeout,
-            Self::Unreachable(_) => DbErrorKind::Unreachable,
+            Self::Unreachable { .. } => DbErrorKind::Unreachable,
             Self::StatementTimeout(_) => DbErrorKind::StatementTimeout,
             Self::Constraint { .. } => DbErrorKind::Constraint,
-            Self::Decode(_) | Self::Other(_) => DbErrorKind::Other,
+            Self::Decode { .. } | Self::Other { .. } => DbErrorKind::Other,
         }
     }
 
     /// Classifies an error from a statement that ran (or tried to run) on a connection.
-    pub fn from_pg(err: &tokio_postgres::Error, statement_bound: Duration) -> Self {
+    pub fn from_pg(err: tokio_postgres::Error, statement_bound: Duration) -> Self {
         if err.is_closed() {
-            return Self::Unreachable("the connection was closed".into());
+            return Self::Unreachable {
+                what: "the connection was closed".into(),
+                source: Some(err.into()),
+            };
         }
         if let Some(db) = err.as_db_error() {
             let code = db.code();
@@ -69,20 +111,22 @@ impl DbError {
                 },
                 // connection exception, insufficient resources, operator intervention
                 // (admin shutdown, crash, cannot connect now), and pooler-side errors.
-                "08" | "53" | "57" => Self::Unreachable(db.message().to_string()),
-                _ => Self::Other(format!("{} ({})", db.message(), code.code())),
+                "08" | "53" | "57" => Self::Unreachable {
+                    what: format!("the server refused ({})", code.code()),
+                    source: Some(err.into()),
+                },
+                _ => Self::Other {
+                    what: format!("the statement failed ({})", code.code()),
+                    source: Some(err.into()),
+                },
             };
         }
         // No server error: an I/O or protocol failure on the socket. The causes are I/O errors;
         // none carries the connection string.
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
+        Self::Unreachable {
+            what: "the connection failed".into(),
+            source: Some(err.into()),
         }
-        Self::Unreachable(message)
     }
 
     /// Classifies a failure to get a connection from the pool.
@@ -90,23 +134,23 @@ impl DbError {
         match err {
             PoolError::Timeout(TimeoutType::Wait) => Self::PoolTimeout(wait),
             PoolError::Timeout(TimeoutType::Create) => {
-                Self::Unreachable(format!("no connection established within {connect:?}"))
+                Self::unreachable(format!("no connection established within {connect:?}"))
             }
-            PoolError::Timeout(TimeoutType::Recycle) => Self::Unreachable("connection check timed out".into()),
-            PoolError::Backend(e) => Self::from_pg(&e, Duration::ZERO).into_unreachable(),
-            PoolError::Closed => Self::Unreachable("the pool is closed (shutting down)".into()),
-            PoolError::NoRuntimeSpecified => Self::Other("pool built without a runtime".into()),
-            PoolError::PostCreateHook(e) => Self::Unreachable(e.to_string()),
-        }
-    }
-
-    /// A failure while connecting is always "unreachable", whatever the server said.
-    fn into_unreachable(self) -> Self {
-        match self {
-            Self::Unreachable(m) | Self::Other(m) | Self::Decode(m) => Self::Unreachable(m),
-            Self::Constraint { constraint, .. } => Self::Unreachable(constraint),
-            Self::StatementTimeout(_) => Self::Unreachable("connection attempt cancelled".into()),
-            Self::PoolTimeout(d) => Self::PoolTimeout(d),
+            PoolError::Timeout(TimeoutType::Recycle) => Self::unreachable("connection check timed out"),
+            // A failure while connecting is always "unreachable", whatever the server said.
+            PoolError::Backend(e) => Self::Unreachable {
+                what: "could not connect".into(),
+                source: Some(e.into()),
+            },
+            PoolError::Closed => Self::unreachable("the pool is closed (shutting down)"),
+            PoolError::NoRuntimeSpecified => Self::Other {
+                what: "pool built without a runtime".into(),
+                source: None,
+            },
+            e @ PoolError::PostCreateHook(_) => Self::Unreachable {
+                what: "the new connection's setup failed".into(),
+                source: Some(e.into()),
+            },
         }
     }
 }

@@ -15,7 +15,7 @@ mod sql;
 pub mod tls;
 
 pub use counters::DbActivity;
-pub use error::{DbError, DbErrorKind};
+pub use error::{Cause, DbError, DbErrorKind};
 pub use pool::{Conn, Db, PoolStatus, RequestGuard};
 pub use row::{column, FromRow};
 pub use settings::{ConnectionMode, DbSettings, PoolDefaults, SslMode};

@@ -196,7 +196,9 @@ impl Db {
         }
         match self.conn().await {
             Ok(_) => tracing::debug!("database pool warmed"),
-            Err(e) => tracing::warn!(error = %e, "could not open the first database connection"),
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::Chain(&e), "could not open the first database connection");
+            }
         }
     }
 

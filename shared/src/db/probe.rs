@@ -27,9 +27,11 @@ pub enum ProbeStatus {
 pub struct Probe {
     pub status: ProbeStatus,
     pub latency_ms: f64,
-    /// What the pooler said, when it refused or failed (never a connection string).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    /// What the pooler or the driver said, when it refused or failed: for the log only. A
+    /// view shows `status` (the health route says why in its own words); raw driver text never
+    /// reaches a response body.
+    #[serde(skip)]
+    pub detail: Option<String>,
 }
 
 /// The wording of a refusal because the client limit is reached: pgbouncer's
@@ -67,7 +69,7 @@ pub(crate) async fn probe(settings: &DbSettings, tls: Tls, bound: Duration) -> P
         Ok(()) => Probe {
             status: ProbeStatus::Ok,
             latency_ms,
-            message: None,
+            detail: None,
         },
         Err(message) => Probe {
             status: if is_client_limit_refusal(&message) {
@@ -76,7 +78,7 @@ pub(crate) async fn probe(settings: &DbSettings, tls: Tls, bound: Duration) -> P
                 ProbeStatus::Unreachable
             },
             latency_ms,
-            message: Some(message),
+            detail: Some(message),
         },
     }
 }

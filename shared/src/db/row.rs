@@ -8,8 +8,7 @@ use super::DbError;
 
 /// The value of column `name`, or a decoding error naming it.
 pub fn column<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<T, DbError> {
-    row.try_get(name)
-        .map_err(|e| DbError::Decode(format!("column {name}: {e}")))
+    row.try_get(name).map_err(|e| DbError::decode_column(name, e))
 }
 
 /// A type built from one row.

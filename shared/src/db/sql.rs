@@ -108,8 +108,8 @@ async fn bounded_inner<T>(
     match tokio::time::timeout(bound, fut).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
-            let err = DbError::from_pg(&e, bound);
-            if matches!(err, DbError::Unreachable(_) | DbError::StatementTimeout(_)) {
+            let err = DbError::from_pg(e, bound);
+            if matches!(err, DbError::Unreachable { .. } | DbError::StatementTimeout(_)) {
                 poisoned.store(true, Ordering::Relaxed);
             }
             Err(err)
@@ -119,7 +119,9 @@ async fn bounded_inner<T>(
             // Stop the statement on the server too, within the connect bound.
             match send_cancel(cancel, &bounds.cancel_target, &bounds.tls, bounds.connect).await {
                 Ok(()) => tracing::warn!(bound_ms = bound.as_millis() as u64, "statement timed out; cancelled"),
-                Err(e) => tracing::warn!(error = %e, "statement timed out; cancel request failed"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::Chain(&e), "statement timed out; cancel request failed");
+                }
             }
             Err(DbError::StatementTimeout(bound))
         }

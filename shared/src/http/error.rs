@@ -7,7 +7,8 @@ use lambda_http::{Body, Response};
 use serde_json::json;
 
 use super::response::{json_response, with_retry_after, RETRY_AFTER_SECS};
-use crate::db::DbError;
+use crate::db::{Cause, DbError};
+use crate::telemetry::Chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -48,13 +49,27 @@ pub enum ApiError {
     ModelBusy { retry_after_secs: u64 },
     #[error("the model did not answer in time")]
     ModelTimeout,
-    #[error("the model failed: {0}")]
-    ModelFailed(String),
+    /// The model provider failed; the cause goes to the log, never to the body.
+    #[error("the model failed")]
+    ModelFailed(#[source] Cause),
+    /// A fault of ours that is not the database's (HTTP 500; the cause goes to the log).
+    #[error("internal error")]
+    Internal(#[source] Cause),
     #[error(transparent)]
     Database(#[from] DbError),
 }
 
 impl ApiError {
+    /// An Idempotency-Key seen before with another body (422).
+    pub fn key_reused() -> Self {
+        Self::Unprocessable("this Idempotency-Key was used for a different request".into())
+    }
+
+    /// The Idempotency-Key's request was answered by another request while this one worked (409).
+    pub fn answered_meanwhile() -> Self {
+        Self::Conflict("a request with this Idempotency-Key was answered meanwhile; retry to get its reply".into())
+    }
+
     /// Status, machine-readable code and optional `Retry-After` seconds.
     pub fn parts(&self) -> (StatusCode, &'static str, Option<u64>) {
         match self {
@@ -64,6 +79,7 @@ impl ApiError {
             Self::NotFound | Self::NotFoundWith(_) => (StatusCode::NOT_FOUND, "not_found", None),
             Self::ModelTimeout => (StatusCode::GATEWAY_TIMEOUT, "model_timeout", None),
             Self::ModelFailed(_) => (StatusCode::BAD_GATEWAY, "model_error", None),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Conflict(_) | Self::Database(DbError::Constraint { .. }) => (StatusCode::CONFLICT, "conflict", None),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
@@ -87,13 +103,13 @@ impl ApiError {
             Self::Database(DbError::PoolTimeout(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "saturated", Some(RETRY_AFTER_SECS))
             }
-            Self::Database(DbError::Unreachable(_)) => (
+            Self::Database(DbError::Unreachable { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
                 Some(RETRY_AFTER_SECS),
             ),
             Self::Database(DbError::StatementTimeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "database_timeout", None),
-            Self::Database(DbError::Other(_) | DbError::Decode(_)) => {
+            Self::Database(DbError::Other { .. } | DbError::Decode { .. }) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }
         }
@@ -105,16 +121,18 @@ impl ApiError {
         match self {
             Self::Database(e) => db_public_message(e).into(),
             Self::ModelFailed(_) => "the model failed to answer".into(),
+            Self::Internal(_) => "internal error".into(),
             other => other.to_string(),
         }
     }
 
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let (status, code, retry_after) = self.parts();
+        let chain = Chain(&self);
         if status.is_server_error() {
-            tracing::error!(request_id, status = status.as_u16(), code, error = %self, "request failed");
+            tracing::error!(request_id, status = status.as_u16(), code, error = %chain, "request failed");
         } else {
-            tracing::info!(request_id, status = status.as_u16(), code, error = %self, "request rejected");
+            tracing::info!(request_id, status = status.as_u16(), code, error = %chain, "request rejected");
         }
         let body = json!({ "error": { "code": code, "message": self.public_message() } });
         let response = json_response(status, &body, request_id);
@@ -129,9 +147,9 @@ impl ApiError {
 pub fn db_public_message(e: &DbError) -> &'static str {
     match e {
         DbError::PoolTimeout(_) => "the service is busy; retry shortly",
-        DbError::Unreachable(_) => "the database is unavailable; retry shortly",
+        DbError::Unreachable { .. } => "the database is unavailable; retry shortly",
         DbError::StatementTimeout(_) => "the database did not answer in time",
         DbError::Constraint { .. } => "the request conflicts with existing data",
-        DbError::Other(_) | DbError::Decode(_) => "internal error",
+        DbError::Other { .. } | DbError::Decode { .. } => "internal error",
     }
 }

@@ -1,12 +1,16 @@
 //! HTTP plumbing of the API Gateway functions: one error enum and its status map, response
-//! builders, request checks and the handler wrapper.
+//! builders, typed request bodies, request checks and the handler wrapper.
 
+mod body;
 mod error;
 mod handler;
 mod request;
 mod response;
 
+pub use body::{parse_json, Flag, Id, Text, WholeNumber};
 pub use error::{db_public_message, ApiError};
 pub use handler::{request_id, serve, Reply};
 pub use request::{check_content_type, idempotency_key, idempotency_key_of, json_body, json_object};
-pub use response::{json_response, with_retry_after, RETRY_AFTER_SECS};
+pub use response::{
+    json_response, set_request_id, view_response, with_retry_after, Timestamp, REQUEST_ID_HEADER, RETRY_AFTER_SECS,
+};

@@ -6,6 +6,25 @@ use lambda_http::{Body, Response};
 /// Seconds a client should wait before retrying a saturated or unreachable database.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
+/// The header that carries the invocation's request id on every answer.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Sets [`REQUEST_ID_HEADER`] (an id that is not a valid header value is left out).
+pub fn set_request_id(headers: &mut header::HeaderMap, request_id: &str) {
+    if let Ok(id) = header::HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+}
+
+/// A JSON response of a view (`#[derive(Serialize)]`), with the request id header.
+pub fn view_response<V: serde::Serialize>(status: StatusCode, view: &V, request_id: &str) -> Response<Body> {
+    match serde_json::to_value(view) {
+        Ok(body) => json_response(status, &body, request_id),
+        // Views hold strings, numbers and maps with string keys: this does not happen.
+        Err(e) => super::ApiError::Internal(e.into()).into_response(request_id),
+    }
+}
+
 /// A JSON response with the request id header.
 pub fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response<Body> {
     let mut response = Response::new(Body::Text(body.to_string()));
@@ -15,9 +34,7 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
-    if let Ok(id) = header::HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", id);
-    }
+    set_request_id(headers, request_id);
     response
 }
 
@@ -27,4 +44,27 @@ pub fn with_retry_after(mut response: Response<Body>, secs: u64) -> Response<Bod
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
     response
+}
+
+/// A time in a view: RFC 3339, UTC, milliseconds (`2026-12-05T07:00:00.000Z`), the one format
+/// every answer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub chrono::DateTime<chrono::Utc>);
+
+impl Timestamp {
+    pub fn rfc3339(&self) -> String {
+        self.0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+}
+
+impl From<chrono::DateTime<chrono::Utc>> for Timestamp {
+    fn from(t: chrono::DateTime<chrono::Utc>) -> Self {
+        Self(t)
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
 }

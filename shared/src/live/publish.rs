@@ -1,104 +1,27 @@
 //! The publisher: events, settings, pushes (feature `live`).
+//!
+//! [`Publisher::publish`] here; the events in `event`, the settings in `settings`, one bounded
+//! push (and the deletion of gone connections) in `push`.
+
+mod event;
+mod push;
+mod settings;
 
 use std::time::Duration;
 
-use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
-use aws_sdk_apigatewaymanagement::error::SdkError;
-use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
-use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
-use super::Connections;
-use uuid::Uuid;
-
-use crate::config::{invalid, ConfigError, Env, Setting, Unit};
-use crate::db::{Db, DbError, Type};
+use self::push::{close, forget, post, Job};
+use crate::config::{ConfigError, Env};
+use crate::db::Db;
 use crate::metrics::{name, Metric, Metrics};
 
-pub const LIVE_ENDPOINT: Setting = Setting::text(
-    "LIVE_ENDPOINT",
-    None,
-    "the WebSocket API's Management API endpoint (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`; locally the dev gateway's `http://127.0.0.1:9001`); unset: live updates off, nothing pushed",
-);
-pub const LIVE_PUSH_TIMEOUT_MS: Setting = Setting::millis(
-    "LIVE_PUSH_TIMEOUT_MS",
-    50,
-    10_000,
-    1_000,
-    "bound of one push (`PostToConnection`/`DeleteConnection`); past it the push counts as failed",
-);
-pub const LIVE_PUBLISH_TIMEOUT_MS: Setting = Setting::millis(
-    "LIVE_PUBLISH_TIMEOUT_MS",
-    50,
-    10_000,
-    2_000,
-    "bound of all the pushes of one change: the most live updates add to a request; pushes not done by then count as failed",
-);
-pub const LIVE_PUSH_CONCURRENCY: Setting = Setting::number(
-    "LIVE_PUSH_CONCURRENCY",
-    1,
-    256,
-    32,
-    Unit::Plain,
-    "pushes in flight at once per instance",
-);
-
-pub const SETTINGS: &[&Setting] = &[
-    &LIVE_ENDPOINT,
-    &LIVE_PUSH_TIMEOUT_MS,
-    &LIVE_PUBLISH_TIMEOUT_MS,
-    &LIVE_PUSH_CONCURRENCY,
-];
-
-/// One live event (serialised as the JSON the browser receives).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum LiveEvent {
-    /// A message stored in one of the user's conversations.
-    #[serde(rename = "message.created", rename_all = "camelCase")]
-    MessageCreated {
-        conversation_id: Uuid,
-        message_id: Uuid,
-        role: String,
-        at: DateTime<Utc>,
-    },
-    /// One of the user's tasks changed (created, decided, run, retried, ended).
-    #[serde(rename = "task.updated", rename_all = "camelCase")]
-    TaskUpdated {
-        task_id: Uuid,
-        status: String,
-        at: DateTime<Utc>,
-    },
-}
-
-impl LiveEvent {
-    pub fn message(conversation_id: Uuid, message_id: Uuid, role: &str, at: DateTime<Utc>) -> Self {
-        Self::MessageCreated {
-            conversation_id,
-            message_id,
-            role: role.to_string(),
-            at,
-        }
-    }
-
-    /// `at`: when the change was made (the changing statement's `now()`).
-    pub fn task(task_id: Uuid, status: &str, at: DateTime<Utc>) -> Self {
-        Self::TaskUpdated {
-            task_id,
-            status: status.to_string(),
-            at,
-        }
-    }
-}
-
-/// One event and who gets it.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub event: LiveEvent,
-    pub to: Connections,
-}
+pub use self::event::{Delivery, LiveEvent};
+pub use self::push::PushError;
+pub use self::settings::{
+    LiveSettings, LIVE_ENDPOINT, LIVE_PUBLISH_TIMEOUT_MS, LIVE_PUSH_CONCURRENCY, LIVE_PUSH_TIMEOUT_MS, SETTINGS,
+};
 
 /// What publishing came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,49 +33,6 @@ pub struct Published {
     pub closed: u64,
     /// Failed or past a bound (`LivePushFailed`).
     pub failed: u64,
-}
-
-/// Why one push failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    #[error("the connection is gone (410)")]
-    Gone,
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("the Management API refused the push: {0}")]
-    Refused(String),
-}
-
-/// Publishing settings.
-#[derive(Debug, Clone)]
-pub struct LiveSettings {
-    pub endpoint: Option<String>,
-    pub push_timeout: Duration,
-    pub publish_timeout: Duration,
-    pub concurrency: usize,
-}
-
-impl LiveSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let endpoint = env.text(&LIVE_ENDPOINT).filter(|e| !e.trim().is_empty());
-        if let Some(e) = &endpoint {
-            let url = url::Url::parse(e).map_err(|err| invalid(LIVE_ENDPOINT.name, format!("not a URL ({err})")))?;
-            let loopback = matches!(url.host(), Some(url::Host::Domain("localhost")))
-                || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback());
-            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-                return Err(invalid(
-                    LIVE_ENDPOINT.name,
-                    "expected https:// (plain http only on loopback)",
-                ));
-            }
-        }
-        Ok(Self {
-            endpoint,
-            push_timeout: env.duration(&LIVE_PUSH_TIMEOUT_MS)?,
-            publish_timeout: env.duration(&LIVE_PUBLISH_TIMEOUT_MS)?,
-            concurrency: usize::try_from(env.number(&LIVE_PUSH_CONCURRENCY)?).unwrap_or(32),
-        })
-    }
 }
 
 /// Pushes events to connections; cheap to clone. Off (pushes nothing) when `LIVE_ENDPOINT` is unset.
@@ -331,99 +211,5 @@ impl Publisher {
             }
         }
         report
-    }
-}
-
-/// One push.
-enum Job {
-    Post(String, std::sync::Arc<Vec<u8>>),
-    Close(String),
-}
-
-/// `PostToConnection`, bounded.
-async fn post(client: &Client, id: &str, payload: Vec<u8>, bound: Duration) -> Result<(), PushError> {
-    let call = client
-        .post_to_connection()
-        .connection_id(id)
-        .data(Blob::new(payload))
-        .send();
-    match tokio::time::timeout(bound, call).await {
-        Err(_) => Err(PushError::Timeout(bound)),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(sdk_error(e)),
-    }
-}
-
-/// `DeleteConnection`, bounded.
-async fn close(client: &Client, id: &str, bound: Duration) -> Result<(), PushError> {
-    let call = client.delete_connection().connection_id(id).send();
-    match tokio::time::timeout(bound, call).await {
-        Err(_) => Err(PushError::Timeout(bound)),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(sdk_error(e)),
-    }
-}
-
-fn sdk_error<E>(e: SdkError<E, HttpResponse>) -> PushError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    if e.raw_response().is_some_and(|r| r.status().as_u16() == 410) {
-        return PushError::Gone;
-    }
-    match e {
-        SdkError::TimeoutError(_) => PushError::Refused("timed out".into()),
-        other => PushError::Refused(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(other).to_string()),
-    }
-}
-
-/// Deletes connections found gone or closed: one bounded statement.
-async fn forget(db: &Db, ids: &[String], bound: Duration) -> Result<(), DbError> {
-    let conn = db.conn().await?;
-    conn.sql()
-        .with_bound(bound)
-        .execute(
-            "DELETE FROM live_connections WHERE connection_id = ANY($1)",
-            &[(&ids, Type::TEXT_ARRAY)],
-        )
-        .await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_are_ids_and_status_in_the_documented_shape() {
-        let at = DateTime::parse_from_rfc3339("2025-01-02T03:04:05Z")
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_default();
-        let id = Uuid::nil();
-        let task = serde_json::to_value(LiveEvent::TaskUpdated {
-            task_id: id,
-            status: "completed".into(),
-            at,
-        })
-        .unwrap_or_default();
-        assert_eq!(
-            task,
-            serde_json::json!({"type": "task.updated", "taskId": id, "status": "completed", "at": "2025-01-02T03:04:05Z"})
-        );
-        let message = serde_json::to_value(LiveEvent::message(id, id, "assistant", at)).unwrap_or_default();
-        assert_eq!(
-            message,
-            serde_json::json!({"type": "message.created", "conversationId": id, "messageId": id, "role": "assistant", "at": "2025-01-02T03:04:05Z"})
-        );
-    }
-
-    #[test]
-    fn an_unset_endpoint_is_off_and_a_clear_text_remote_one_is_refused() {
-        let env = Env::default();
-        assert!(LiveSettings::from_env(&env).is_ok_and(|s| s.endpoint.is_none()));
-        let env = Env::default().with("LIVE_ENDPOINT", "http://example.com/prod");
-        assert!(LiveSettings::from_env(&env).is_err());
-        let env = Env::default().with("LIVE_ENDPOINT", "http://127.0.0.1:9001");
-        assert!(LiveSettings::from_env(&env).is_ok());
     }
 }

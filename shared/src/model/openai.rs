@@ -17,19 +17,25 @@ pub struct OpenAiModel {
 }
 
 impl OpenAiModel {
-    pub fn new(base_url: &str, api_key: Option<String>, model: &str, limits: ModelLimits) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(limits.timeout)
-            .connect_timeout(limits.timeout.min(Duration::from_secs(5)))
-            .build()
-            .unwrap_or_default();
-        Self {
+    /// A client of `{base_url}/chat/completions`, every call bounded by `limits.timeout`.
+    pub fn new(
+        base_url: &str,
+        api_key: Option<String>,
+        model: &str,
+        limits: ModelLimits,
+    ) -> Result<Self, crate::outbound::ClientError> {
+        let http = crate::outbound::client(
+            "the OpenAI-compatible model",
+            limits.timeout,
+            limits.timeout.min(Duration::from_secs(5)),
+        )?;
+        Ok(Self {
             http,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
             api_key: api_key.filter(|k| !k.is_empty()),
             model: model.to_string(),
             limits,
-        }
+        })
     }
 
     fn body(&self, request: &ModelRequest) -> Value {

@@ -87,13 +87,13 @@ impl FromRow for Schedule {
 /// `approval_status` decoded, or a decoding error naming it.
 fn approval(row: &Row) -> Result<Approval, DbError> {
     let text: String = column(row, "approval_status")?;
-    Approval::parse(&text).ok_or_else(|| DbError::Decode(format!("column approval_status: unknown {text:?}")))
+    Approval::parse(&text).ok_or_else(|| DbError::decode(format!("column approval_status: unknown {text:?}")))
 }
 
 /// `status` decoded, or a decoding error naming it.
 fn status(row: &Row) -> Result<TaskStatus, DbError> {
     let text: String = column(row, "status")?;
-    TaskStatus::parse(&text).ok_or_else(|| DbError::Decode(format!("column status: unknown {text:?}")))
+    TaskStatus::parse(&text).ok_or_else(|| DbError::decode(format!("column status: unknown {text:?}")))
 }
 
 /// The one statement fragment that creates next occurrences, used by every statement that ends

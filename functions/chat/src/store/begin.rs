@@ -1,15 +1,15 @@
-//! The chat path's SQL: two round trips per message, one before the model call and one after,
-//! with no connection held in between.
+//! Round trip 1, before the model call: one statement admits the message (or says why not) and
+//! reads what the model is given. Its row decodes into [`TurnRow`], which
+//! [`crate::turn::decide`] reads.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use shared::db::{column, DbError, FromRow, Row, Sql, Type};
-use shared::live::{self, Connections};
-use shared::model::{ChatMessage, Role, Usage};
+use shared::model::{ChatMessage, Role};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::turn::TurnRow;
+use crate::turn::{StoredReply, TurnRow};
 
 /// Limits applied in the first round trip.
 #[derive(Debug, Clone, Copy)]
@@ -26,30 +26,6 @@ pub struct TurnLimits {
     pub history: i64,
     /// Tokens a user may spend per UTC day (`USAGE_USER_DAILY_TOKENS`; 0: unlimited).
     pub user_daily_tokens: i64,
-}
-
-/// Who a turn is for and where its reply goes.
-#[derive(Debug, Clone, Copy)]
-pub struct TurnKeys<'a> {
-    pub user_id: Uuid,
-    pub agent_id: Uuid,
-    pub conversation_id: Uuid,
-    pub idempotency_key: Option<&'a str>,
-}
-
-/// A reply already stored (idempotent replay) or just stored.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredReply {
-    pub id: Uuid,
-    pub content: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Deserialize)]
-struct HistoryRow {
-    role: String,
-    content: String,
 }
 
 /// What round trip 1 is asked to do.
@@ -199,6 +175,22 @@ pub async fn begin_turn<C: GenericClient + Sync>(
     TurnRow::from_row(&row)
 }
 
+/// One message of the `history` column.
+#[derive(Deserialize)]
+struct HistoryRow {
+    role: String,
+    content: String,
+}
+
+/// The `prior_reply` column (`jsonb_build_object` above).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PriorReply {
+    id: Uuid,
+    content: String,
+    created_at: DateTime<Utc>,
+}
+
 impl FromRow for TurnRow {
     fn from_row(row: &Row) -> Result<Self, DbError> {
         let history: Vec<HistoryRow> = json_column(row, "history")?;
@@ -210,10 +202,10 @@ impl FromRow for TurnRow {
                         role,
                         content: h.content,
                     })
-                    .ok_or_else(|| DbError::Decode(format!("column history: unknown role {:?}", h.role)))
+                    .ok_or_else(|| DbError::decode(format!("column history: unknown role {:?}", h.role)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let prior_reply: Option<serde_json::Value> = column(row, "prior_reply")?;
+        let prior_reply: Option<PriorReply> = json_column(row, "prior_reply")?;
         Ok(TurnRow {
             agent_ok: column(row, "agent_ok")?,
             conversation_ok: column(row, "conversation_ok")?,
@@ -226,9 +218,11 @@ impl FromRow for TurnRow {
             lease_until: column(row, "lease_until")?,
             instructions: column(row, "instructions")?,
             history,
-            prior_reply: prior_reply
-                .map(|v| serde_json::from_value(v).map_err(|e| DbError::Decode(format!("column prior_reply: {e}"))))
-                .transpose()?,
+            prior_reply: prior_reply.map(|p| StoredReply {
+                id: p.id,
+                content: p.content,
+                created_at: p.created_at,
+            }),
             retry_after_secs: column(row, "retry_after_secs")?,
             over_budget: column(row, "over_budget")?,
             budget_resets_in_secs: column(row, "budget_resets_in_secs")?,
@@ -236,118 +230,8 @@ impl FromRow for TurnRow {
     }
 }
 
-/// A JSON column decoded into `T`.
+/// A JSON column decoded into `T` (SQL `NULL` reads as JSON `null`: only an `Option` takes it).
 fn json_column<T: serde::de::DeserializeOwned>(row: &Row, name: &str) -> Result<T, DbError> {
-    serde_json::from_value(column::<serde_json::Value>(row, name)?)
-        .map_err(|e| DbError::Decode(format!("column {name}: {e}")))
-}
-
-/// A reply to store: its text, what it cost (`None`: unknown) and the model that wrote it.
-#[derive(Debug, Clone, Copy)]
-pub struct ReplyToStore<'a> {
-    pub content: &'a str,
-    pub usage: Option<Usage>,
-    pub model: Option<&'a str>,
-}
-
-/// Round trip 2: stores the model's reply (once per Idempotency-Key) with its usage, adds that
-/// usage to the user's day (`usage_daily`) and touches the conversation, in one statement.
-/// `None` when a concurrent request with the same key stored its reply first.
-#[tracing::instrument(skip_all)]
-pub async fn store_reply<C: GenericClient + Sync>(
-    sql: &Sql<'_, C>,
-    turn: &TurnKeys<'_>,
-    reply: ReplyToStore<'_>,
-    lease: DateTime<Utc>,
-    id: Option<Uuid>,
-) -> Result<Option<(StoredReply, Connections)>, DbError> {
-    let input = reply.usage.map(|u| u.input_tokens);
-    let output = reply.usage.map(|u| u.output_tokens);
-    // The owner's live connections come back with the reply (pushed after this commits).
-    let statement = format!(
-        "WITH reply AS (
-                 INSERT INTO messages (id, conversation_id, user_id, role, content, idempotency_key,
-                                       input_tokens, output_tokens, model)
-                 VALUES (coalesce($6, gen_random_uuid()), $1, $2, 'assistant', $3, $4, $8, $9, $10)
-                     ON CONFLICT (user_id, role, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                 RETURNING id, content, created_at
-             ), used AS (
-                 INSERT INTO usage_daily AS u (day, user_id, agent_id, model, input_tokens, output_tokens, calls)
-                 SELECT (now() AT TIME ZONE 'UTC')::date, $2, $7, coalesce($10, 'unknown'),
-                        coalesce($8, 0), coalesce($9, 0), 1
-                   FROM reply
-                     ON CONFLICT (day, user_id, agent_id, model) DO UPDATE
-                    SET input_tokens = u.input_tokens + EXCLUDED.input_tokens,
-                        output_tokens = u.output_tokens + EXCLUDED.output_tokens,
-                        calls = u.calls + 1
-                 RETURNING 1
-             ), touched AS (
-                 UPDATE conversations SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM reply)
-                 RETURNING 1
-             ), released AS (
-                 UPDATE chat_usage SET in_flight = array_remove(in_flight, $5) WHERE user_id = $2
-                 RETURNING 1
-             ), {live}
-             SELECT id, content, created_at, {live_columns} FROM reply",
-        live = live::connections_cte("$2"),
-        live_columns = live::CONNECTIONS_COLUMNS,
-    );
-    let row = sql
-        .query_opt(
-            &statement,
-            &[
-                (&turn.conversation_id, Type::UUID),
-                (&turn.user_id, Type::UUID),
-                (&reply.content, Type::TEXT),
-                (&turn.idempotency_key, Type::TEXT),
-                (&lease, Type::TIMESTAMPTZ),
-                (&id, Type::UUID),
-                (&turn.agent_id, Type::UUID),
-                (&input, Type::INT8),
-                (&output, Type::INT8),
-                (&reply.model, Type::TEXT),
-            ],
-        )
-        .await?;
-    row.as_ref()
-        .map(|row| Ok((StoredReply::from_row(row)?, Connections::from_row(row)?)))
-        .transpose()
-}
-
-impl FromRow for StoredReply {
-    fn from_row(row: &Row) -> Result<Self, DbError> {
-        Ok(Self {
-            id: column(row, "id")?,
-            content: column(row, "content")?,
-            created_at: column(row, "created_at")?,
-        })
-    }
-}
-
-/// After a failed or timed-out model call (or a failed second round trip): the message's lease
-/// and the user's in-flight slot are given back at once, so a retry with the same
-/// Idempotency-Key may answer it (counted against the rate limit like any model call).
-#[tracing::instrument(skip_all)]
-pub async fn release_turn<C: GenericClient + Sync>(
-    sql: &Sql<'_, C>,
-    user_id: Uuid,
-    message_id: Option<Uuid>,
-    lease: DateTime<Utc>,
-) -> Result<(), DbError> {
-    // Both guarded by this request's own lease: a later request's lease is never touched.
-    sql.execute(
-        "WITH lease AS (
-             UPDATE messages SET answering_until = NULL
-              WHERE id = $2 AND user_id = $1 AND answering_until = $3
-             RETURNING 1
-         )
-         UPDATE chat_usage SET in_flight = array_remove(in_flight, $3) WHERE user_id = $1",
-        &[
-            (&user_id, Type::UUID),
-            (&message_id, Type::UUID),
-            (&lease, Type::TIMESTAMPTZ),
-        ],
-    )
-    .await
-    .map(|_| ())
+    let value: Option<serde_json::Value> = column(row, name)?;
+    serde_json::from_value(value.unwrap_or(serde_json::Value::Null)).map_err(|e| DbError::decode_column(name, e))
 }

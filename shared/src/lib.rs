@@ -17,8 +17,9 @@
 //!
 //! Features on top, each behind a Cargo feature so a binary compiles only what it calls:
 //! - [`http`] (`http`): the handler wrapper, the one API error enum and its status map, typed
-//!   request bodies and their validating newtypes (`body`), response builders and views'
-//!   [`http::Timestamp`] (`response`), content-type and size checks (`request`).
+//!   request bodies and their validating newtypes (`body`), response builders (`response`),
+//!   content-type and size checks (`request`).
+//! - [`time`] (`http`): [`time::Timestamp`], the one RFC 3339 format of every HTTP answer.
 //! - [`auth`] (`auth`): Supabase access tokens: `settings`, `verify` (HS256, ES256/RS256),
 //!   `jwks` (the signing-key cache), `request` (the bearer token or the authorizer's claims).
 //! - [`model`] (`model`): the agent model: `agent` (the trait, errors, usage), `request`
@@ -52,5 +53,7 @@ pub mod model;
 pub mod outbound;
 #[cfg(feature = "tasks")]
 pub mod tasks;
+#[cfg(feature = "http")]
+pub mod time;
 #[cfg(feature = "usage")]
 pub mod usage;

@@ -39,7 +39,12 @@ pub async fn database(env: &Env, function: &str, defaults: PoolDefaults) -> Resu
         db = db.with_credentials(Arc::new(move || {
             let (env, store, arn, function) = (env.clone(), store.clone(), arn.clone(), function.clone());
             Box::pin(async move {
-                let url = store.fetch("DATABASE_URL", &arn).await?.unwrap_or_default();
+                let url = store.fetch("DATABASE_URL", &arn).await?.ok_or_else(|| {
+                    crate::config::invalid(
+                        DATABASE_URL_SECRET_ARN.name,
+                        "the secret has no DATABASE_URL key (a JSON secret must name it)",
+                    )
+                })?;
                 DbSettings::for_function(&env.with("DATABASE_URL", &url), &function, defaults)
             })
         }));

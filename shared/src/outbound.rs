@@ -28,7 +28,7 @@ pub fn client(what: &'static str, timeout: Duration, connect: Duration) -> Resul
 pub enum ReadError {
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
-    #[error("reading the body failed: {0}")]
+    #[error("reading the body failed")]
     Transport(#[from] reqwest::Error),
 }
 

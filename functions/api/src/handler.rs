@@ -15,11 +15,11 @@ use shared::live::{Connections, Delivery, LiveEvent, Publisher};
 use shared::metrics::Metrics;
 
 use crate::agents::{self, AgentsView};
-use crate::conversations::{self, ConversationView, MessageView};
+use crate::conversations::{self, ConversationView, ConversationsQuery, MessageView, MessagesQuery};
 use crate::query::Query;
 use crate::settings::Settings;
 use crate::tasks::{self, Action, Filter, Insert, Quota, Task, TaskView};
-use crate::usage::{self, UsageView};
+use crate::usage::{self, UsageQuery, UsageView};
 
 /// The API function's state, built once per instance.
 pub struct Api {
@@ -89,21 +89,19 @@ async fn respond(api: &Api, request: &Request, request_id: &str) -> Result<Respo
             ok(&AgentsView::of(&agents), request_id)
         }
         Route::Conversations => {
-            let q = Query::of(request, &["agentId", "limit", "before"])?;
-            let (agent, asked) = (q.uuid("agentId")?, q.page(&api.settings)?);
+            let asked = ConversationsQuery::of(request, &api.settings)?;
             let page = {
                 let conn = api.db.conn().await?;
-                conversations::page(&conn.sql(), user.id, agent, asked).await?
+                conversations::page(&conn.sql(), user.id, asked.agent, asked.page).await?
             };
             ok(&ConversationView::page(&page), request_id)
         }
         Route::Messages(id) => {
-            let q = Query::of(request, &["limit", "before"])?;
-            let asked = q.page(&api.settings)?;
+            let asked = MessagesQuery::of(request, &api.settings)?;
             let id = path_id(id)?;
             let window = {
                 let conn = api.db.conn().await?;
-                conversations::messages(&conn.sql(), user.id, id, asked).await?
+                conversations::messages(&conn.sql(), user.id, id, asked.page).await?
             };
             let window = window.ok_or(ApiError::NotFoundWith("conversation not found"))?;
             ok(&MessageView::page(&window), request_id)
@@ -141,11 +139,10 @@ async fn respond(api: &Api, request: &Request, request_id: &str) -> Result<Respo
             ok(&TaskView::of(&task, Utc::now()), request_id)
         }
         Route::Usage => {
-            let q = Query::of(request, &["days"])?;
-            let days = usage::days(&q)?;
+            let asked = UsageQuery::of(request)?;
             let recorded = {
                 let conn = api.db.conn().await?;
-                usage::usage(&conn.sql(), user.id, days).await?
+                usage::usage(&conn.sql(), user.id, asked.days).await?
             };
             ok(&UsageView::of(&recorded, api.settings.daily_tokens), request_id)
         }

@@ -7,7 +7,8 @@
 //! - `handler`: routing, authentication, connections and answers
 //!   → the resources [`agents`], [`conversations`], [`tasks`], [`usage`].
 //! - each resource: its `mod.rs` (its rules, and what it re-exports) → `request` (what a caller
-//!   asks: typed bodies and query filters; tasks only), `store` (its statements, rows decoded by
+//!   asks: a typed body and filters for tasks, query parameters for conversations and usage;
+//!   agents has none), `store` (its statements, rows decoded by
 //!   column name) and `view` (its JSON); `view` → `store` (the rows it shows), `store` →
 //!   `request` (what it writes). None of them uses `handler`.
 //! - the helpers every resource may use: [`query`] (query strings), [`cursor`] (keyset pages),

@@ -11,6 +11,19 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use super::{AuthError, Authenticator};
 use crate::outbound::read_capped;
 
+/// Why the signing keys could not be fetched (the cause kept for the log).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum JwksError {
+    #[error("the JWKS request failed")]
+    Request(#[source] reqwest::Error),
+    #[error("the JWKS endpoint answered HTTP {0}")]
+    Status(u16),
+    #[error("the JWKS answer could not be read")]
+    Read(#[from] crate::outbound::ReadError),
+    #[error("the JWKS answer is not a key set")]
+    NotAKeySet(#[source] serde_json::Error),
+}
+
 const MAX_JWKS_BYTES: usize = 64 * 1024;
 
 #[derive(Default)]
@@ -47,7 +60,11 @@ impl Authenticator {
                     Err(e) => {
                         cache.failures = cache.failures.saturating_add(1);
                         cache.next_fetch_at = Some(now + backoff(cache.failures));
-                        tracing::warn!(error = %e, failures = cache.failures, "could not fetch the JWKS");
+                        tracing::warn!(
+                            error = %crate::telemetry::Chain(&e),
+                            failures = cache.failures,
+                            "could not fetch the JWKS"
+                        );
                     }
                 }
             }
@@ -78,20 +95,18 @@ impl Authenticator {
         }
     }
 
-    async fn fetch_keys(&self) -> Result<HashMap<String, (Algorithm, DecodingKey)>, String> {
+    async fn fetch_keys(&self) -> Result<HashMap<String, (Algorithm, DecodingKey)>, JwksError> {
         let mut response = self
             .http
             .get(&self.config.jwks_url)
             .send()
             .await
-            .map_err(|e| format!("JWKS request failed: {e}"))?;
+            .map_err(JwksError::Request)?;
         if !response.status().is_success() {
-            return Err(format!("JWKS answered HTTP {}", response.status().as_u16()));
+            return Err(JwksError::Status(response.status().as_u16()));
         }
-        let body = read_capped(&mut response, MAX_JWKS_BYTES)
-            .await
-            .map_err(|e| format!("JWKS: {e}"))?;
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("JWKS is not a key set: {e}"))?;
+        let body = read_capped(&mut response, MAX_JWKS_BYTES).await?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(JwksError::NotAKeySet)?;
         let mut keys = HashMap::new();
         for jwk in set.keys {
             let Some(kid) = jwk.common.key_id.clone() else { continue };

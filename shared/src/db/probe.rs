@@ -86,7 +86,7 @@ pub(crate) async fn probe(settings: &DbSettings, tls: Tls, bound: Duration) -> P
 /// The server's message when there is one (what a pooler says), else the error's own text.
 fn describe(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
-        .map_or_else(|| e.to_string(), |db| db.message().to_string())
+        .map_or_else(|| crate::telemetry::Chain(e).to_string(), |db| db.message().to_string())
 }
 
 #[cfg(test)]

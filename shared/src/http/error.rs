@@ -4,9 +4,8 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
-use serde_json::json;
 
-use super::response::{json_response, with_retry_after, RETRY_AFTER_SECS};
+use super::response::{view_response, with_retry_after, RETRY_AFTER_SECS};
 use crate::db::{Cause, DbError};
 use crate::telemetry::Chain;
 
@@ -134,13 +133,31 @@ impl ApiError {
         } else {
             tracing::info!(request_id, status = status.as_u16(), code, error = %chain, "request rejected");
         }
-        let body = json!({ "error": { "code": code, "message": self.public_message() } });
-        let response = json_response(status, &body, request_id);
+        let body = ErrorView {
+            error: ErrorBody {
+                code,
+                message: self.public_message(),
+            },
+        };
+        let response = view_response(status, &body, request_id);
         match retry_after {
             Some(secs) => with_retry_after(response, secs),
             None => response,
         }
     }
+}
+
+/// Every error's body: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(serde::Serialize)]
+struct ErrorView {
+    error: ErrorBody,
+}
+
+/// The code and the sanitised message of an error.
+#[derive(serde::Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
 }
 
 /// What a client is told about a database error (the details go to the log).

@@ -18,28 +18,6 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// A body that must be a JSON object of the `fields` named: 400 when it is not JSON, 422 when
-/// it is not an object or has another field (named, cut to 64 characters).
-pub fn json_object(body: &[u8], fields: &[&str]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(match e.classify() {
-            serde_json::error::Category::Eof => "the body is not complete JSON".into(),
-            _ => format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
-        })
-    })?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(ApiError::Unprocessable("the body must be a JSON object".into()));
-    };
-    if let Some(unknown) = map.keys().find(|k| !fields.contains(&k.as_str())) {
-        let shown: String = unknown.chars().take(64).collect();
-        return Err(ApiError::Unprocessable(format!(
-            "unknown field `{shown}`; expected {}",
-            fields.join(", ")
-        )));
-    }
-    Ok(map)
-}
-
 /// The body of a JSON request, at most `max_bytes` long (413 above), after the content-type check.
 pub fn json_body(request: &Request, max_bytes: usize) -> Result<&[u8], ApiError> {
     check_content_type(

@@ -45,26 +45,3 @@ pub fn with_retry_after(mut response: Response<Body>, secs: u64) -> Response<Bod
         .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
     response
 }
-
-/// A time in a view: RFC 3339, UTC, milliseconds (`2026-12-05T07:00:00.000Z`), the one format
-/// every answer uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp(pub chrono::DateTime<chrono::Utc>);
-
-impl Timestamp {
-    pub fn rfc3339(&self) -> String {
-        self.0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    }
-}
-
-impl From<chrono::DateTime<chrono::Utc>> for Timestamp {
-    fn from(t: chrono::DateTime<chrono::Utc>) -> Self {
-        Self(t)
-    }
-}
-
-impl serde::Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.rfc3339())
-    }
-}

@@ -202,7 +202,11 @@ impl Publisher {
         }
         if !remove.is_empty() {
             if let Err(e) = forget(db, &remove, self.settings.push_timeout).await {
-                tracing::warn!(error = %e, connections = remove.len(), "could not delete gone live connections");
+                tracing::warn!(
+                    error = %crate::telemetry::Chain(&e),
+                    connections = remove.len(),
+                    "could not delete gone live connections"
+                );
             }
         }
         if report.failed > 0 {

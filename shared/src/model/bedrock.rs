@@ -82,8 +82,12 @@ const THROTTLING: [&str; 4] = [
 fn sdk_error<E, R>(e: SdkError<E, R>, timeout_ms: u64) -> ModelError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
+    if !matches!(e, SdkError::ServiceError(_)) {
+        // The class goes on as the model error; the SDK's cause stays here, in the log.
+        tracing::warn!(error = %crate::telemetry::Chain(&e), "the Bedrock call failed");
+    }
     match e {
         SdkError::TimeoutError(_) => ModelError::Timeout(timeout_ms),
         SdkError::DispatchFailure(_) => ModelError::Failed("Bedrock is unreachable".into()),

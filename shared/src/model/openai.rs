@@ -50,6 +50,8 @@ impl OpenAiModel {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ModelError {
+        // The class goes on as the model error; the cause stays here, in the log.
+        tracing::warn!(error = %crate::telemetry::Chain(e), "the model call failed in transport");
         if e.is_timeout() {
             ModelError::Timeout(self.limits.timeout.as_millis() as u64)
         } else if e.is_connect() {
@@ -181,7 +183,18 @@ impl SseText {
                     self.finished = true;
                     return out;
                 }
-                let chunk: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                let chunk: Value = match serde_json::from_str(data) {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        // A chunk we cannot read would lose its text silently: the stream fails.
+                        tracing::warn!(error = %crate::telemetry::Chain(&e), "a stream chunk is not JSON");
+                        self.finished = true;
+                        out.push(Err(ModelError::Failed(
+                            "the stream sent a chunk that is not JSON".into(),
+                        )));
+                        return out;
+                    }
+                };
                 if let Some(message) = chunk["error"]["message"].as_str() {
                     self.finished = true;
                     out.push(Err(ModelError::Failed(format!(

@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use crate::live::Connections;
 
-/// One live event (serialised as the JSON the browser receives).
+/// One live event (serialised as the JSON the browser receives). `at` is the changing
+/// statement's time at the database's precision (microseconds, RFC 3339), so that it equals the
+/// row's `updated_at`; HTTP answers use `shared::http::Timestamp`'s milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum LiveEvent {

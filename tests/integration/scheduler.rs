@@ -882,6 +882,8 @@ async fn a_task_whose_agent_was_made_private_is_not_run_and_its_series_stops() {
 /// A model that records the order in which prompts are started, and reports usage.
 struct OrderedModel {
     started: Mutex<Vec<String>>,
+    /// How long each call takes (a provider's latency).
+    latency: Duration,
 }
 
 #[async_trait]
@@ -893,6 +895,8 @@ impl AgentModel for OrderedModel {
     async fn complete(&self, request: &ModelRequest) -> Result<shared::model::Reply, ModelError> {
         let prompt = request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
         self.started.lock().unwrap().push(prompt.clone());
+        // The provider's latency (simulated), so that a run lasts while the test acts.
+        tokio::time::sleep(self.latency).await;
         Ok(shared::model::Reply {
             text: format!("done: {prompt}"),
             usage: Some(shared::model::Usage {
@@ -934,6 +938,7 @@ async fn a_small_users_tasks_are_claimed_before_five_percent_of_a_big_users_back
     client.batch_execute("VACUUM ANALYZE agent_tasks").await.unwrap();
     let model = Arc::new(OrderedModel {
         started: Mutex::new(Vec::new()),
+        latency: Duration::ZERO,
     });
     let s = scheduler_on(&db, model.clone(), test_config());
     let summary = invoke(&s, json!({"maxTasks": 3000}), Duration::from_secs(60))
@@ -954,6 +959,135 @@ async fn a_small_users_tasks_are_claimed_before_five_percent_of_a_big_users_back
         x_before < 1000,
         "{x_before} of X's 20,000 tasks (5 % = 1,000) started before Y's last one"
     );
+}
+
+#[tokio::test]
+async fn a_small_users_tasks_arriving_while_a_lone_user_drains_are_claimed_at_once() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    client
+        .execute("UPDATE agents SET visibility = 'public'", &[])
+        .await
+        .unwrap();
+    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // X alone: 20,000 tasks due a minute ago; the run's claims find one user, then claim X's
+    // tasks the lone way.
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+             SELECT $1, $2, 'x-' || i, 'approved', now() - interval '1 minute' FROM generate_series(1, 20000) i",
+            &[&agent, &x],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("VACUUM ANALYZE agent_tasks").await.unwrap();
+    let model = Arc::new(OrderedModel {
+        started: Mutex::new(Vec::new()),
+        latency: Duration::from_millis(5),
+    });
+    let s = scheduler_on(&db, model.clone(), test_config());
+    let started_count = || model.started.lock().unwrap().len();
+    // While the run drains X, Y's 10 tasks come due.
+    let (summary, arrived) = tokio::join!(invoke(&s, json!({"maxTasks": 4000}), Duration::from_secs(120)), async {
+        assert!(
+            eventually(Duration::from_secs(60), || async { started_count() >= 300 }).await,
+            "the run drains X"
+        );
+        client
+            .execute(
+                "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+                     SELECT $1, $2, 'y-' || i, 'approved', now() FROM generate_series(1, 10) i",
+                &[&agent, &y],
+            )
+            .await
+            .unwrap();
+        started_count()
+    });
+    let summary = summary.expect("the run");
+    let started = model.started.lock().unwrap().clone();
+    assert_eq!(
+        started.iter().filter(|p| p.starts_with("y-")).count(),
+        10,
+        "{summary:?}"
+    );
+    let last_y = started
+        .iter()
+        .rposition(|p| p.starts_with("y-"))
+        .expect("Y's tasks ran");
+    let x_meanwhile = started[arrived..last_y].iter().filter(|p| p.starts_with("x-")).count();
+    assert!(
+        x_meanwhile < 1000,
+        "{x_meanwhile} of X's tasks (5 % of 20,000 = 1,000) started between Y's arrival and Y's last start"
+    );
+}
+
+#[tokio::test]
+async fn a_lone_users_claim_takes_their_oldest_tasks_and_gives_way_when_another_user_has_due_tasks() {
+    use scheduler::tasks::{self, ClaimPolicy};
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let agent = seed_agent(&client).await;
+    client
+        .execute("UPDATE agents SET visibility = 'public'", &[])
+        .await
+        .unwrap();
+    let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+             SELECT $1, $2, 'x-' || i, 'approved', now() - interval '1 minute' + i * interval '1 ms'
+               FROM generate_series(1, 6) i",
+            &[&agent, &x],
+        )
+        .await
+        .unwrap();
+    let pool = db.pool(&PoolOptions::default());
+    let conn = pool.conn().await.unwrap();
+    let lone = ClaimPolicy {
+        lone: Some(x),
+        ..ClaimPolicy::up_to(3)
+    };
+    let prompts =
+        |claimed: &tasks::Claimed| -> Vec<String> { claimed.tasks.iter().map(|t| t.prompt.clone()).collect() };
+
+    // Alone: the lone claim takes X's oldest, and says X is alone.
+    let first = tasks::claim(&conn.sql(), "run", 60.0, lone).await.unwrap();
+    assert_eq!(prompts(&first), ["x-1", "x-2", "x-3"]);
+    assert!(!first.fell_back);
+    assert_eq!(first.lone_user(3), Some(x));
+
+    // Y's task comes due: the lone claim takes nothing, the fair claim runs in its place and
+    // gives Y its turn in this very claim.
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+             VALUES ($1, $2, 'y-1', 'approved', now())",
+            &[&agent, &y],
+        )
+        .await
+        .unwrap();
+    let second = tasks::claim(&conn.sql(), "run", 60.0, lone).await.unwrap();
+    assert!(second.fell_back);
+    let mut got = prompts(&second);
+    got.sort();
+    assert_eq!(got, ["x-4", "x-5", "y-1"]);
+    assert_eq!(second.lone_user(3), None);
+
+    // The operator's tasks (no user) are a user of their own: X is not alone beside them.
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, prompt, approval_status, scheduled_for)
+             VALUES ($1, 'operator-1', 'approved', now())",
+            &[&agent],
+        )
+        .await
+        .unwrap();
+    let third = tasks::claim(&conn.sql(), "run", 60.0, lone).await.unwrap();
+    assert!(third.fell_back);
+    let mut got = prompts(&third);
+    got.sort();
+    assert_eq!(got, ["operator-1", "x-6"]);
 }
 
 #[tokio::test]
@@ -1050,6 +1184,7 @@ async fn an_agent_over_its_daily_budget_has_its_tasks_deferred_and_usage_is_reco
         .unwrap();
     let model = Arc::new(OrderedModel {
         started: Mutex::new(Vec::new()),
+        latency: Duration::ZERO,
     });
     let s = scheduler_on(&db, model, test_config());
     // The first run records 2 × 10 tokens: the agent's 20 are spent.

@@ -4,6 +4,7 @@
 //! when a backlog outlived this one, and reports.
 
 use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use lambda_runtime::LambdaEvent;
@@ -55,6 +56,7 @@ impl Scheduler {
             deadline: &deadline,
             owner,
             peak: AtomicUsize::new(0),
+            lone: Mutex::default(),
         };
         let result = self.run_inner(trigger, &deadline, &store, &mut summary).await;
         self.publishing.wait().await;

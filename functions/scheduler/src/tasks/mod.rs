@@ -24,7 +24,7 @@ pub mod rescue;
 use shared::db::{column, DbError, Param, Row, Type};
 use shared::tasks::NextColumns;
 
-pub use claim::{claim, claim_sql, ClaimPolicy, Claimed, ClaimedTask, AGENT_UNAVAILABLE};
+pub use claim::{claim, claim_sql, lone_claim_sql, ClaimPolicy, Claimed, ClaimedTask, AGENT_UNAVAILABLE};
 pub use finish::{finish, FinishCounts, Finished, Outcome, TaskConnection};
 pub use rescue::{due_counts, expired_last_occurrences, release_orphans, rescue, ExpiredOccurrence, Rescued};
 pub use shared::tasks::{decide, task_state, Decision, TaskState, TaskStatus};

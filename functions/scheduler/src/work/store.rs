@@ -4,6 +4,7 @@
 //! the pool held.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use chrono::Utc;
 use uuid::Uuid;
@@ -38,6 +39,42 @@ pub(crate) struct Store<'a> {
     pub owner: &'a str,
     /// Most connections the pool held, looked at after each claim and record.
     pub peak: AtomicUsize,
+    /// Whether the next claim tries the lone user's claim first.
+    pub lone: Mutex<Lone>,
+}
+
+/// Claims after the fair claim found a lone user take the cheaper lone claim, until another
+/// user's tasks come due (the lone claim then takes nothing and the fair one runs at once).
+#[derive(Debug, Default)]
+pub(crate) struct Lone {
+    user: Option<Uuid>,
+    /// Fair claims to make before trying the lone claim again (after it came back empty, e.g.
+    /// while another user waits at their in-flight cap).
+    pause: u32,
+}
+
+/// Fair claims between a lone claim that came back empty and the next try.
+const LONE_PAUSE: u32 = 16;
+
+impl Lone {
+    /// The user to try the lone claim for.
+    fn next(&self) -> Option<Uuid> {
+        if self.pause == 0 {
+            self.user
+        } else {
+            None
+        }
+    }
+
+    /// What a claim of `limit` showed.
+    fn saw(&mut self, claimed: &tasks::Claimed, limit: usize) {
+        if claimed.fell_back {
+            self.pause = LONE_PAUSE;
+        } else {
+            self.pause = self.pause.saturating_sub(1);
+        }
+        self.user = claimed.lone_user(limit);
+    }
 }
 
 impl Store<'_> {
@@ -67,6 +104,7 @@ impl Store<'_> {
             .unwrap_or(i64::MAX),
             start: Uuid::new_v4(),
             user_daily_tokens: self.settings.user_daily_tokens,
+            lone: self.lone.lock().unwrap_or_else(PoisonError::into_inner).next(),
         };
         let claimed = async {
             let conn = self.db.conn().await?;
@@ -75,6 +113,10 @@ impl Store<'_> {
         .await;
         self.note_pool();
         let claimed = claimed?;
+        self.lone
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .saw(&claimed, limit);
         if claimed.deferred > 0 {
             tracing::info!(
                 deferred = claimed.deferred,

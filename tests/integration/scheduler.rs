@@ -908,6 +908,19 @@ impl AgentModel for OrderedModel {
     }
 }
 
+/// `n` approved tasks of `user` with prompts `<prefix>-1 … <prefix>-n`, due `ago` (an interval)
+/// ago.
+async fn user_tasks(client: &Client, agent: uuid::Uuid, user: uuid::Uuid, n: i32, prefix: &str, ago: &str) {
+    client
+        .execute(
+            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
+             SELECT $1, $2, $3 || '-' || i, 'approved', now() - $4::text::interval FROM generate_series(1, $5) i",
+            &[&agent, &user, &prefix, &ago, &n],
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_small_users_tasks_are_claimed_before_five_percent_of_a_big_users_backlog_is_done() {
     let db = TestDb::new().await;
@@ -919,22 +932,8 @@ async fn a_small_users_tasks_are_claimed_before_five_percent_of_a_big_users_back
         .unwrap();
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     // X: 20,000 tasks due a minute ago; Y: 10 due a second after all of X's.
-    client
-        .execute(
-            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
-             SELECT $1, $2, 'x-' || i, 'approved', now() - interval '1 minute' FROM generate_series(1, 20000) i",
-            &[&agent, &x],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
-             SELECT $1, $2, 'y-' || i, 'approved', now() - interval '59 seconds' FROM generate_series(1, 10) i",
-            &[&agent, &y],
-        )
-        .await
-        .unwrap();
+    user_tasks(&client, agent, x, 20000, "x", "1 minute").await;
+    user_tasks(&client, agent, y, 10, "y", "59 seconds").await;
     client.batch_execute("VACUUM ANALYZE agent_tasks").await.unwrap();
     let model = Arc::new(OrderedModel {
         started: Mutex::new(Vec::new()),
@@ -973,14 +972,7 @@ async fn a_small_users_tasks_arriving_while_a_lone_user_drains_are_claimed_at_on
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     // X alone: 20,000 tasks due a minute ago; the run's claims find one user, then claim X's
     // tasks the lone way.
-    client
-        .execute(
-            "INSERT INTO agent_tasks (agent_id, user_id, prompt, approval_status, scheduled_for)
-             SELECT $1, $2, 'x-' || i, 'approved', now() - interval '1 minute' FROM generate_series(1, 20000) i",
-            &[&agent, &x],
-        )
-        .await
-        .unwrap();
+    user_tasks(&client, agent, x, 20000, "x", "1 minute").await;
     client.batch_execute("VACUUM ANALYZE agent_tasks").await.unwrap();
     let model = Arc::new(OrderedModel {
         started: Mutex::new(Vec::new()),

@@ -908,6 +908,16 @@ impl AgentModel for OrderedModel {
     }
 }
 
+/// An agent every user may use.
+async fn public_agent(client: &Client) -> uuid::Uuid {
+    let agent = seed_agent(client).await;
+    client
+        .execute("UPDATE agents SET visibility = 'public' WHERE id = $1", &[&agent])
+        .await
+        .unwrap();
+    agent
+}
+
 /// `n` approved tasks of `user` with prompts `<prefix>-1 … <prefix>-n`, due `ago` (an interval)
 /// ago.
 async fn user_tasks(client: &Client, agent: uuid::Uuid, user: uuid::Uuid, n: i32, prefix: &str, ago: &str) {
@@ -925,11 +935,7 @@ async fn user_tasks(client: &Client, agent: uuid::Uuid, user: uuid::Uuid, n: i32
 async fn a_small_users_tasks_are_claimed_before_five_percent_of_a_big_users_backlog_is_done() {
     let db = TestDb::new().await;
     let client = db.direct().await;
-    let agent = seed_agent(&client).await;
-    client
-        .execute("UPDATE agents SET visibility = 'public'", &[])
-        .await
-        .unwrap();
+    let agent = public_agent(&client).await;
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     // X: 20,000 tasks due a minute ago; Y: 10 due a second after all of X's.
     user_tasks(&client, agent, x, 20000, "x", "1 minute").await;
@@ -964,11 +970,7 @@ async fn a_small_users_tasks_are_claimed_before_five_percent_of_a_big_users_back
 async fn a_small_users_tasks_arriving_while_a_lone_user_drains_are_claimed_at_once() {
     let db = TestDb::new().await;
     let client = db.direct().await;
-    let agent = seed_agent(&client).await;
-    client
-        .execute("UPDATE agents SET visibility = 'public'", &[])
-        .await
-        .unwrap();
+    let agent = public_agent(&client).await;
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     // X alone: 20,000 tasks due a minute ago; the run's claims find one user, then claim X's
     // tasks the lone way.
@@ -1019,11 +1021,7 @@ async fn a_lone_users_claim_takes_their_oldest_tasks_and_gives_way_when_another_
     use scheduler::tasks::{self, ClaimPolicy};
     let db = TestDb::new().await;
     let client = db.direct().await;
-    let agent = seed_agent(&client).await;
-    client
-        .execute("UPDATE agents SET visibility = 'public'", &[])
-        .await
-        .unwrap();
+    let agent = public_agent(&client).await;
     let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     client
         .execute(
@@ -1086,11 +1084,7 @@ async fn a_lone_users_claim_takes_their_oldest_tasks_and_gives_way_when_another_
 async fn a_user_over_the_daily_budget_has_tasks_deferred_to_midnight_with_attempts_untouched() {
     let db = TestDb::new().await;
     let client = db.direct().await;
-    let agent = seed_agent(&client).await;
-    client
-        .execute("UPDATE agents SET visibility = 'public'", &[])
-        .await
-        .unwrap();
+    let agent = public_agent(&client).await;
     let (spent, fresh) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     for (user, prompt) in [(spent, "spent"), (fresh, "fresh")] {
         client

@@ -1,6 +1,6 @@
 //! Rows decoded by column name. [`row!`] declares a struct and its [`shared::db::FromRow`] at
 //! once: each field is read from the column of its name, as its type [`Decode`]s (a state stored
-//! as text, such as [`TaskStatus`], into its enum). A row of another shape is a
+//! as text, such as [`TaskStatus`], into its enum, through its `FromSql`). A row of another shape is a
 //! [`DbError::Decode`] naming the column, never a panic.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -61,19 +61,7 @@ as_stored!(
     Option<Uuid>,
     NaiveDate,
     DateTime<Utc>,
+    // States are stored as text and read by their enum's `parse` (`shared::tasks`).
+    TaskStatus,
+    Approval,
 );
-
-/// States stored as text (the pooler rule: no Postgres enums), read by their enum's `parse`:
-/// unknown text is a decoding error naming the column and the text.
-macro_rules! as_state {
-    ($($type:ty),* $(,)?) => {
-        $(impl Decode for $type {
-            fn decode(row: &Row, name: &str) -> Result<Self, DbError> {
-                let text: String = column(row, name)?;
-                <$type>::parse(&text).ok_or_else(|| DbError::decode(format!("column {name}: unknown {text:?}")))
-            }
-        })*
-    };
-}
-
-as_state!(TaskStatus, Approval);

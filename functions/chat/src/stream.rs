@@ -30,10 +30,10 @@ const ROUTE: &str = "/api/agents/chat/stream";
 
 pub type SseBody = StreamBody<BoxStream<'static, Result<http_body::Frame<Bytes>, Infallible>>>;
 
-/// One Server-Sent Event. Its data goes through a `serde_json::Value`, as
-/// `shared::http::view_response` does, so `done` carries the buffered route's body byte for byte.
+/// One Server-Sent Event. Its data is written as `shared::http::view_response` writes a view, so
+/// `done` carries the buffered route's body byte for byte.
 fn frame(event: &Event<'_>) -> Bytes {
-    match serde_json::to_value(event) {
+    match serde_json::to_string(event) {
         Ok(data) => Bytes::from(format!("event: {}\ndata: {data}\n\n", event.name())),
         // Views hold ids, strings and times: this does not happen. Were it to, the client is
         // told (an `error` event's data always serializes).

@@ -12,6 +12,4 @@ pub use body::{parse_json, Flag, Id, Text, WholeNumber};
 pub use error::{db_public_message, ApiError};
 pub use handler::{request_id, serve, Reply};
 pub use request::{check_content_type, idempotency_key, idempotency_key_of, json_body};
-pub use response::{
-    json_response, set_request_id, view_response, with_retry_after, REQUEST_ID_HEADER, RETRY_AFTER_SECS,
-};
+pub use response::{set_request_id, view_response, with_retry_after, REQUEST_ID_HEADER, RETRY_AFTER_SECS};

@@ -78,23 +78,34 @@ impl FromRow for Schedule {
             cron: column(row, "cron")?,
             time_zone: column(row, "time_zone")?,
             scheduled_for: column(row, "scheduled_for")?,
-            approval: approval(row)?,
+            approval: column(row, "approval_status")?,
             series_failures: column(row, "series_failures")?,
         })
     }
 }
 
-/// `approval_status` decoded, or a decoding error naming it.
-fn approval(row: &Row) -> Result<Approval, DbError> {
-    let text: String = column(row, "approval_status")?;
-    Approval::parse(&text).ok_or_else(|| DbError::decode(format!("column approval_status: unknown {text:?}")))
+/// States are stored as text (the pooler rule: no Postgres enums) and read back by their enum's
+/// `parse`, so `column::<TaskStatus>(row, "status")` works like any column: unknown text is a
+/// decoding error naming the column, with the text as its cause.
+macro_rules! state_from_text {
+    ($($state:ty: $what:literal),* $(,)?) => {
+        $(impl<'a> tokio_postgres::types::FromSql<'a> for $state {
+            fn from_sql(
+                ty: &Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                let text = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+                <$state>::parse(text).ok_or_else(|| format!(concat!("unknown ", $what, " {:?}"), text).into())
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                <&str as tokio_postgres::types::FromSql>::accepts(ty)
+            }
+        })*
+    };
 }
 
-/// `status` decoded, or a decoding error naming it.
-fn status(row: &Row) -> Result<TaskStatus, DbError> {
-    let text: String = column(row, "status")?;
-    TaskStatus::parse(&text).ok_or_else(|| DbError::decode(format!("column status: unknown {text:?}")))
-}
+state_from_text!(TaskStatus: "task status", Approval: "approval");
 
 /// The one statement fragment that creates next occurrences, used by every statement that ends
 /// occurrences (finish, rescue, reject, cancel). It reads a CTE `fin(id, next_at, next_approval,
@@ -141,7 +152,7 @@ impl FromRow for TaskState {
     fn from_row(row: &Row) -> Result<Self, DbError> {
         Ok(Self {
             id: column(row, "id")?,
-            status: status(row)?,
+            status: column(row, "status")?,
             schedule: Schedule::from_row(row)?,
         })
     }

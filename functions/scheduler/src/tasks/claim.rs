@@ -1,12 +1,14 @@
 //! Claiming due tasks: the fair claim statement ([`claim_sql`], performance-tuned: change it only
 //! with the fairness bench's `EXPLAIN` in hand) and what it returns.
 
+use std::sync::LazyLock;
+
 use shared::db::{column, DbError, FromRow, Param, Row, Sql, Type};
 use shared::tasks::Schedule;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::{task_status, TaskStatus};
+use super::TaskStatus;
 
 /// A task this invocation holds the lease of.
 #[derive(Debug, Clone)]
@@ -168,6 +170,11 @@ const CLAIMED: &str = "flags AS (
 /// `$4` the agent-unavailable error, `$5` per-user share, `$6` start uuid, `$7` user daily
 /// tokens), for the benchmarks' `EXPLAIN`.
 pub fn claim_sql() -> String {
+    FAIR_CLAIM.clone()
+}
+
+/// The fair claim's text, built once per instance (every claim sends it).
+static FAIR_CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH RECURSIVE {DUE_USERS},
          shares AS (
@@ -205,7 +212,7 @@ pub fn claim_sql() -> String {
     )
     .replace("TOKENS", "$7")
     .replace("NIL", "'00000000-0000-0000-0000-000000000000'::uuid")
-}
+});
 
 /// The claim of a lone user's tasks (parameters: `$1` to `$4` as [`claim_sql`], `$5` the user
 /// (nil: the operator), `$6` user daily tokens): their oldest due tasks, up to the limit, read in
@@ -214,6 +221,11 @@ pub fn claim_sql() -> String {
 /// fair claim for a lone user (who takes the whole limit there too), for a fraction of its
 /// planning time: through the pooler nothing is prepared, so every claim is planned anew.
 pub fn lone_claim_sql() -> String {
+    LONE_CLAIM.clone()
+}
+
+/// The lone claim's text, built once per instance.
+static LONE_CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH others AS (
              -- In the due-by-user index's order (as the fair claim's walk), so that each probe
@@ -238,7 +250,7 @@ pub fn lone_claim_sql() -> String {
     )
     .replace("TOKENS", "$6")
     .replace("NIL", "'00000000-0000-0000-0000-000000000000'::uuid")
-}
+});
 
 /// Claims up to `limit` due, approved, pending tasks with a lease of `lease_secs`, counting the
 /// attempt, in one statement that is fair between users: each user with due tasks gets their
@@ -271,7 +283,7 @@ pub async fn claim<C: GenericClient + Sync>(
     if let Some(user) = &policy.lone {
         // $5, $6: the lone user, the user daily tokens.
         let alone: [Param<'_>; 2] = [(user, Type::UUID), (&policy.user_daily_tokens, Type::INT8)];
-        let rows = sql.query(&lone_claim_sql(), &[&lease[..], &alone].concat()).await?;
+        let rows = sql.query(&LONE_CLAIM, &[&lease[..], &alone].concat()).await?;
         if !rows.is_empty() {
             return decode(&rows, false);
         }
@@ -283,7 +295,7 @@ pub async fn claim<C: GenericClient + Sync>(
         (&policy.start, Type::UUID),
         (&policy.user_daily_tokens, Type::INT8),
     ];
-    let rows = sql.query(&claim_sql(), &[&lease[..], &share].concat()).await?;
+    let rows = sql.query(&FAIR_CLAIM, &[&lease[..], &share].concat()).await?;
     decode(&rows, fell_back)
 }
 
@@ -294,7 +306,7 @@ fn decode(rows: &[Row], fell_back: bool) -> Result<Claimed, DbError> {
         ..Claimed::default()
     };
     for row in rows {
-        match task_status(row)? {
+        match column::<TaskStatus>(row, "status")? {
             TaskStatus::Running => claimed.tasks.push(ClaimedTask::from_row(row)?),
             TaskStatus::Cancelled => claimed.agent_unavailable.push(column(row, "id")?),
             TaskStatus::Pending => {

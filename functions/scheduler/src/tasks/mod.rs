@@ -21,19 +21,13 @@ pub mod claim;
 pub mod finish;
 pub mod rescue;
 
-use shared::db::{column, DbError, Param, Row, Type};
+use shared::db::{Param, Type};
 use shared::tasks::NextColumns;
 
 pub use claim::{claim, claim_sql, lone_claim_sql, ClaimPolicy, Claimed, ClaimedTask, AGENT_UNAVAILABLE};
 pub use finish::{finish, FinishCounts, Finished, Outcome, TaskConnection};
 pub use rescue::{due_counts, expired_last_occurrences, release_orphans, rescue, ExpiredOccurrence, Rescued};
 pub use shared::tasks::{decide, task_state, Decision, TaskState, TaskStatus};
-
-/// Column `status` decoded, or a decoding error naming it.
-fn task_status(row: &Row) -> Result<TaskStatus, DbError> {
-    let text: String = column(row, "status")?;
-    TaskStatus::parse(&text).ok_or_else(|| DbError::decode(format!("column status: unknown {text:?}")))
-}
 
 /// The parameters of next occurrences, in the order the statements around
 /// [`INSERT_NEXT`](shared::tasks::INSERT_NEXT) number them: at, approval, failures, note.

@@ -314,6 +314,37 @@ async fn every_table_the_backend_creates_has_row_level_security_and_no_grant_to_
 }
 
 #[tokio::test]
+async fn only_the_functions_role_may_run_the_schedulers_claim_function_and_the_data_api_cannot_reach_it() {
+    let (_db, admin) = supabase_like().await;
+    let can = |role: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT has_schema_privilege($1, 'agent_private', 'USAGE')
+                         OR has_function_privilege($1, 'agent_private.lone_claim(text, float8, int8, text, uuid, int8)', 'EXECUTE')",
+                    &[&role],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(can("agent_backend").await);
+    for role in ["anon", "authenticated", "agent_monitor"] {
+        assert!(!can(role).await, "{role} may reach agent_private.lone_claim");
+    }
+    let called = as_data_api(
+        &admin,
+        "authenticated",
+        Some(&uuid::Uuid::new_v4().to_string()),
+        "SELECT count(*)::text FROM agent_private.lone_claim('x', 60, 10, 'e', '00000000-0000-0000-0000-000000000000', 0)",
+    )
+    .await;
+    assert!(denied(&called), "a signed-in user claimed tasks: {called:?}");
+}
+
+#[tokio::test]
 async fn the_functions_role_has_exactly_what_the_functions_need() {
     let (_db, admin) = supabase_like().await;
     let can = |table: &str, privilege: &str| {

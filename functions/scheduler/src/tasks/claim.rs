@@ -139,7 +139,9 @@ const DUE_USERS: &str = "
 /// What every claim does with the tasks it chose (`chosen`: id, user_id, agent_id): runs the
 /// usable ones within budget, cancels those whose owner may no longer use their agent, defers
 /// those over budget to the next 00:00 UTC; `TOKENS` is the user daily tokens' parameter.
-const CLAIMED: &str = "flags AS (
+const CLAIMED: &str = "flags AS MATERIALIZED (
+             -- Materialized: inlined, each use of over_budget below would plan its own copy of
+             -- the budget subqueries (planned anew on every claim, nothing being prepared).
              SELECT c.id, a.instructions,
                     coalesce(c.user_id IS NULL OR a.visibility = 'public' OR a.owner_id = c.user_id, false) AS usable,
                     ((TOKENS::int8 > 0 AND c.user_id IS NOT NULL
@@ -218,39 +220,15 @@ static FAIR_CLAIM: LazyLock<String> = LazyLock::new(|| {
 /// (nil: the operator), `$6` user daily tokens): their oldest due tasks, up to the limit, read in
 /// the index's order, unless anyone else has due tasks (two index probes, one each side of the
 /// user): then it takes nothing, and the fair claim runs in its place. The same outcome as the
-/// fair claim for a lone user (who takes the whole limit there too), for a fraction of its
-/// planning time: through the pooler nothing is prepared, so every claim is planned anew.
-pub fn lone_claim_sql() -> String {
-    LONE_CLAIM.clone()
+/// fair claim for a lone user (who takes the whole limit there too). It is the function
+/// `agent_private.lone_claim` (migration V10): through the pooler nothing is prepared, so a
+/// statement sent is planned on every claim, where a PL/pgSQL function's plan lasts as long as
+/// the server connection.
+pub fn lone_claim_sql() -> &'static str {
+    LONE_CLAIM
 }
 
-/// The lone claim's text, built once per instance.
-static LONE_CLAIM: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH others AS (
-             -- In the due-by-user index's order (as the fair claim's walk), so that each probe
-             -- is one index descent, never a scan of the table.
-             SELECT (SELECT 1 FROM agent_tasks
-                      WHERE status = 'pending' AND approval_status = 'approved' AND scheduled_for <= now()
-                        AND coalesce(user_id, NIL) < $5
-                      ORDER BY coalesce(user_id, NIL) DESC, scheduled_for DESC, id DESC LIMIT 1) IS NOT NULL
-                 OR (SELECT 1 FROM agent_tasks
-                      WHERE status = 'pending' AND approval_status = 'approved' AND scheduled_for <= now()
-                        AND coalesce(user_id, NIL) > $5
-                      ORDER BY coalesce(user_id, NIL), scheduled_for, id LIMIT 1) IS NOT NULL AS present
-         ), chosen AS (
-             SELECT t.id, t.user_id, t.agent_id FROM agent_tasks t
-              WHERE coalesce(t.user_id, NIL) = $5
-                AND t.status = 'pending' AND t.approval_status = 'approved' AND t.scheduled_for <= now()
-                AND NOT (SELECT present FROM others)
-              ORDER BY coalesce(t.user_id, NIL), t.scheduled_for, t.id
-              LIMIT $3
-              FOR UPDATE OF t SKIP LOCKED
-         ), {CLAIMED}"
-    )
-    .replace("TOKENS", "$6")
-    .replace("NIL", "'00000000-0000-0000-0000-000000000000'::uuid")
-});
+const LONE_CLAIM: &str = "SELECT * FROM agent_private.lone_claim($1, $2, $3, $4, $5, $6)";
 
 /// Claims up to `limit` due, approved, pending tasks with a lease of `lease_secs`, counting the
 /// attempt, in one statement that is fair between users: each user with due tasks gets their
@@ -283,9 +261,12 @@ pub async fn claim<C: GenericClient + Sync>(
     if let Some(user) = &policy.lone {
         // $5, $6: the lone user, the user daily tokens.
         let alone: [Param<'_>; 2] = [(user, Type::UUID), (&policy.user_daily_tokens, Type::INT8)];
-        let rows = sql.query(&LONE_CLAIM, &[&lease[..], &alone].concat()).await?;
+        let rows = sql.query(LONE_CLAIM, &[&lease[..], &alone].concat()).await?;
         if !rows.is_empty() {
-            return decode(&rows, false);
+            // The function returns its rows in the table's order: started oldest first.
+            let mut claimed = decode(&rows, false)?;
+            claimed.tasks.sort_by_key(|t| (t.schedule.scheduled_for, t.id));
+            return Ok(claimed);
         }
         fell_back = true;
     }

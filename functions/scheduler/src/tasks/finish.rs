@@ -196,10 +196,16 @@ pub async fn finish<C: GenericClient + Sync>(
              ), nxt AS ("
                 .to_string()
                 + INSERT_NEXT
-                + "), live AS (
-                 -- The owners' live connections, for the task.updated events pushed after commit.
-                 SELECT f.id AS task_id, f.outcome, c.connection_id, c.expires_at > now() AS open
-                   FROM fin f JOIN live_connections c ON c.user_id = f.user_id
+                + "), conns AS MATERIALIZED (
+                 -- The owners' live connections, for the task.updated events pushed after commit:
+                 -- one probe per owner in the batch (not per task), and the batch read again only
+                 -- for the owners who have one.
+                 SELECT c.user_id, c.connection_id, c.expires_at > now() AS open
+                   FROM live_connections c
+                  WHERE c.user_id = ANY(ARRAY(SELECT DISTINCT user_id FROM fin WHERE user_id IS NOT NULL))
+             ), live AS (
+                 SELECT f.id AS task_id, f.outcome, c.connection_id, c.open
+                   FROM conns c JOIN fin f ON f.user_id = c.user_id
              )
              SELECT (SELECT count(*) FROM fin) AS finished,
                     (SELECT count(*) FROM nxt WHERE suspended) AS suspended,

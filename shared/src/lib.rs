@@ -27,7 +27,10 @@
 //!   (selection from the environment); `openai` and `bedrock` behind their features.
 //! - [`tasks`] (`tasks`): task states, `recurrence`, `series`.
 //! - [`usage`] (`usage`): token budgets and their UTC reset.
-//! - [`outbound`] (`auth` or `openai`): capped reads of outbound HTTP answers.
+//! - [`outbound`] (`auth`, `openai` or `agent`): clients built with their bounds, capped reads
+//!   of outbound HTTP answers.
+//! - [`agent`] (`agent`): agents that act: `address` (which addresses a tool may be called at),
+//!   `tool_call` (the outbound rules, the signed and bounded call of a tool).
 //! - [`live`]: a change's live connections (the SQL fragment every publisher adds); with
 //!   feature `live`, `publish` (events, settings, the pushes through the API Gateway
 //!   Management API).
@@ -43,13 +46,15 @@ pub mod metrics;
 pub mod secrets;
 pub mod telemetry;
 
+#[cfg(feature = "agent")]
+pub mod agent;
 #[cfg(feature = "auth")]
 pub mod auth;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "model")]
 pub mod model;
-#[cfg(any(feature = "auth", feature = "openai"))]
+#[cfg(any(feature = "auth", feature = "openai", feature = "agent"))]
 pub mod outbound;
 #[cfg(feature = "tasks")]
 pub mod tasks;

@@ -16,9 +16,15 @@ pub struct ClientError {
 
 /// A client whose every request is bounded by `timeout`, and its connect by `connect`.
 pub fn client(what: &'static str, timeout: Duration, connect: Duration) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(connect)
+    build(what, |builder| builder.timeout(timeout).connect_timeout(connect))
+}
+
+/// A client as `configure` sets it up (which must bound its time), or why it could not be built.
+pub fn build(
+    what: &'static str,
+    configure: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, ClientError> {
+    configure(reqwest::Client::builder())
         .build()
         .map_err(|source| ClientError { what, source })
 }

@@ -26,3 +26,4 @@ mod scheduler;
 mod secrets;
 mod streaming;
 mod tls;
+mod tool_calls;

@@ -6,7 +6,8 @@
 //! - `openai`: an OpenAI-compatible chat-completions API, plain and streamed;
 //! - `bedrock`: Bedrock's Converse and ConverseStream APIs;
 //! - `lambda`: Lambda's `Invoke` API (the scheduler's continuation);
-//! - `secrets_manager`: Secrets Manager (moto) behind the Parameters and Secrets extension.
+//! - `secrets_manager`: Secrets Manager (moto) behind the Parameters and Secrets extension;
+//! - `tool_server`: an agent's tool, recording calls (headers, exact body) and answering as set.
 //!
 //! `server` is the recording server the request-and-answer ones run on, `streaming` what
 //! the streaming ones share.
@@ -18,6 +19,7 @@ mod secrets_manager;
 mod server;
 mod streaming;
 mod supabase_auth;
+mod tool_server;
 
 pub use bedrock::{bedrock_streaming, bedrock_streaming_with};
 pub use openai::{openai_streaming, openai_streaming_provider, StreamingProvider};
@@ -25,3 +27,4 @@ pub use secrets_manager::{secrets_extension, Moto};
 pub use server::{FakeServer, Load, Mode, Quota, Seen, PLAIN_USAGE};
 pub use streaming::{streamed_usage, Frames, LastWritten, StreamScript};
 pub use supabase_auth::{chat_event, claims, es256, hs256, rs256, unsigned};
+pub use tool_server::{ToolHit, ToolMode, ToolServer};

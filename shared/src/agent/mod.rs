@@ -1,0 +1,8 @@
+//! Agents that act (issue 22), the parts every function that runs an agent shares. So far:
+//! - [`address`]: which addresses a tool may be called at;
+//! - [`tool_call`]: one tool call over HTTPS, its outbound rules (scheme, host allow-list,
+//!   addresses after DNS resolution, no redirects, time and size bounds), signature and
+//!   idempotency key; any refusal or failure becomes the result the model sees.
+
+pub mod address;
+pub mod tool_call;

@@ -51,14 +51,15 @@ impl AgentModel for SwitchModel {
 
     /// Every reply costs 60 + 40 tokens.
     async fn complete(&self, request: &ModelRequest) -> Result<shared::model::Reply, ModelError> {
-        Ok(shared::model::Reply {
-            text: self.generate(request).await?,
-            usage: Some(shared::model::Usage {
-                input_tokens: 60,
-                output_tokens: 40,
-            }),
-            model: Some("switch".into()),
-        })
+        let usage = shared::model::Usage {
+            input_tokens: 60,
+            output_tokens: 40,
+        };
+        Ok(shared::model::Reply::text(
+            self.generate(request).await?,
+            Some(usage),
+            Some("switch".into()),
+        ))
     }
 }
 

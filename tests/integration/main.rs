@@ -21,6 +21,7 @@ mod lifecycle;
 mod live;
 mod migrations;
 mod model_capacity;
+mod model_tools;
 mod model_usage;
 mod scheduler;
 mod secrets;

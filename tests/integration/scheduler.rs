@@ -897,14 +897,15 @@ impl AgentModel for OrderedModel {
         self.started.lock().unwrap().push(prompt.clone());
         // The provider's latency (simulated), so that a run lasts while the test acts.
         tokio::time::sleep(self.latency).await;
-        Ok(shared::model::Reply {
-            text: format!("done: {prompt}"),
-            usage: Some(shared::model::Usage {
-                input_tokens: 7,
-                output_tokens: 3,
-            }),
-            model: Some("ordered-test".into()),
-        })
+        let usage = shared::model::Usage {
+            input_tokens: 7,
+            output_tokens: 3,
+        };
+        Ok(shared::model::Reply::text(
+            format!("done: {prompt}"),
+            Some(usage),
+            Some("ordered-test".into()),
+        ))
     }
 }
 

@@ -77,8 +77,12 @@ pub fn limits(timeout: Duration) -> ModelLimits {
 
 /// The real OpenAI-compatible client, pointed at a stand-in, without an API key.
 pub fn openai_model(server: &FakeServer, timeout: Duration) -> OpenAiModel {
-    OpenAiModel::new(&format!("{}/v1", server.url()), None, "gpt-test", limits(timeout))
-        .expect("an HTTP client with its timeouts")
+    openai_model_at(&format!("{}/v1", server.url()), timeout)
+}
+
+/// The real OpenAI-compatible client, pointed at the base URL `url` (with `/v1`).
+pub fn openai_model_at(url: &str, timeout: Duration) -> OpenAiModel {
+    OpenAiModel::new(url, None, "gpt-test", limits(timeout)).expect("an HTTP client with its timeouts")
 }
 
 /// The real Bedrock client, pointed at a stand-in, without the SDK's retries.

@@ -131,10 +131,7 @@ pub fn decide(row: TurnRow, message: &str) -> TurnStart {
     let mut history = row.history;
     if !row.replay {
         // The statement's snapshot does not see its own insert: the new message goes last.
-        history.push(ChatMessage {
-            role: Role::User,
-            content: message.to_string(),
-        });
+        history.push(ChatMessage::text(Role::User, message));
     }
     TurnStart::Ready {
         conversation_id,
@@ -171,10 +168,7 @@ mod tests {
     }
 
     fn said(role: Role, content: &str) -> ChatMessage {
-        ChatMessage {
-            role,
-            content: content.into(),
-        }
+        ChatMessage::text(role, content)
     }
 
     fn stored() -> StoredReply {

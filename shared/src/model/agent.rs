@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::ModelRequest;
+use super::{ModelRequest, ToolCall};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ModelError {
@@ -47,30 +47,64 @@ pub struct Usage {
     pub output_tokens: i64,
 }
 
-/// A whole reply, what it cost (`None`: the provider reported nothing, which is stored as
-/// unknown, never as 0) and the model that wrote it (`None`: not known).
+/// A whole reply, the tools it calls (none: it is the answer), what it cost (`None`: the
+/// provider reported nothing, which is stored as unknown, never as 0) and the model that wrote
+/// it (`None`: not known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub text: String,
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Option<Usage>,
     pub model: Option<String>,
+}
+
+impl Reply {
+    /// A reply of text only.
+    pub fn text(text: String, usage: Option<Usage>, model: Option<String>) -> Self {
+        Self {
+            text,
+            tool_calls: Vec::new(),
+            usage,
+            model,
+        }
+    }
 }
 
 /// Where a streamed reply's usage lands when the provider reports it (OpenAI's last chunk with
 /// `stream_options.include_usage`, Bedrock's `metadata` event): read it once the text stream ended.
 pub type UsageSlot = Arc<std::sync::Mutex<Option<Usage>>>;
 
+/// Where a streamed reply's tool calls land, whole, once the provider ended its message: read
+/// it once the text stream ended without an error.
+pub type ToolCallSlot = Arc<std::sync::Mutex<Vec<ToolCall>>>;
+
 /// A reply streamed, with its usage to come and the model writing it.
 pub struct StreamedReply {
     pub text: TextStream,
     pub usage: UsageSlot,
+    pub tool_calls: ToolCallSlot,
     pub model: Option<String>,
 }
 
 impl StreamedReply {
+    /// A streamed reply of text only.
+    pub fn text(text: TextStream, usage: UsageSlot, model: Option<String>) -> Self {
+        Self {
+            text,
+            usage,
+            tool_calls: ToolCallSlot::default(),
+            model,
+        }
+    }
+
     /// The usage the stream reported (read after the text stream ended).
     pub fn usage(&self) -> Option<Usage> {
         self.usage.lock().ok().and_then(|u| *u)
+    }
+
+    /// The tool calls the stream asked for (read after the text stream ended).
+    pub fn tool_calls(&self) -> Vec<ToolCall> {
+        self.tool_calls.lock().map(|calls| calls.clone()).unwrap_or_default()
     }
 }
 
@@ -86,20 +120,16 @@ pub trait AgentModel: Send + Sync {
 
     /// The reply with its usage. A model that reports none answers `usage: None` (unknown).
     async fn complete(&self, request: &ModelRequest) -> Result<Reply, ModelError> {
-        Ok(Reply {
-            text: self.generate(request).await?,
-            usage: None,
-            model: None,
-        })
+        Ok(Reply::text(self.generate(request).await?, None, None))
     }
 
     /// The reply streamed, with its usage once the stream ends.
     async fn stream_reply(&self, request: &ModelRequest) -> Result<StreamedReply, ModelError> {
-        Ok(StreamedReply {
-            text: self.stream(request).await?,
-            usage: UsageSlot::default(),
-            model: None,
-        })
+        Ok(StreamedReply::text(
+            self.stream(request).await?,
+            UsageSlot::default(),
+            None,
+        ))
     }
 }
 

@@ -60,11 +60,8 @@ impl AgentModel for LocalModel {
 
     async fn complete(&self, request: &ModelRequest) -> Result<Reply, ModelError> {
         let text = self.generate(request).await?;
-        Ok(Reply {
-            usage: Some(Self::usage(request, &text)),
-            text,
-            model: Some(LOCAL_MODEL_NAME.to_string()),
-        })
+        let usage = Some(Self::usage(request, &text));
+        Ok(Reply::text(text, usage, Some(LOCAL_MODEL_NAME.to_string())))
     }
 
     /// Word by word, the latency spread over the words (the first one after its share); the
@@ -91,11 +88,11 @@ impl AgentModel for LocalModel {
                 Some((Ok(word), words))
             }
         });
-        Ok(StreamedReply {
-            text: Box::pin(text),
-            usage: slot,
-            model: Some(LOCAL_MODEL_NAME.to_string()),
-        })
+        Ok(StreamedReply::text(
+            Box::pin(text),
+            slot,
+            Some(LOCAL_MODEL_NAME.to_string()),
+        ))
     }
 }
 

@@ -7,7 +7,9 @@
 //! - `bedrock`: Bedrock's Converse and ConverseStream APIs;
 //! - `lambda`: Lambda's `Invoke` API (the scheduler's continuation);
 //! - `secrets_manager`: Secrets Manager (moto) behind the Parameters and Secrets extension;
-//! - `tool_server`: an agent's tool, recording calls (headers, exact body) and answering as set.
+//! - `tool_server`: an agent's tool, recording calls (headers, exact body) and answering as set;
+//! - `tool_model`: a model that calls tools, as OpenAI and Bedrock write tool calls, whole and
+//!   streamed, checking each history as they do.
 //!
 //! `server` is the recording server the request-and-answer ones run on, `streaming` what
 //! the streaming ones share.
@@ -19,6 +21,7 @@ mod secrets_manager;
 mod server;
 mod streaming;
 mod supabase_auth;
+mod tool_model;
 mod tool_server;
 
 pub use bedrock::{bedrock_streaming, bedrock_streaming_with};
@@ -27,4 +30,5 @@ pub use secrets_manager::{secrets_extension, Moto};
 pub use server::{FakeServer, Load, Mode, Quota, Seen, PLAIN_USAGE};
 pub use streaming::{streamed_usage, Frames, LastWritten, StreamScript};
 pub use supabase_auth::{chat_event, claims, es256, hs256, rs256, unsigned};
+pub use tool_model::{Step, ToolModel, ToolScript};
 pub use tool_server::{ToolHit, ToolMode, ToolServer};

@@ -75,11 +75,8 @@ where
             None => break,
         }
     }
-    let whole = Reply {
-        text,
-        usage: reply.streamed.usage(),
-        model: reply.streamed.model,
-    };
+    let usage = reply.streamed.usage();
+    let whole = Reply::text(text, usage, reply.streamed.model);
     store(chat, turn, &whole, Some(reply.id)).await
 }
 

@@ -198,10 +198,7 @@ impl FromRow for TurnRow {
             .into_iter()
             .map(|h| {
                 Role::parse(&h.role)
-                    .map(|role| ChatMessage {
-                        role,
-                        content: h.content,
-                    })
+                    .map(|role| ChatMessage::text(role, h.content))
                     .ok_or_else(|| DbError::decode(format!("column history: unknown role {:?}", h.role)))
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -2,7 +2,10 @@
 //! - [`address`]: which addresses a tool may be called at;
 //! - [`tool_call`]: one tool call over HTTPS, its outbound rules (scheme, host allow-list,
 //!   addresses after DNS resolution, no redirects, time and size bounds), signature and
-//!   idempotency key; any refusal or failure becomes the result the model sees.
+//!   idempotency key; any refusal or failure becomes the result the model sees;
+//! - [`run`]: the loop of a run (model, tool calls, results, model...) with its steps stored
+//!   as they complete, its limits and its pause for a person's approval.
 
 pub mod address;
+pub mod run;
 pub mod tool_call;

@@ -2,7 +2,11 @@
 //! - [`address`]: which addresses a tool may be called at;
 //! - [`tool_call`]: one tool call over HTTPS, its outbound rules (scheme, host allow-list,
 //!   addresses after DNS resolution, no redirects, time and size bounds), signature and
-//!   idempotency key; any refusal or failure becomes the result the model sees.
+//!   idempotency key; any refusal or failure becomes the result the model sees;
+//! - [`settings`]: the settings of those rules (`AGENT_TOOL_*`), read into a [`ToolPolicy`].
 
 pub mod address;
+pub mod settings;
 pub mod tool_call;
+
+pub use tool_call::ToolPolicy;

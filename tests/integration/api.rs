@@ -779,7 +779,9 @@ async fn unknown_routes_wrong_methods_and_missing_tokens_are_answered_cleanly() 
     let h = api_harness().await;
     let cases = [
         ("api-agents.json", "GET", "/api/nothing", Some(USER), 404),
-        ("api-agents.json", "POST", "/api/agents", Some(USER), 405),
+        ("api-agents.json", "DELETE", "/api/agents", Some(USER), 405),
+        ("api-agents.json", "GET", "/api/agents/x", Some(USER), 405),
+        ("api-agents.json", "POST", "/api/agents/x/tools", Some(USER), 405),
         ("api-task.json", "DELETE", "/api/tasks/x", Some(USER), 405),
         ("api-task.json", "GET", "/api/tasks/not-a-uuid", Some(USER), 404),
         ("api-task.json", "GET", "/api/tasks/../../etc/passwd", Some(USER), 404),

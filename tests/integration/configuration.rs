@@ -34,6 +34,10 @@ fn groups() -> Vec<(&'static str, Vec<&'static Setting>)> {
         ("Supabase auth (`chat`, `api`, `live`)", all(shared::auth::SETTINGS)),
         ("Model (`chat`, `scheduler`)", all(shared::model::SETTINGS)),
         ("Token budgets (`chat`, `scheduler`, `api`)", all(shared::usage::SETTINGS)),
+        (
+            "Tools: outbound rules (`api` checks a tool's URL when it is saved)",
+            all(shared::agent::settings::SETTINGS),
+        ),
         ("`chat`", all(chat::settings::SETTINGS)),
         ("`api`", all(api::settings::SETTINGS)),
         ("`health`", all(health::settings::SETTINGS)),

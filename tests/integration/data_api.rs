@@ -103,8 +103,9 @@ fn denied(result: &Result<Vec<String>, String>) -> bool {
     matches!(result, Err(e) if e.starts_with("42501"))
 }
 
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "agents",
+    "agent_tools",
     "conversations",
     "messages",
     "agent_tasks",
@@ -352,10 +353,52 @@ async fn the_functions_role_has_exactly_what_the_functions_need() {
         let sql = format!("SELECT has_table_privilege('agent_backend', '{table}', '{privilege}')");
         async move { admin.query_one(&sql, &[]).await.unwrap().get::<_, bool>(0) }
     };
+    let column = |column: &str, privilege: &str| {
+        let admin = &admin;
+        let sql = format!("SELECT has_column_privilege('agent_backend', 'agents', '{column}', '{privilege}')");
+        async move { admin.query_one(&sql, &[]).await.unwrap().get::<_, bool>(0) }
+    };
     assert!(can("agents", "SELECT").await);
-    for privilege in ["INSERT", "UPDATE", "DELETE", "TRUNCATE"] {
+    // The API creates and edits a user's agents: their own fields, never who owns them nor
+    // whether they are public once made; and it deletes none.
+    for field in ["name", "description", "instructions", "model", "daily_token_budget"] {
+        for privilege in ["INSERT", "UPDATE"] {
+            assert!(
+                column(field, privilege).await,
+                "agent_backend may not {privilege} agents.{field}"
+            );
+        }
+    }
+    for field in ["owner_id", "visibility"] {
+        assert!(
+            column(field, "INSERT").await,
+            "agent_backend may not set agents.{field} on creation"
+        );
+        assert!(
+            !column(field, "UPDATE").await,
+            "agent_backend may UPDATE agents.{field}"
+        );
+    }
+    for field in ["id", "created_at"] {
+        assert!(
+            !column(field, "UPDATE").await,
+            "agent_backend may UPDATE agents.{field}"
+        );
+    }
+    for privilege in ["DELETE", "TRUNCATE"] {
         assert!(!can("agents", privilege).await, "agent_backend may {privilege} agents");
     }
+    // An agent's tools are replaced as a set: the functions' role deletes them too.
+    for privilege in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+        assert!(
+            can("agent_tools", privilege).await,
+            "agent_backend may not {privilege} agent_tools"
+        );
+    }
+    assert!(
+        !can("agent_tools", "TRUNCATE").await,
+        "agent_backend may TRUNCATE agent_tools"
+    );
     for table in ["conversations", "messages", "agent_tasks", "chat_usage"] {
         for privilege in ["SELECT", "INSERT", "UPDATE"] {
             assert!(can(table, privilege).await, "agent_backend may not {privilege} {table}");
@@ -403,7 +446,7 @@ async fn the_functions_connect_as_the_least_privilege_role_through_the_pooler() 
     assert_eq!(row, Some(("agent_backend".to_string(), "10s".to_string())));
     let err = conn
         .sql()
-        .simple("UPDATE agents SET instructions = 'x'")
+        .simple("UPDATE agents SET visibility = 'public'")
         .await
         .unwrap_err();
     let chain = shared::telemetry::Chain(&err).to_string();
@@ -524,4 +567,80 @@ async fn only_the_monitor_role_reads_every_session_and_migrate_never_sends_a_pas
         !log.contains(functions) && !log.contains(monitor),
         "a password reached the server's log"
     );
+}
+
+#[tokio::test]
+async fn no_data_api_role_reads_or_writes_an_agents_tools() {
+    let (_db, admin) = supabase_like().await;
+    admin
+        .batch_execute(
+            "INSERT INTO agent_tools (agent_id, name, description, parameters, url) VALUES
+               ('00000000-0000-4000-8000-00000000000b', 'lookup', 'ALICE-TOOL', '{\"type\": \"object\"}',
+                'https://tools.example.com/lookup')",
+        )
+        .await
+        .unwrap();
+    for (role, sub) in [
+        ("anon", None),
+        ("authenticated", Some(ALICE)),
+        ("authenticated", Some(BOB)),
+    ] {
+        for sql in [
+            "SELECT description FROM agent_tools".to_string(),
+            "SELECT count(*)::text FROM agent_tools".to_string(),
+            "UPDATE agent_tools SET url = 'https://evil.example.com/'".to_string(),
+            "DELETE FROM agent_tools".to_string(),
+            "INSERT INTO agent_tools (agent_id, name, description, parameters, url) VALUES \
+             ('00000000-0000-4000-8000-00000000000b', 'forged', 'x', '{}', 'https://evil.example.com/')"
+                .to_string(),
+        ] {
+            let result = as_data_api(&admin, role, sub, &sql).await;
+            assert!(denied(&result), "{role} {sub:?}: {sql}: {result:?}");
+        }
+    }
+    let untouched: String = admin
+        .query_one("SELECT string_agg(name || ' ' || url, ',') FROM agent_tools", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(untouched, "lookup https://tools.example.com/lookup");
+}
+
+#[tokio::test]
+async fn the_functions_role_creates_only_private_owned_agents_and_never_moves_or_publishes_one() {
+    let (_db, admin) = supabase_like().await;
+    let backend = |sql: String| {
+        let admin = &admin;
+        async move { as_data_api(admin, "agent_backend", None, &sql).await }
+    };
+    let made = backend(format!(
+        "INSERT INTO agents (name, owner_id, visibility) VALUES ('mine', '{ALICE}', 'private') RETURNING name"
+    ))
+    .await;
+    assert_eq!(made.unwrap(), vec!["mine"]);
+    for sql in [
+        format!("INSERT INTO agents (name, owner_id, visibility) VALUES ('x', '{ALICE}', 'public')"),
+        "INSERT INTO agents (name, visibility) VALUES ('x', 'private')".to_string(),
+    ] {
+        // A row-level security refusal is 42501 too.
+        let refused = backend(sql.clone()).await;
+        assert!(denied(&refused), "{sql}: {refused:?}");
+    }
+    for sql in [
+        format!("UPDATE agents SET owner_id = '{BOB}'"),
+        "UPDATE agents SET visibility = 'public'".to_string(),
+        "DELETE FROM agents".to_string(),
+    ] {
+        let refused = backend(sql.clone()).await;
+        assert!(denied(&refused), "{sql}: {refused:?}");
+    }
+    // The operator's agents (no owner) are not the API's to edit: the statement finds no row.
+    let edited =
+        backend("UPDATE agents SET instructions = 'pwned' WHERE owner_id IS NULL RETURNING name".to_string()).await;
+    assert_eq!(edited.unwrap(), Vec::<String>::new());
+    let owned = backend(format!(
+        "UPDATE agents SET description = 'edited' WHERE owner_id = '{ALICE}' RETURNING name"
+    ))
+    .await;
+    assert_eq!(owned.unwrap(), vec!["alice agent"]);
 }

@@ -401,7 +401,7 @@ fn browsers_on_the_allowed_origins_may_call_every_route_and_never_any_origin() {
     for header in ["x-request-id", "retry-after"] {
         assert!(list("ExposeHeaders").contains(&header.to_string()), "{header} exposed");
     }
-    for method in ["get", "post"] {
+    for method in ["get", "post", "put", "patch"] {
         assert!(list("AllowMethods").contains(&method.to_string()), "{method} allowed");
     }
     assert!(cors.get("AllowCredentials").is_none_or(|v| v.as_bool() != Some(true)));
@@ -428,6 +428,10 @@ fn every_frontend_route_of_the_design_is_in_the_template() {
     for route in [
         "POST /api/agents/chat",
         "GET /api/agents",
+        "POST /api/agents",
+        "PATCH /api/agents/{id}",
+        "GET /api/agents/{id}/tools",
+        "PUT /api/agents/{id}/tools",
         "GET /api/conversations",
         "GET /api/conversations/{id}/messages",
         "POST /api/tasks",

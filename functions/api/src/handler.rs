@@ -14,11 +14,12 @@ use shared::http::{idempotency_key, json_body, serve, view_response, ApiError};
 use shared::live::{Connections, Delivery, LiveEvent, Publisher};
 use shared::metrics::Metrics;
 
-use crate::agents::{self, AgentsView};
+use crate::agents::{self, AgentsView, OwnedAgentView};
 use crate::conversations::{self, ConversationView, ConversationsQuery, MessageView, MessagesQuery};
 use crate::query::Query;
 use crate::settings::Settings;
 use crate::tasks::{self, Action, Filter, Insert, Quota, Task, TaskView};
+use crate::tools::{self, ToolsView};
 use crate::usage::{self, UsageQuery, UsageView};
 
 /// The API function's state, built once per instance.
@@ -34,6 +35,10 @@ pub struct Api {
 /// The routes; ids are still text (a malformed one is a 404, like a missing one).
 enum Route<'a> {
     Agents,
+    CreateAgent,
+    UpdateAgent(&'a str),
+    Tools(&'a str),
+    ReplaceTools(&'a str),
     Conversations,
     Messages(&'a str),
     ListTasks,
@@ -52,7 +57,11 @@ fn route<'a>(segments: &[&'a str], method: &Method) -> Result<Route<'a>, ApiErro
         }
     };
     match segments {
+        ["", "api", "agents"] if *method == Method::POST => Ok(Route::CreateAgent),
         ["", "api", "agents"] => only(Method::GET, Route::Agents),
+        ["", "api", "agents", id] => only(Method::PATCH, Route::UpdateAgent(id)),
+        ["", "api", "agents", id, "tools"] if *method == Method::PUT => Ok(Route::ReplaceTools(id)),
+        ["", "api", "agents", id, "tools"] => only(Method::GET, Route::Tools(id)),
         ["", "api", "conversations"] => only(Method::GET, Route::Conversations),
         ["", "api", "conversations", id, "messages"] => only(Method::GET, Route::Messages(id)),
         ["", "api", "tasks"] if *method == Method::POST => Ok(Route::CreateTask),
@@ -87,6 +96,59 @@ async fn respond(api: &Api, request: &Request, request_id: &str) -> Result<Respo
                 agents::usable(&conn.sql(), user.id).await?
             };
             ok(&AgentsView::of(&agents), request_id)
+        }
+        Route::CreateAgent => {
+            Query::of(request, &[])?;
+            let agent = agents::parse_new(json_body(request, api.settings.max_body_bytes)?)?;
+            let created = {
+                let mut conn = api.db.conn().await?;
+                let tx = conn.transaction().await?;
+                let created = agents::create(&tx.sql(), user.id, &agent).await?;
+                tx.commit().await?;
+                created
+            };
+            Ok(view_response(
+                StatusCode::CREATED,
+                &OwnedAgentView::of(&created),
+                request_id,
+            ))
+        }
+        Route::UpdateAgent(id) => {
+            Query::of(request, &[])?;
+            let id = path_id(id)?;
+            let patch = agents::parse_patch(json_body(request, api.settings.max_body_bytes)?)?;
+            let updated = {
+                let conn = api.db.conn().await?;
+                agents::update(&conn.sql(), user.id, id, &patch).await?
+            };
+            let updated = updated.ok_or(ApiError::NotFoundWith("agent not found"))?;
+            ok(&OwnedAgentView::of(&updated), request_id)
+        }
+        Route::Tools(id) => {
+            Query::of(request, &[])?;
+            let id = path_id(id)?;
+            let listed = {
+                let conn = api.db.conn().await?;
+                tools::list(&conn.sql(), user.id, id).await?
+            };
+            let listed = listed.ok_or(ApiError::NotFoundWith("agent not found"))?;
+            ok(&ToolsView::of(&listed), request_id)
+        }
+        Route::ReplaceTools(id) => {
+            Query::of(request, &[])?;
+            let id = path_id(id)?;
+            let asked = tools::parse(
+                json_body(request, api.settings.max_body_bytes)?,
+                &api.settings.tool_policy,
+            )?;
+            let replaced = {
+                let mut conn = api.db.conn().await?;
+                let tx = conn.transaction().await?;
+                let replaced = tools::replace(&tx.sql(), user.id, id, &asked).await?;
+                tx.commit().await?;
+                replaced
+            };
+            ok(&ToolsView::of(&replaced), request_id)
         }
         Route::Conversations => {
             let asked = ConversationsQuery::of(request, &api.settings)?;

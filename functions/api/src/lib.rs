@@ -1,14 +1,15 @@
-//! The frontend's routes besides chat: the agents a user may use, their conversation history,
-//! their tasks with the human approval step, and their token usage against the daily budget.
+//! The frontend's routes besides chat: the agents a user may use (and their own, created and
+//! edited, with their tools), their conversation history, their tasks with the human approval
+//! step, and their token usage against the daily budget.
 //! Read routes are one statement each; every state change is one guarded statement.
 //!
 //! Modules, and the one direction they depend in (`→`: uses):
 //!
 //! - `handler`: routing, authentication, connections and answers
-//!   → the resources [`agents`], [`conversations`], [`tasks`], [`usage`].
+//!   → the resources [`agents`], [`tools`], [`conversations`], [`tasks`], [`usage`].
 //! - each resource: its `mod.rs` (its rules, and what it re-exports) → `request` (what a caller
-//!   asks: a typed body and filters for tasks, query parameters for conversations and usage;
-//!   agents has none), `store` (its statements, rows decoded by
+//!   asks: typed bodies for agents, tools and tasks, filters for tasks, query parameters for
+//!   conversations and usage), `store` (its statements, rows decoded by
 //!   column name) and `view` (its JSON); `view` → `store` (the rows it shows), `store` →
 //!   `request` (what it writes). None of them uses `handler`.
 //! - the helpers every resource may use: [`query`] (query strings), [`cursor`] (keyset pages),
@@ -22,6 +23,7 @@ pub mod query;
 mod row;
 pub mod settings;
 pub mod tasks;
+pub mod tools;
 pub mod usage;
 
 pub use handler::{handle, Api};

@@ -55,11 +55,13 @@ as_stored!(
     bool,
     i32,
     i64,
+    Option<i64>,
     String,
     Option<String>,
     Uuid,
     Option<Uuid>,
     NaiveDate,
+    serde_json::Value,
     DateTime<Utc>,
     // States are stored as text and read by their enum's `parse` (`shared::tasks`).
     TaskStatus,

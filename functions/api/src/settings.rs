@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use shared::agent::ToolPolicy;
 use shared::config::{invalid, ConfigError, Env, Setting, Unit};
 
 pub const API_MAX_BODY_BYTES: Setting = Setting::number(
@@ -113,6 +114,9 @@ pub struct Settings {
     pub min_interval: Duration,
     /// `USAGE_USER_DAILY_TOKENS` (shared with chat and the scheduler): 0 is unlimited.
     pub daily_tokens: i64,
+    /// The outbound rules a tool's URL must pass to be saved (`AGENT_TOOL_*`, shared with the
+    /// functions that call tools).
+    pub tool_policy: ToolPolicy,
 }
 
 impl Default for Settings {
@@ -137,6 +141,7 @@ impl Settings {
             task_rate_window: env.duration(&TASKS_RATE_WINDOW_SECS)?,
             min_interval: env.duration(&TASKS_MIN_INTERVAL_SECS)?,
             daily_tokens: shared::usage::user_daily_tokens(env)?,
+            tool_policy: ToolPolicy::from_env(env)?,
         };
         if settings.page_size > settings.max_page_size {
             return Err(invalid(API_PAGE_SIZE.name, "must not be above API_MAX_PAGE_SIZE"));

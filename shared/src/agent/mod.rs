@@ -4,8 +4,12 @@
 //!   addresses after DNS resolution, no redirects, time and size bounds), signature and
 //!   idempotency key; any refusal or failure becomes the result the model sees;
 //! - [`run`]: the loop of a run (model, tool calls, results, model...) with its steps stored
-//!   as they complete, its limits and its pause for a person's approval.
+//!   as they complete, its limits and its pause for a person's approval;
+//! - [`settings`]: the settings of those rules (`AGENT_TOOL_*`), read into a [`ToolPolicy`].
 
 pub mod address;
 pub mod run;
+pub mod settings;
 pub mod tool_call;
+
+pub use tool_call::ToolPolicy;

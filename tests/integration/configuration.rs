@@ -35,7 +35,7 @@ fn groups() -> Vec<(&'static str, Vec<&'static Setting>)> {
         ("Model (`chat`, `scheduler`)", all(shared::model::SETTINGS)),
         ("Token budgets (`chat`, `scheduler`, `api`)", all(shared::usage::SETTINGS)),
         (
-            "Tools: outbound rules (`api` checks a tool's URL when it is saved)",
+            "Agents and tools (`api` checks a tool's URL when it is saved; `scheduler` runs agents with tools)",
             all(shared::agent::settings::SETTINGS),
         ),
         ("`chat`", all(chat::settings::SETTINGS)),

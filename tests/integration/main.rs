@@ -3,6 +3,7 @@
 
 use integration_tests::helpers;
 
+mod agent_runs;
 mod agents_api;
 mod alerting;
 mod api;

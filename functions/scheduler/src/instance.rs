@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use shared::agent::run::Caller;
 use shared::db::Db;
 use shared::live::Publisher;
 use shared::metrics::Metrics;
@@ -32,11 +33,19 @@ pub struct Scheduler {
     pub live: Publisher,
     /// The pushes of recorded batches still running; an invocation ends only once they have.
     pub(crate) publishing: Arc<Publishing>,
+    /// How agents' tools are called (`None`: no signing secret, no tool is called).
+    pub tools: Option<Caller>,
 }
 
 impl Scheduler {
     pub fn new(db: Db, model: SharedModel, settings: Settings, metrics: Metrics) -> Self {
         let limiter = Arc::new(Limiter::new(settings.min_concurrency, settings.max_concurrency));
+        let tools = settings
+            .runs
+            .caller()
+            .inspect_err(|e| tracing::error!(error = %shared::telemetry::Chain(e), "no client for tool calls"))
+            .ok()
+            .flatten();
         Self {
             db,
             model,
@@ -47,6 +56,7 @@ impl Scheduler {
             spent: Arc::default(),
             live: Publisher::off(),
             publishing: Arc::default(),
+            tools,
         }
     }
 

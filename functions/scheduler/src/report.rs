@@ -43,6 +43,8 @@ pub struct Summary {
     pub series_ended: u64,
     /// Tasks the model provider throttled: handed back for later, no attempt counted.
     pub throttled: u64,
+    /// Tasks whose agent's run paused for a person's approval of a tool call.
+    pub awaiting_approval: u64,
     /// The instance's concurrency limit when the run ended.
     pub concurrency: u64,
     /// Most model calls in flight at once during the run.
@@ -63,6 +65,7 @@ pub(crate) fn tally(summary: &mut Summary, finished: &[Finished]) {
             Outcome::Failed { .. } => summary.failed += 1,
             Outcome::Release => summary.released += 1,
             Outcome::Throttled { .. } => summary.throttled += 1,
+            Outcome::AwaitingApproval => summary.awaiting_approval += 1,
         }
         summary.series_ended += u64::from(f.series_ended);
     }

@@ -18,7 +18,7 @@ use crate::instance::Scheduler;
 use crate::pipeline::{Pace, Pipeline};
 use crate::report::{self, Stop, Summary};
 use crate::trigger::Trigger;
-use crate::work::{Runner, Store, Worker};
+use crate::work::{Runner, Store, Toolboxes, Worker};
 
 /// The Lambda handler.
 pub async fn handle(s: &Scheduler, event: LambdaEvent<serde_json::Value>) -> Result<Summary, SchedulerError> {
@@ -116,6 +116,9 @@ impl Scheduler {
                 model: &self.model,
                 settings: &self.settings,
                 deadline,
+                db: &self.db,
+                caller: self.tools.as_ref(),
+                toolboxes: Toolboxes::default(),
             },
             store,
         };

@@ -43,6 +43,8 @@ pub struct Settings {
     pub max_in_flight_per_user: Option<usize>,
     /// `USAGE_USER_DAILY_TOKENS` (0: unlimited).
     pub user_daily_tokens: i64,
+    /// How agents with tools run (`AGENT_*`).
+    pub runs: shared::agent::settings::RunSettings,
 }
 
 pub const SCHEDULER_BATCH_SIZE: Setting = Setting::number(
@@ -220,6 +222,7 @@ impl Settings {
                 .optional_number(&SCHEDULER_MAX_IN_FLIGHT_PER_USER)?
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             user_daily_tokens: shared::usage::user_daily_tokens(env)?,
+            runs: shared::agent::settings::RunSettings::from_env(env)?,
         };
         if settings.max_concurrency < settings.min_concurrency {
             return Err(invalid(

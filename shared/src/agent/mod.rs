@@ -5,11 +5,13 @@
 //!   idempotency key; any refusal or failure becomes the result the model sees;
 //! - [`run`]: the loop of a run (model, tool calls, results, model...) with its steps stored
 //!   as they complete, its limits and its pause for a person's approval;
+//! - [`store`]: the durable side of a run (tools, runs, steps, decisions), one statement each;
 //! - [`settings`]: the settings of those rules (`AGENT_TOOL_*`), read into a [`ToolPolicy`].
 
 pub mod address;
 pub mod run;
 pub mod settings;
+pub mod store;
 pub mod tool_call;
 
 pub use tool_call::ToolPolicy;

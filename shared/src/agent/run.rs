@@ -125,10 +125,12 @@ pub enum Event {
 }
 
 /// Runs `run` to its end, its steps stored by `steps`, events sent to `events` (when given).
+/// Without a `caller` (no signing secret) no tool is called: each call is answered with an
+/// error saying so.
 pub async fn drive<S: Steps>(
     model: &dyn AgentModel,
     tools: &[Tool],
-    caller: &Caller,
+    caller: Option<&Caller>,
     limits: Limits,
     mut run: Run<'_>,
     steps: &S,
@@ -232,7 +234,7 @@ fn needs_approval(tools: &[Tool], call: &ToolCall) -> bool {
 #[allow(clippy::too_many_arguments)]
 async fn call_all<S: Steps>(
     tools: &[Tool],
-    caller: &Caller,
+    caller: Option<&Caller>,
     limits: Limits,
     run: &Run<'_>,
     step: u32,
@@ -240,13 +242,14 @@ async fn call_all<S: Steps>(
     steps: &S,
     events: Option<&tokio::sync::mpsc::UnboundedSender<Event>>,
 ) -> Result<Vec<ChatMessage>, RunError<S::Error>> {
-    let mut done = futures_util::stream::iter(calls)
+    // Owned calls: a future borrowing the slice's items is not `Send` for every lifetime.
+    let mut done = futures_util::stream::iter(calls.to_vec())
         .map(|call| async move {
             // A call the attempt's deadline cut has no result: the next attempt makes it again.
-            let content = one(tools, caller, limits, run, step, call)
+            let content = one(tools, caller, limits, run, step, &call)
                 .await
                 .ok_or(RunError::Deadline)?;
-            steps.result(step, call, &content).await.map_err(RunError::Store)?;
+            steps.result(step, &call, &content).await.map_err(RunError::Store)?;
             if let Some(events) = events {
                 let _ = events.send(Event::ToolResult {
                     id: call.id.clone(),
@@ -267,7 +270,7 @@ async fn call_all<S: Steps>(
 /// when the attempt's deadline came first.
 async fn one(
     tools: &[Tool],
-    caller: &Caller,
+    caller: Option<&Caller>,
     limits: Limits,
     run: &Run<'_>,
     step: u32,
@@ -282,6 +285,11 @@ async fn one(
     if !call.arguments.is_object() {
         return Some(error("the arguments are not a JSON object"));
     }
+    let Some(caller) = caller else {
+        return Some(error(
+            "tool calls are not configured on this deployment (AGENT_TOOL_SIGNING_SECRET is unset)",
+        ));
+    };
     let left = limits.deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return None;
@@ -478,7 +486,7 @@ mod tests {
         let outcome = drive(
             &model,
             &[tool("lookup", false)],
-            &caller(),
+            Some(&caller()),
             limits(8),
             run(prompt(), 0),
             &stored,
@@ -521,7 +529,7 @@ mod tests {
     async fn a_model_that_calls_tools_forever_stops_at_the_step_limit() {
         let model = scripted(vec![calls(&["x"], "nope", &json!({}))]);
         let stored = Stored::default();
-        let outcome = drive(&model, &[], &caller(), limits(3), run(prompt(), 0), &stored, None)
+        let outcome = drive(&model, &[], Some(&caller()), limits(3), run(prompt(), 0), &stored, None)
             .await
             .unwrap();
         assert_eq!(outcome.end, End::StepLimit);
@@ -539,7 +547,7 @@ mod tests {
         ];
         let model = scripted(vec![answer("finished")]);
         let stored = Stored::default();
-        let outcome = drive(&model, &[], &caller(), limits(8), run(history, 1), &stored, None)
+        let outcome = drive(&model, &[], Some(&caller()), limits(8), run(history, 1), &stored, None)
             .await
             .unwrap();
         assert_eq!(outcome.steps, 2);
@@ -557,9 +565,17 @@ mod tests {
         let tools = [tool("pay", true)];
         let model = scripted(vec![calls(&["p1"], "pay", &json!({"amount": 5})), answer("ok")]);
         let stored = Stored::default();
-        let outcome = drive(&model, &tools, &caller(), limits(8), run(prompt(), 0), &stored, None)
-            .await
-            .unwrap();
+        let outcome = drive(
+            &model,
+            &tools,
+            Some(&caller()),
+            limits(8),
+            run(prompt(), 0),
+            &stored,
+            None,
+        )
+        .await
+        .unwrap();
         let End::AwaitingApproval { calls: waiting } = outcome.end else {
             panic!("not paused: {outcome:?}");
         };
@@ -572,7 +588,7 @@ mod tests {
         let mut resumed = run(history, 1);
         resumed.decisions.insert("p1".into(), Decision::Rejected);
         let stored = Stored::default();
-        let outcome = drive(&model, &tools, &caller(), limits(8), resumed, &stored, None)
+        let outcome = drive(&model, &tools, Some(&caller()), limits(8), resumed, &stored, None)
             .await
             .unwrap();
         assert!(matches!(outcome.end, End::Answered { .. }));

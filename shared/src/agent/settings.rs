@@ -1,8 +1,13 @@
 //! The outbound rules' settings, shared by every function that stores or calls a tool (the API
-//! checks a tool's URL when it is saved; the runs check it again when they call it).
+//! checks a tool's URL when it is saved; the runs check it again when they call it), and the
+//! bounds of a run ([`RunSettings`]).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{ConfigError, Env, Setting, Unit};
 
+use super::run::Caller;
 use super::tool_call::ToolPolicy;
 
 pub const AGENT_TOOL_ALLOW_LOOPBACK: Setting = Setting::flag(
@@ -24,11 +29,96 @@ pub const AGENT_TOOL_MAX_RESPONSE_BYTES: Setting = Setting::number(
     "largest answer read from a tool (the call fails above)",
 );
 
+pub const AGENT_TOOL_SIGNING_SECRET: Setting = Setting::secret(
+    "AGENT_TOOL_SIGNING_SECRET",
+    "the HMAC-SHA256 key of `X-Agent-Signature` on every tool call (or `AGENT_TOOL_SIGNING_SECRET_SECRET_ARN`); unset: tool calls are not made, the model is told so",
+);
+pub const AGENT_MAX_STEPS: Setting = Setting::number(
+    "AGENT_MAX_STEPS",
+    1,
+    50,
+    8,
+    Unit::Plain,
+    "model calls in one run, across its attempts; a run still calling tools then ends `step_limit`",
+);
+pub const AGENT_TOOL_MAX_PARALLEL: Setting = Setting::number(
+    "AGENT_TOOL_MAX_PARALLEL",
+    1,
+    32,
+    4,
+    Unit::Plain,
+    "tool calls of one step made at once",
+);
+pub const AGENT_APPROVAL_TTL_HOURS: Setting = Setting::number(
+    "AGENT_APPROVAL_TTL_HOURS",
+    1,
+    720,
+    24,
+    Unit::Plain,
+    "how long a run waits for a person to approve or reject a call before it ends `expired`",
+);
+
 pub const SETTINGS: &[&Setting] = &[
     &AGENT_TOOL_ALLOW_LOOPBACK,
     &AGENT_TOOL_ALLOWED_HOSTS,
     &AGENT_TOOL_MAX_RESPONSE_BYTES,
+    &AGENT_TOOL_SIGNING_SECRET,
+    &AGENT_MAX_STEPS,
+    &AGENT_TOOL_MAX_PARALLEL,
+    &AGENT_APPROVAL_TTL_HOURS,
 ];
+
+/// How the functions that run agents run them: the outbound rules, the signing secret (`None`:
+/// unset, no tool is called), the step limit, calls at once and how long a pause may last.
+#[derive(Clone)]
+pub struct RunSettings {
+    pub policy: ToolPolicy,
+    pub secret: Option<Arc<[u8]>>,
+    pub max_steps: u32,
+    pub parallel_calls: usize,
+    pub approval_ttl: Duration,
+}
+
+impl std::fmt::Debug for RunSettings {
+    /// The secret shown only as set or not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSettings")
+            .field("policy", &self.policy)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("max_steps", &self.max_steps)
+            .field("parallel_calls", &self.parallel_calls)
+            .field("approval_ttl", &self.approval_ttl)
+            .finish()
+    }
+}
+
+impl RunSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let secret = env.text(&AGENT_TOOL_SIGNING_SECRET).filter(|s| !s.is_empty());
+        if secret.is_none() {
+            tracing::warn!("AGENT_TOOL_SIGNING_SECRET is unset: agents' tool calls will not be made");
+        }
+        Ok(Self {
+            policy: ToolPolicy::from_env(env)?,
+            secret: secret.map(|s| Arc::from(s.into_bytes())),
+            max_steps: u32::try_from(env.number(&AGENT_MAX_STEPS)?).unwrap_or(u32::MAX),
+            parallel_calls: usize::try_from(env.number(&AGENT_TOOL_MAX_PARALLEL)?).unwrap_or(usize::MAX),
+            approval_ttl: Duration::from_secs(env.number(&AGENT_APPROVAL_TTL_HOURS)? * 3600),
+        })
+    }
+
+    /// How tools are called under these settings (`None`: no signing secret).
+    pub fn caller(&self) -> Result<Option<Caller>, crate::outbound::ClientError> {
+        let Some(secret) = self.secret.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(Caller {
+            client: super::tool_call::client(&self.policy)?,
+            policy: Arc::new(self.policy.clone()),
+            secret,
+        }))
+    }
+}
 
 impl ToolPolicy {
     /// The outbound rules the environment sets.

@@ -18,6 +18,8 @@ use series::{Approval, Next};
 pub enum TaskStatus {
     Pending,
     Running,
+    /// Its agent's run waits for a person to approve or reject a tool call.
+    AwaitingApproval,
     Completed,
     Failed,
     Cancelled,
@@ -28,6 +30,7 @@ impl TaskStatus {
         match self {
             TaskStatus::Pending => "pending",
             TaskStatus::Running => "running",
+            TaskStatus::AwaitingApproval => "awaiting_approval",
             TaskStatus::Completed => "completed",
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
@@ -39,6 +42,7 @@ impl TaskStatus {
         [
             TaskStatus::Pending,
             TaskStatus::Running,
+            TaskStatus::AwaitingApproval,
             TaskStatus::Completed,
             TaskStatus::Failed,
             TaskStatus::Cancelled,

@@ -20,6 +20,8 @@ pub enum ToolMode {
     Huge(usize),
     /// Never answers.
     Hang,
+    /// Never answers its first call; echoes the others (a call cut by a crash, then made again).
+    HangFirst,
 }
 
 /// One call as the tool server received it.
@@ -62,10 +64,19 @@ impl ToolServer {
                     .ok()
                     .and_then(|v| v.get("arguments").cloned())
                     .unwrap_or_default();
-                hits.lock().unwrap().push(ToolHit { headers, body });
+                let first = {
+                    let mut hits = hits.lock().unwrap();
+                    hits.push(ToolHit { headers, body });
+                    hits.len() == 1
+                };
                 let builder = hyper::Response::builder().header("content-type", "application/json");
+                let mode = match mode {
+                    ToolMode::HangFirst if first => ToolMode::Hang,
+                    ToolMode::HangFirst => ToolMode::Echo,
+                    other => other,
+                };
                 let response = match mode {
-                    ToolMode::Echo => builder.status(200).body(Full::new(Bytes::from(
+                    ToolMode::Echo | ToolMode::HangFirst => builder.status(200).body(Full::new(Bytes::from(
                         serde_json::json!({"ok": true, "echo": arguments}).to_string(),
                     ))),
                     ToolMode::Redirect(to) => builder.status(302).header("location", to).body(Full::new(Bytes::new())),
@@ -77,6 +88,7 @@ impl ToolServer {
                         builder.status(200).body(Full::new(Bytes::from(text)))
                     }
                     ToolMode::Hang => {
+                        // Until the test ends.
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         builder.status(200).body(Full::new(Bytes::new()))
                     }

@@ -208,9 +208,10 @@ fn check_interval(
     }
 }
 
-const STATUSES: [TaskStatus; 5] = [
+const STATUSES: [TaskStatus; 6] = [
     TaskStatus::Pending,
     TaskStatus::Running,
+    TaskStatus::AwaitingApproval,
     TaskStatus::Completed,
     TaskStatus::Failed,
     TaskStatus::Cancelled,

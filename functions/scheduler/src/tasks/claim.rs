@@ -295,7 +295,7 @@ fn decode(rows: &[Row], fell_back: bool) -> Result<Claimed, DbError> {
                     claimed.deferred += 1;
                 }
             }
-            ended @ (TaskStatus::Completed | TaskStatus::Failed) => {
+            ended @ (TaskStatus::Completed | TaskStatus::Failed | TaskStatus::AwaitingApproval) => {
                 return Err(DbError::decode(format!(
                     "column status: a claim never leaves a task {}",
                     ended.as_str()

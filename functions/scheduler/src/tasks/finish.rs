@@ -27,6 +27,9 @@ pub enum Outcome {
     Release,
     /// The model provider throttled: pending again after `delay_secs`, the attempt not counted.
     Throttled { delay_secs: f64 },
+    /// The agent's run waits for a person to approve or reject a tool call: off the queue until
+    /// a decision makes it pending again, the attempt not counted.
+    AwaitingApproval,
 }
 
 impl Outcome {
@@ -35,6 +38,7 @@ impl Outcome {
         match self {
             Outcome::Completed { .. } => TaskStatus::Completed,
             Outcome::Failed { .. } => TaskStatus::Failed,
+            Outcome::AwaitingApproval => TaskStatus::AwaitingApproval,
             Outcome::Retry { .. } | Outcome::Release | Outcome::Throttled { .. } => TaskStatus::Pending,
         }
     }
@@ -51,7 +55,9 @@ impl Outcome {
     fn error(&self) -> Option<&str> {
         match self {
             Outcome::Retry { error, .. } | Outcome::Failed { error } => Some(error),
-            Outcome::Completed { .. } | Outcome::Release | Outcome::Throttled { .. } => None,
+            Outcome::Completed { .. } | Outcome::Release | Outcome::Throttled { .. } | Outcome::AwaitingApproval => {
+                None
+            }
         }
     }
 
@@ -63,10 +69,13 @@ impl Outcome {
         }
     }
 
-    /// A released task never started, a throttled one was refused by the provider: neither
-    /// attempt is counted.
+    /// A released task never started, a throttled one was refused by the provider, a paused
+    /// one waits for a person: none of those attempts is counted.
     fn uncounts_attempt(&self) -> bool {
-        matches!(self, Outcome::Release | Outcome::Throttled { .. })
+        matches!(
+            self,
+            Outcome::Release | Outcome::Throttled { .. } | Outcome::AwaitingApproval
+        )
     }
 
     /// The run's usage and model (completed tasks only).

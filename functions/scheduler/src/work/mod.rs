@@ -4,10 +4,12 @@
 //!
 //! The production [`Worker`] joins its two halves:
 //!
-//! - [`runner`]: one task's model call, into its [`Finished`] outcome (no connection touched).
+//! - [`runner`]: one task's model call, into its [`Finished`] outcome (no connection touched);
+//!   for an agent with tools, [`agent_run`]: the run's loop, its steps stored as they complete.
 //! - [`store`]: the SQL calls of one invocation through the pool (the statements are in
 //!   [`crate::tasks`]), with their bookkeeping; [`publish`] pushes what a record committed.
 
+pub(crate) mod agent_run;
 pub(crate) mod publish;
 pub(crate) mod runner;
 pub(crate) mod store;
@@ -18,6 +20,7 @@ use shared::db::DbError;
 
 use crate::tasks::{ClaimedTask, Finished};
 
+pub(crate) use agent_run::Toolboxes;
 pub(crate) use runner::Runner;
 pub(crate) use store::Store;
 

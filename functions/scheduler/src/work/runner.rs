@@ -1,10 +1,14 @@
-//! One task's run: the model call within the task's time budget, its outcome (completed,
-//! retried, failed, throttled, or released when the deadline came first), and a recurring task's
-//! next occurrence. No connection is touched.
+//! One task's run: the model call within the task's time budget (for an agent with tools, the
+//! agent's run: see [`super::agent_run`]), its outcome (completed, retried, failed, throttled,
+//! paused for approval, or released when the deadline came first), and a recurring task's next
+//! occurrence. A task of an agent without tools touches no connection (its agent's tools are
+//! read once per invocation).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use shared::agent::run::Caller;
+use shared::db::{Db, DbError};
 use shared::model::{ModelError, ModelRequest, SharedModel};
 use shared::tasks::series::{self, Ending, Next, Occurrence, Scope};
 use shared::telemetry::Chain;
@@ -21,6 +25,11 @@ pub(crate) struct Runner<'a> {
     pub model: &'a SharedModel,
     pub settings: &'a Settings,
     pub deadline: &'a Deadline,
+    /// For agents with tools: the pool their steps are stored through, how tools are called,
+    /// and each agent's tools as this invocation read them.
+    pub db: &'a Db,
+    pub caller: Option<&'a Caller>,
+    pub toolboxes: super::Toolboxes,
 }
 
 impl Runner<'_> {
@@ -32,38 +41,15 @@ impl Runner<'_> {
         }
         // A task may use the margin's first half; the second half is left for recording it.
         let budget = self.settings.task_timeout.min(remaining - margin / 2);
-        let request = ModelRequest::task(&task.instructions, &task.prompt);
-        let result = match tokio::time::timeout(budget, self.model.complete(&request)).await {
-            Ok(r) => r,
-            Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),
-        };
-        let outcome = match result {
-            Ok(reply) => Outcome::Completed {
-                result: truncate(reply.text),
-                usage: reply.usage,
-                model: reply.model,
-            },
-            Err(ModelError::Throttled { retry_after }) => Outcome::Throttled {
-                delay_secs: self.settings.throttle_delay(retry_after).as_secs_f64(),
-            },
-            Err(e) => {
-                // The provider's words go to the log; the task keeps a class users may read.
-                tracing::warn!(task = %task.id, attempt = task.attempts, error = %Chain(&e), "task attempt failed");
-                let error = e.public_summary().to_string();
-                if task.attempts >= task.max_attempts {
-                    Outcome::Failed { error }
-                } else {
-                    Outcome::Retry {
-                        error,
-                        delay_secs: self.settings.retry_delay(task.attempts).as_secs_f64(),
-                    }
-                }
-            }
+        let outcome = match self.toolboxes.of(self.db, task.agent_id).await {
+            Ok(tools) if !tools.is_empty() => super::agent_run::run(self, &task, &tools, budget).await,
+            Ok(_) => self.model_call(&task, budget).await,
+            Err(e) => self.store_failed(&task, &e),
         };
         let ending = match outcome {
             Outcome::Completed { .. } => Some(Ending::Completed),
             Outcome::Failed { .. } => Some(Ending::Failed),
-            Outcome::Retry { .. } | Outcome::Release | Outcome::Throttled { .. } => None,
+            Outcome::Retry { .. } | Outcome::Release | Outcome::Throttled { .. } | Outcome::AwaitingApproval => None,
         };
         let next = ending
             .and_then(|ending| next_occurrence(self.settings, task.id, task.schedule.occurrence(), ending, Utc::now()));
@@ -72,6 +58,58 @@ impl Runner<'_> {
             series_ended: ending.is_some() && task.schedule.cron.is_some() && next.is_none(),
             outcome,
             next,
+        }
+    }
+}
+
+impl Runner<'_> {
+    /// The task's one model call, within `budget`.
+    async fn model_call(&self, task: &ClaimedTask, budget: std::time::Duration) -> Outcome {
+        let request = ModelRequest::task(&task.instructions, &task.prompt);
+        let result = match tokio::time::timeout(budget, self.model.complete(&request)).await {
+            Ok(r) => r,
+            Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),
+        };
+        match result {
+            Ok(reply) => Outcome::Completed {
+                result: truncate(reply.text),
+                usage: reply.usage,
+                model: reply.model,
+            },
+            Err(e) => self.model_failed(task, &e),
+        }
+    }
+
+    /// A model call's failure: throttled (no attempt counted), else retried while attempts are
+    /// left, then failed.
+    pub(crate) fn model_failed(&self, task: &ClaimedTask, e: &ModelError) -> Outcome {
+        if let ModelError::Throttled { retry_after } = e {
+            return Outcome::Throttled {
+                delay_secs: self.settings.throttle_delay(*retry_after).as_secs_f64(),
+            };
+        }
+        // The provider's words go to the log; the task keeps a class users may read.
+        tracing::warn!(task = %task.id, attempt = task.attempts, error = %Chain(e), "task attempt failed");
+        self.attempt_failed(task, e.public_summary().to_string())
+    }
+
+    /// A statement of the task's run failed: retried like a model failure.
+    pub(crate) fn store_failed(&self, task: &ClaimedTask, e: &DbError) -> Outcome {
+        tracing::warn!(task = %task.id, attempt = task.attempts, error = %Chain(e), "task attempt could not store its run");
+        self.attempt_failed(
+            task,
+            "store_error: the run's steps could not be stored (details in the function's log)".into(),
+        )
+    }
+
+    fn attempt_failed(&self, task: &ClaimedTask, error: String) -> Outcome {
+        if task.attempts >= task.max_attempts {
+            Outcome::Failed { error }
+        } else {
+            Outcome::Retry {
+                error,
+                delay_secs: self.settings.retry_delay(task.attempts).as_secs_f64(),
+            }
         }
     }
 }
@@ -98,7 +136,7 @@ pub(crate) fn next_occurrence(
     .flatten()
 }
 
-fn truncate(mut text: String) -> String {
+pub(crate) fn truncate(mut text: String) -> String {
     if text.len() > MAX_TEXT_BYTES {
         let mut cut = MAX_TEXT_BYTES;
         while !text.is_char_boundary(cut) {

@@ -1,0 +1,269 @@
+//! The durable side of a run: an agent's tools, a task's run (begun, or resumed with its stored
+//! steps and decisions), each step stored as it completes, the run's end. One statement each,
+//! every one on a connection taken for it and given back at once: none is held while the
+//! model or a tool works.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::run::{Decision, Steps, Tool};
+use crate::db::{column, Db, DbError, Param, Sql, Type};
+use crate::model::{ChatMessage, Reply, Role, ToolCall, ToolSpec, Usage};
+
+/// The owner under which an operator's task (no user) stores its messages.
+pub const OPERATOR: Uuid = Uuid::nil();
+
+/// The tools of `agent`, by name.
+#[tracing::instrument(skip_all)]
+pub async fn tools_of<C: GenericClient + Sync>(sql: &Sql<'_, C>, agent: Uuid) -> Result<Vec<Tool>, DbError> {
+    let rows = sql
+        .query(
+            "SELECT name, description, parameters, url, requires_approval, timeout_ms
+               FROM agent_tools WHERE agent_id = $1 ORDER BY name COLLATE \"C\"",
+            &[(&agent, Type::UUID)],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let timeout_ms: i32 = column(row, "timeout_ms")?;
+            Ok(Tool {
+                spec: ToolSpec {
+                    name: column(row, "name")?,
+                    description: column(row, "description")?,
+                    parameters: column(row, "parameters")?,
+                },
+                url: column(row, "url")?,
+                requires_approval: column(row, "requires_approval")?,
+                timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
+            })
+        })
+        .collect()
+}
+
+/// A run as stored: its id, its steps as messages (after the prompt), how many model calls
+/// they hold and what those cost (`None`: not known for each), the decisions on its calls.
+#[derive(Debug, Clone)]
+pub struct StoredRun {
+    pub id: Uuid,
+    pub messages: Vec<ChatMessage>,
+    pub steps: u32,
+    pub usage: Option<Usage>,
+    pub decisions: HashMap<String, Decision>,
+}
+
+/// A stored step message (`messages` of a run, as `jsonb_build_object` writes it).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StepRow {
+    role: String,
+    content: String,
+    tool_calls: Option<Vec<ToolCall>>,
+    tool_call_id: Option<String>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+}
+
+/// Begins the run of task `task` (agent `agent`, owner `user`), or finds it as an earlier
+/// attempt left it: one statement.
+#[tracing::instrument(skip_all)]
+pub async fn begin_task_run<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    task: Uuid,
+    agent: Uuid,
+    user: Option<Uuid>,
+) -> Result<StoredRun, DbError> {
+    let row = sql
+        .query_one(
+            "WITH run AS (
+                 INSERT INTO agent_runs (agent_id, user_id, task_id) VALUES ($2, $3, $1)
+                     ON CONFLICT (task_id) WHERE task_id IS NOT NULL
+                     DO UPDATE SET status = 'running', paused_until = NULL, updated_at = now()
+                 RETURNING id
+             )
+             SELECT run.id,
+                    coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                  'role', m.role, 'content', m.content, 'toolCalls', m.tool_calls,
+                                  'toolCallId', m.tool_call_id, 'inputTokens', m.input_tokens,
+                                  'outputTokens', m.output_tokens)
+                                  ORDER BY m.step, m.role = 'tool', m.created_at, m.id)
+                                FROM messages m WHERE m.run_id = run.id), '[]') AS steps,
+                    coalesce((SELECT jsonb_object_agg(d.tool_call_id, d.decision)
+                                FROM agent_run_decisions d WHERE d.run_id = run.id), '{}') AS decisions
+               FROM run",
+            &[(&task, Type::UUID), (&agent, Type::UUID), (&user, Type::UUID)],
+        )
+        .await?;
+    stored_run(&row)
+}
+
+fn stored_run(row: &tokio_postgres::Row) -> Result<StoredRun, DbError> {
+    let steps: Vec<StepRow> =
+        serde_json::from_value(column::<Value>(row, "steps")?).map_err(|e| DbError::decode_column("steps", e))?;
+    let decisions: HashMap<String, String> = serde_json::from_value(column::<Value>(row, "decisions")?)
+        .map_err(|e| DbError::decode_column("decisions", e))?;
+    let mut run = StoredRun {
+        id: column(row, "id")?,
+        messages: Vec::with_capacity(steps.len()),
+        steps: 0,
+        usage: Some(Usage::default()),
+        decisions: decisions
+            .into_iter()
+            .filter_map(|(id, d)| match d.as_str() {
+                "approved" => Some((id, Decision::Approved)),
+                "rejected" => Some((id, Decision::Rejected)),
+                _ => None,
+            })
+            .collect(),
+    };
+    for step in steps {
+        let role = Role::parse(&step.role)
+            .ok_or_else(|| DbError::decode(format!("column steps: unknown role {:?}", step.role)))?;
+        let message = match role {
+            Role::Tool => ChatMessage::tool_result(step.tool_call_id.unwrap_or_default(), step.content),
+            _ => ChatMessage {
+                role,
+                content: step.content,
+                tool_calls: step.tool_calls.unwrap_or_default(),
+                tool_call_id: None,
+            },
+        };
+        if role == Role::Assistant {
+            run.steps += 1;
+            run.usage = match (run.usage, step.input_tokens, step.output_tokens) {
+                (Some(sum), Some(input), Some(output)) => Some(Usage {
+                    input_tokens: sum.input_tokens.saturating_add(input),
+                    output_tokens: sum.output_tokens.saturating_add(output),
+                }),
+                _ => None,
+            };
+        }
+        run.messages.push(message);
+    }
+    if run.steps == 0 {
+        run.usage = None;
+    }
+    Ok(run)
+}
+
+/// Stores the assistant message of step `step` of `run` (once: a second attempt storing the
+/// same step changes nothing).
+#[tracing::instrument(skip_all)]
+pub async fn store_assistant<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    run: Uuid,
+    user: Uuid,
+    step: u32,
+    reply: &Reply,
+) -> Result<(), DbError> {
+    let step = i32::try_from(step).unwrap_or(i32::MAX);
+    let calls = (!reply.tool_calls.is_empty())
+        .then(|| serde_json::to_value(&reply.tool_calls))
+        .transpose()
+        .map_err(|e| DbError::decode_column("tool_calls", e))?;
+    let (input, output) = match reply.usage {
+        Some(u) => (
+            Some(i32::try_from(u.input_tokens).unwrap_or(i32::MAX)),
+            Some(i32::try_from(u.output_tokens).unwrap_or(i32::MAX)),
+        ),
+        None => (None, None),
+    };
+    let params: [Param<'_>; 8] = [
+        (&run, Type::UUID),
+        (&user, Type::UUID),
+        (&step, Type::INT4),
+        (&reply.text, Type::TEXT),
+        (&calls, Type::JSONB),
+        (&input, Type::INT4),
+        (&output, Type::INT4),
+        (&reply.model, Type::TEXT),
+    ];
+    sql.execute(
+        "INSERT INTO messages (run_id, user_id, step, role, content, tool_calls, input_tokens, output_tokens, model)
+         VALUES ($1, $2, $3, 'assistant', $4, $5, $6, $7, $8)
+         ON CONFLICT (run_id, step) WHERE role = 'assistant' DO NOTHING",
+        &params,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores the result of call `call` (step `step`) of `run` (once).
+#[tracing::instrument(skip_all)]
+pub async fn store_result<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    run: Uuid,
+    user: Uuid,
+    step: u32,
+    call: &str,
+    content: &str,
+) -> Result<(), DbError> {
+    let step = i32::try_from(step).unwrap_or(i32::MAX);
+    sql.execute(
+        "INSERT INTO messages (run_id, user_id, step, role, content, tool_call_id)
+         VALUES ($1, $2, $3, 'tool', $4, $5)
+         ON CONFLICT (run_id, tool_call_id) WHERE role = 'tool' DO NOTHING",
+        &[
+            (&run, Type::UUID),
+            (&user, Type::UUID),
+            (&step, Type::INT4),
+            (&content, Type::TEXT),
+            (&call, Type::TEXT),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where a run is left: `status` (`running`, `awaiting_approval` until `paused_until`,
+/// `completed`, `failed`, `step_limit`, `expired`) and why, when it did not complete.
+#[tracing::instrument(skip_all)]
+pub async fn end_run<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    run: Uuid,
+    status: &str,
+    error: Option<&str>,
+    paused_until: Option<Duration>,
+) -> Result<(), DbError> {
+    let pause = paused_until.map(|d| d.as_secs_f64());
+    sql.execute(
+        "UPDATE agent_runs
+            SET status = $2, last_error = $3, updated_at = now(),
+                paused_until = now() + make_interval(secs => $4)
+          WHERE id = $1",
+        &[
+            (&run, Type::UUID),
+            (&status, Type::TEXT),
+            (&error, Type::TEXT),
+            (&pause, Type::FLOAT8),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The steps of one run, stored through the pool as they complete.
+pub struct DbSteps<'a> {
+    pub db: &'a Db,
+    pub run: Uuid,
+    /// The run's owner (`OPERATOR` for an operator's task).
+    pub user: Uuid,
+}
+
+impl Steps for DbSteps<'_> {
+    type Error = DbError;
+
+    async fn assistant(&self, step: u32, reply: &Reply) -> Result<(), DbError> {
+        let conn = self.db.conn().await?;
+        store_assistant(&conn.sql(), self.run, self.user, step, reply).await
+    }
+
+    async fn result(&self, step: u32, call: &ToolCall, content: &str) -> Result<(), DbError> {
+        let conn = self.db.conn().await?;
+        store_result(&conn.sql(), self.run, self.user, step, &call.id, content).await
+    }
+}

@@ -11,6 +11,7 @@ mod browser;
 mod chat;
 mod chat_abuse;
 mod chat_stream;
+mod chat_tools;
 mod configuration;
 mod data_api;
 mod data_layer;

@@ -91,6 +91,8 @@ pub struct Settings {
     pub stream_timeout: Duration,
     /// `USAGE_USER_DAILY_TOKENS` (0: unlimited).
     pub user_daily_tokens: i64,
+    /// How agents with tools run (`AGENT_*`).
+    pub runs: shared::agent::settings::RunSettings,
 }
 
 impl Default for Settings {
@@ -112,6 +114,7 @@ impl Settings {
             model_timeout: env.duration(&CHAT_MODEL_TIMEOUT_MS)?,
             stream_timeout: env.duration(&CHAT_STREAM_TIMEOUT_MS)?,
             user_daily_tokens: shared::usage::user_daily_tokens(env)?,
+            runs: shared::agent::settings::RunSettings::from_env(env)?,
         })
     }
 }

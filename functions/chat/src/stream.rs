@@ -11,6 +11,10 @@
 //! - No connection is held while the model streams. A client that disconnects does not stop the
 //!   turn: the reply is still stored whole (the invocation runs until it is), and a retry with
 //!   the same `Idempotency-Key` gets it as one `meta` and one `done`.
+//! - An agent with tools: between `meta` and `done`, each model call's `delta`s, a `tool_call`
+//!   (`{"id", "name", "arguments"}`) per call the model makes and a `tool_result`
+//!   (`{"toolCallId", "result"}`) as each call ends; a run that pauses for a person's approval
+//!   ends with `awaiting_approval` (`{"status", "runId", "toolCalls"}`) instead of `done`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,7 +28,12 @@ use lambda_http::{Body, Request, Response};
 use shared::http::{request_id, set_request_id, ApiError};
 use shared::telemetry::Chain;
 
-use crate::service::{self, Chat, Event, Turn};
+use shared::agent::run::{self as agent_run, Calls};
+use shared::db::RequestGuard;
+use uuid::Uuid;
+
+use crate::service::{self, Chat, Event, Prepared, Ran, Turn};
+use crate::view::PausedView;
 
 const ROUTE: &str = "/api/agents/chat/stream";
 
@@ -91,6 +100,9 @@ pub async fn handle_stream(chat: Arc<Chat>, request: Request) -> Result<Response
         }
         Err(e) => return Ok(refuse(&chat, e, &id)),
     };
+    if turn.is_run() {
+        return Ok(stream_run(chat, turn, in_flight, id).await);
+    }
     let reply = match service::open_stream(&chat, &turn).await {
         Ok(reply) => reply,
         Err(e) => return Ok(refuse(&chat, e, &id)),
@@ -131,4 +143,77 @@ pub async fn handle_stream(chat: Arc<Chat>, request: Request) -> Result<Response
     });
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     Ok(sse(chunks.boxed(), &id))
+}
+
+/// An agent's run as Server-Sent Events: the run goes on in its own task; until its first event
+/// a failure is still a JSON error with its status, then `meta`, the run's events as they come,
+/// and its end (`done`, `awaiting_approval` or `error`).
+async fn stream_run(chat: Arc<Chat>, turn: Prepared, in_flight: RequestGuard, id: String) -> Response<SseBody> {
+    let reply_id = Uuid::new_v4();
+    let conversation_id = turn.conversation_id();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let runner = chat.clone();
+    let mut ran =
+        tokio::spawn(
+            async move { service::run(&runner, &turn, Calls::Streamed, Some(&events_tx), Some(reply_id)).await },
+        );
+    let first = tokio::select! {
+        biased;
+        first = events.recv() => first,
+        // Ended without an event: its result is the whole answer.
+        result = &mut ran => {
+            let result = result.unwrap_or_else(|e| Err(ApiError::Internal(e.into())));
+            return match result {
+                Err(e) => refuse(&chat, e, &id),
+                Ok(ran) => {
+                    finish(&chat);
+                    let events = [frame(&Event::meta(conversation_id, reply_id)), last(&ran)];
+                    sse(futures_util::stream::iter(events).boxed(), &id)
+                }
+            };
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let stream_id = id.clone();
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        // A client gone does not stop the run: sends to it just fail.
+        let _ = tx.send(frame(&Event::meta(conversation_id, reply_id))).await;
+        let mut next = first;
+        while let Some(event) = next {
+            let _ = tx.send(event_frame(&event)).await;
+            next = events.recv().await;
+        }
+        let end = match ran.await.unwrap_or_else(|e| Err(ApiError::Internal(e.into()))) {
+            Ok(ran) => last(&ran),
+            Err(e) => {
+                tracing::warn!(request_id = %stream_id, error = %Chain(&e), "the run failed after streaming began");
+                frame(&Event::error(&e))
+            }
+        };
+        let _ = tx.send(end).await;
+        finish(&chat);
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    sse(chunks.boxed(), &id)
+}
+
+/// One event of the run as its Server-Sent Event.
+fn event_frame(event: &agent_run::Event) -> Bytes {
+    match event {
+        agent_run::Event::Delta(text) => frame(&Event::delta(text)),
+        agent_run::Event::ToolCall(call) => frame(&Event::ToolCall(call)),
+        agent_run::Event::ToolResult { id, content } => frame(&Event::ToolResult {
+            tool_call_id: id,
+            result: agent_run::result_json(content),
+        }),
+    }
+}
+
+/// A run's last event: the stored answer, or the pause.
+fn last(ran: &Ran) -> Bytes {
+    match ran {
+        Ran::Answered(answer) => frame(&Event::Done(answer.view())),
+        Ran::AwaitingApproval { run_id, calls } => frame(&Event::AwaitingApproval(PausedView::new(*run_id, calls))),
+    }
 }

@@ -2,8 +2,16 @@
 //! database. A leaf: it imports nothing from this crate (`store` decodes rows into its types).
 
 use chrono::{DateTime, Utc};
+use shared::agent::run::Tool;
 use shared::model::{ChatMessage, Role};
 use uuid::Uuid;
+
+/// A turn of an agent with tools: its run (created by round trip 1) and the agent's tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRun {
+    pub id: Uuid,
+    pub tools: Vec<Tool>,
+}
 
 /// A reply already stored (idempotent replay) or just stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +55,8 @@ pub struct TurnRow {
     pub budget_resets_in_secs: i64,
     /// When to come back: the lease of the request being answered, or the rate-limit window.
     pub retry_after_secs: Option<i64>,
+    /// The turn's run, when the agent has tools.
+    pub run: Option<AgentRun>,
 }
 
 /// What the first round trip decided.
@@ -84,6 +94,8 @@ pub enum TurnStart {
         instructions: String,
         /// Oldest first, the caller's message last.
         history: Vec<ChatMessage>,
+        /// The agent has tools: the turn is this run.
+        run: Option<AgentRun>,
     },
 }
 
@@ -138,6 +150,7 @@ pub fn decide(row: TurnRow, message: &str) -> TurnStart {
         message_id,
         instructions: row.instructions.unwrap_or_default(),
         history,
+        run: row.run,
     }
 }
 
@@ -190,10 +203,12 @@ mod tests {
             message_id,
             instructions,
             history,
+            run,
         } = decide(row, "and now?")
         else {
             panic!("expected Ready");
         };
+        assert_eq!(run, None, "an agent without tools: no run");
         assert_eq!((conversation_id, message_id), (conversation(), message()));
         assert_eq!(instructions, "be brief");
         assert_eq!(history.last(), Some(&said(Role::User, "and now?")));

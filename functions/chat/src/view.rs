@@ -4,8 +4,31 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::Value;
 use shared::http::{ApiError, Timestamp};
+use shared::model::ToolCall;
 use uuid::Uuid;
+
+/// `{"status": "awaiting_approval", "runId", "toolCalls": [{"id", "name", "arguments"}]}`: an
+/// agent's run paused for a person's approval of these calls (the buffered route's `202`, the
+/// stream's `awaiting_approval`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PausedView<'a> {
+    status: &'static str,
+    run_id: Uuid,
+    tool_calls: &'a [ToolCall],
+}
+
+impl<'a> PausedView<'a> {
+    pub fn new(run_id: Uuid, tool_calls: &'a [ToolCall]) -> Self {
+        Self {
+            status: "awaiting_approval",
+            run_id,
+            tool_calls,
+        }
+    }
+}
 
 /// `{"conversationId", "message": {"id", "role", "content", "createdAt"}}`: a stored reply.
 #[derive(Debug, Serialize)]
@@ -48,6 +71,12 @@ pub enum Event<'a> {
     Meta { conversation_id: Uuid, id: Uuid },
     /// A chunk of the reply, as the model writes it.
     Delta { text: &'a str },
+    /// The model called a tool (an agent's run).
+    ToolCall(&'a ToolCall),
+    /// A tool call's result, as the model sees it (`{"error": ...}` when refused or failed).
+    ToolResult { tool_call_id: &'a str, result: Value },
+    /// The run paused for a person's approval: the last event.
+    AwaitingApproval(PausedView<'a>),
     /// The stored reply, as the buffered route answers it.
     Done(ReplyView<'a>),
     /// The turn failed after streaming began (the user's message stays; a retry answers it).
@@ -79,6 +108,9 @@ impl<'a> Event<'a> {
             Self::Delta { .. } => "delta",
             Self::Done(_) => "done",
             Self::Error { .. } => "error",
+            Self::ToolCall(_) => "tool_call",
+            Self::ToolResult { .. } => "tool_result",
+            Self::AwaitingApproval(_) => "awaiting_approval",
         }
     }
 }
@@ -87,7 +119,7 @@ impl<'a> Event<'a> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use serde_json::{json, Value};
+    use serde_json::json;
 
     fn data(event: &Event<'_>) -> Value {
         serde_json::to_value(event).unwrap()
@@ -116,6 +148,11 @@ mod tests {
         let at = Utc.timestamp_millis_opt(0).single().unwrap();
         let reply = ReplyView::new(Uuid::from_u128(1), Uuid::from_u128(2), "hi", at);
         let reply_json = serde_json::to_value(&reply).unwrap();
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "weather".into(),
+            arguments: json!({"city": "Oslo"}),
+        };
         let cases = [
             (
                 Event::meta(Uuid::from_u128(1), Uuid::from_u128(2)),
@@ -123,6 +160,25 @@ mod tests {
                 json!({"conversationId": Uuid::from_u128(1), "id": Uuid::from_u128(2)}),
             ),
             (Event::delta("chunk"), "delta", json!({"text": "chunk"})),
+            (
+                Event::ToolCall(&call),
+                "tool_call",
+                json!({"id": "call_1", "name": "weather", "arguments": {"city": "Oslo"}}),
+            ),
+            (
+                Event::ToolResult {
+                    tool_call_id: "call_1",
+                    result: json!({"temp": 3}),
+                },
+                "tool_result",
+                json!({"toolCallId": "call_1", "result": {"temp": 3}}),
+            ),
+            (
+                Event::AwaitingApproval(PausedView::new(Uuid::from_u128(3), std::slice::from_ref(&call))),
+                "awaiting_approval",
+                json!({"status": "awaiting_approval", "runId": Uuid::from_u128(3),
+                       "toolCalls": [{"id": "call_1", "name": "weather", "arguments": {"city": "Oslo"}}]}),
+            ),
             (Event::Done(reply), "done", reply_json),
             (
                 Event::error(&ApiError::ModelTimeout),

@@ -40,12 +40,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(db: Db, model: SharedModel, settings: Settings, metrics: Metrics) -> Self {
         let limiter = Arc::new(Limiter::new(settings.min_concurrency, settings.max_concurrency));
-        let tools = settings
-            .runs
-            .caller()
-            .inspect_err(|e| tracing::error!(error = %shared::telemetry::Chain(e), "no client for tool calls"))
-            .ok()
-            .flatten();
+        let tools = settings.runs.caller().cloned();
         Self {
             db,
             model,

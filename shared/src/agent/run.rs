@@ -24,7 +24,7 @@ use crate::model::{
 pub const REJECTED: &str = r#"{"error":"rejected by the user"}"#;
 
 /// A tool of the agent: what the model sees of it, where it is and its bounds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tool {
     pub spec: ToolSpec,
     pub url: String,
@@ -40,6 +40,14 @@ pub struct Caller {
     pub secret: Arc<[u8]>,
 }
 
+/// How the model is called: a whole reply, or streamed (its text forwarded as
+/// [`Event::Delta`]s as it is written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    Whole,
+    Streamed,
+}
+
 /// The bounds of one run.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -49,6 +57,7 @@ pub struct Limits {
     pub parallel_calls: usize,
     /// When this attempt must stop (the task's budget, the request's deadline).
     pub deadline: Instant,
+    pub calls: Calls,
 }
 
 /// A person's decision on a call that needs approval.
@@ -120,8 +129,13 @@ pub enum RunError<E: std::error::Error + 'static> {
 /// Something that happened in a run, for whoever shows it live (the stream's events).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A piece of the model's text, as it is written (streamed calls only).
+    Delta(String),
     ToolCall(ToolCall),
-    ToolResult { id: String, content: String },
+    ToolResult {
+        id: String,
+        content: String,
+    },
 }
 
 /// Runs `run` to its end, its steps stored by `steps`, events sent to `events` (when given).
@@ -173,7 +187,13 @@ pub async fn drive<S: Steps>(
             messages: normalized(run.history.clone()),
             tools: specs.clone(),
         };
-        let reply = match tokio::time::timeout_at(limits.deadline, model.complete(&request)).await {
+        let call = async {
+            match limits.calls {
+                Calls::Whole => model.complete(&request).await,
+                Calls::Streamed => streamed(model, &request, events).await,
+            }
+        };
+        let reply = match tokio::time::timeout_at(limits.deadline, call).await {
             Err(_) => return Err(RunError::Deadline),
             Ok(reply) => reply.map_err(RunError::Model)?,
         };
@@ -206,6 +226,30 @@ pub async fn drive<S: Steps>(
         }
         run.history.push(ChatMessage::calls(reply.text, reply.tool_calls));
     }
+}
+
+/// A streamed model call read to its end, its text forwarded to `events` as it comes: the
+/// whole reply, its tool calls and usage.
+async fn streamed(
+    model: &dyn AgentModel,
+    request: &ModelRequest,
+    events: Option<&tokio::sync::mpsc::UnboundedSender<Event>>,
+) -> Result<Reply, ModelError> {
+    let mut reply = model.stream_reply(request).await?;
+    let mut text = String::new();
+    while let Some(chunk) = reply.text.next().await {
+        let chunk = chunk?;
+        text.push_str(&chunk);
+        if let Some(events) = events {
+            let _ = events.send(Event::Delta(chunk));
+        }
+    }
+    Ok(Reply {
+        text,
+        tool_calls: reply.tool_calls(),
+        usage: reply.usage(),
+        model: reply.model,
+    })
 }
 
 /// The calls of the history's last assistant message that no result answers yet.
@@ -455,6 +499,7 @@ mod tests {
             max_steps,
             parallel_calls: 4,
             deadline: Instant::now() + Duration::from_secs(10),
+            calls: Calls::Whole,
         }
     }
 

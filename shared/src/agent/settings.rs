@@ -2,7 +2,7 @@
 //! checks a tool's URL when it is saved; the runs check it again when they call it), and the
 //! bounds of a run ([`RunSettings`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::{ConfigError, Env, Setting, Unit};
@@ -77,6 +77,8 @@ pub struct RunSettings {
     pub max_steps: u32,
     pub parallel_calls: usize,
     pub approval_ttl: Duration,
+    /// The tool-call client, built at its first use and shared by every clone.
+    caller: Arc<OnceLock<Option<Caller>>>,
 }
 
 impl std::fmt::Debug for RunSettings {
@@ -104,19 +106,27 @@ impl RunSettings {
             max_steps: u32::try_from(env.number(&AGENT_MAX_STEPS)?).unwrap_or(u32::MAX),
             parallel_calls: usize::try_from(env.number(&AGENT_TOOL_MAX_PARALLEL)?).unwrap_or(usize::MAX),
             approval_ttl: Duration::from_secs(env.number(&AGENT_APPROVAL_TTL_HOURS)? * 3600),
+            caller: Arc::default(),
         })
     }
 
-    /// How tools are called under these settings (`None`: no signing secret).
-    pub fn caller(&self) -> Result<Option<Caller>, crate::outbound::ClientError> {
-        let Some(secret) = self.secret.clone() else {
-            return Ok(None);
-        };
-        Ok(Some(Caller {
-            client: super::tool_call::client(&self.policy)?,
-            policy: Arc::new(self.policy.clone()),
-            secret,
-        }))
+    /// How tools are called under these settings, built once (`None`: no signing secret, or
+    /// no client could be built, which is logged). Settings changed after the first call keep
+    /// the client built from them then.
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller
+            .get_or_init(|| {
+                let secret = self.secret.clone()?;
+                let client = super::tool_call::client(&self.policy)
+                    .inspect_err(|e| tracing::error!(error = %crate::telemetry::Chain(e), "no client for tool calls"))
+                    .ok()?;
+                Some(Caller {
+                    client,
+                    policy: Arc::new(self.policy.clone()),
+                    secret,
+                })
+            })
+            .as_ref()
     }
 }
 

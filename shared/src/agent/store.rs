@@ -155,8 +155,7 @@ fn stored_run(row: &tokio_postgres::Row) -> Result<StoredRun, DbError> {
 #[tracing::instrument(skip_all)]
 pub async fn store_assistant<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
-    run: Uuid,
-    user: Uuid,
+    place: &Place,
     step: u32,
     reply: &Reply,
 ) -> Result<(), DbError> {
@@ -172,19 +171,21 @@ pub async fn store_assistant<C: GenericClient + Sync>(
         ),
         None => (None, None),
     };
-    let params: [Param<'_>; 8] = [
-        (&run, Type::UUID),
-        (&user, Type::UUID),
+    let params: [Param<'_>; 9] = [
+        (&place.run, Type::UUID),
+        (&place.user, Type::UUID),
         (&step, Type::INT4),
         (&reply.text, Type::TEXT),
         (&calls, Type::JSONB),
         (&input, Type::INT4),
         (&output, Type::INT4),
         (&reply.model, Type::TEXT),
+        (&place.conversation, Type::UUID),
     ];
     sql.execute(
-        "INSERT INTO messages (run_id, user_id, step, role, content, tool_calls, input_tokens, output_tokens, model)
-         VALUES ($1, $2, $3, 'assistant', $4, $5, $6, $7, $8)
+        "INSERT INTO messages (run_id, user_id, step, role, content, tool_calls, input_tokens, output_tokens, model,
+                               conversation_id)
+         VALUES ($1, $2, $3, 'assistant', $4, $5, $6, $7, $8, $9)
          ON CONFLICT (run_id, step) WHERE role = 'assistant' DO NOTHING",
         &params,
     )
@@ -196,23 +197,23 @@ pub async fn store_assistant<C: GenericClient + Sync>(
 #[tracing::instrument(skip_all)]
 pub async fn store_result<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
-    run: Uuid,
-    user: Uuid,
+    place: &Place,
     step: u32,
     call: &str,
     content: &str,
 ) -> Result<(), DbError> {
     let step = i32::try_from(step).unwrap_or(i32::MAX);
     sql.execute(
-        "INSERT INTO messages (run_id, user_id, step, role, content, tool_call_id)
-         VALUES ($1, $2, $3, 'tool', $4, $5)
+        "INSERT INTO messages (run_id, user_id, step, role, content, tool_call_id, conversation_id)
+         VALUES ($1, $2, $3, 'tool', $4, $5, $6)
          ON CONFLICT (run_id, tool_call_id) WHERE role = 'tool' DO NOTHING",
         &[
-            (&run, Type::UUID),
-            (&user, Type::UUID),
+            (&place.run, Type::UUID),
+            (&place.user, Type::UUID),
             (&step, Type::INT4),
             (&content, Type::TEXT),
             (&call, Type::TEXT),
+            (&place.conversation, Type::UUID),
         ],
     )
     .await?;
@@ -246,24 +247,37 @@ pub async fn end_run<C: GenericClient + Sync>(
     Ok(())
 }
 
+/// Where a run's messages go: the run, its owner (`OPERATOR` for an operator's task) and its
+/// conversation (a chat turn's; a task's run has none).
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    pub run: Uuid,
+    pub user: Uuid,
+    pub conversation: Option<Uuid>,
+}
+
 /// The steps of one run, stored through the pool as they complete.
 pub struct DbSteps<'a> {
     pub db: &'a Db,
-    pub run: Uuid,
-    /// The run's owner (`OPERATOR` for an operator's task).
-    pub user: Uuid,
+    pub place: Place,
+    /// The answer (a reply without calls) is stored by the caller (a chat turn's round trip 2,
+    /// with its Idempotency-Key): only the steps that call tools are stored here.
+    pub answer_stored_apart: bool,
 }
 
 impl Steps for DbSteps<'_> {
     type Error = DbError;
 
     async fn assistant(&self, step: u32, reply: &Reply) -> Result<(), DbError> {
+        if self.answer_stored_apart && reply.tool_calls.is_empty() {
+            return Ok(());
+        }
         let conn = self.db.conn().await?;
-        store_assistant(&conn.sql(), self.run, self.user, step, reply).await
+        store_assistant(&conn.sql(), &self.place, step, reply).await
     }
 
     async fn result(&self, step: u32, call: &ToolCall, content: &str) -> Result<(), DbError> {
         let conn = self.db.conn().await?;
-        store_result(&conn.sql(), self.run, self.user, step, &call.id, content).await
+        store_result(&conn.sql(), &self.place, step, &call.id, content).await
     }
 }

@@ -48,6 +48,9 @@ pub enum ApiError {
     ModelBusy { retry_after_secs: u64 },
     #[error("the model did not answer in time")]
     ModelTimeout,
+    /// An agent's run made its `AGENT_MAX_STEPS` model calls and was still calling tools.
+    #[error("the agent made {0} model calls without a final answer (AGENT_MAX_STEPS)")]
+    StepLimit(u32),
     /// The model provider failed; the cause goes to the log, never to the body.
     #[error("the model failed")]
     ModelFailed(#[source] Cause),
@@ -77,6 +80,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             Self::NotFound | Self::NotFoundWith(_) => (StatusCode::NOT_FOUND, "not_found", None),
             Self::ModelTimeout => (StatusCode::GATEWAY_TIMEOUT, "model_timeout", None),
+            Self::StepLimit(_) => (StatusCode::BAD_GATEWAY, "step_limit", None),
             Self::ModelFailed(_) => (StatusCode::BAD_GATEWAY, "model_error", None),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),

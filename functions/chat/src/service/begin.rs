@@ -70,6 +70,7 @@ pub(crate) async fn prepare(
             message_id,
             instructions,
             history,
+            run,
         } => Ok(Turn::Ready(Prepared {
             user,
             agent_id: input.agent_id,
@@ -79,6 +80,7 @@ pub(crate) async fn prepare(
             model_request: ModelRequest::conversation(instructions, history),
             model_timeout,
             lease,
+            run,
         })),
     }
 }

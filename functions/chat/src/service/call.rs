@@ -20,7 +20,7 @@ pub(crate) async fn answer(chat: &Chat, turn: &Prepared) -> Result<Answer, ApiEr
     let deadline = Instant::now() + turn.model_timeout;
     let reply = bounded(deadline, chat.model.complete(&turn.model_request)).await;
     let reply = or_release(chat, turn, reply).await?;
-    store(chat, turn, &reply, None).await
+    store(chat, turn, &reply, None, None).await
 }
 
 /// A reply being streamed: its id (announced in `meta` before it is stored) and the deadline
@@ -77,7 +77,7 @@ where
     }
     let usage = reply.streamed.usage();
     let whole = Reply::text(text, usage, reply.streamed.model);
-    store(chat, turn, &whole, Some(reply.id)).await
+    store(chat, turn, &whole, Some(reply.id), None).await
 }
 
 /// A model call bounded by `deadline`: its error mapped, past the deadline a timeout.
@@ -88,7 +88,7 @@ async fn bounded<T>(deadline: Instant, call: impl Future<Output = Result<T, Mode
     }
 }
 
-fn model_error(e: ModelError) -> ApiError {
+pub(super) fn model_error(e: ModelError) -> ApiError {
     match e {
         ModelError::Timeout(_) => ApiError::ModelTimeout,
         // Throttling is not the request's failure: come back when the provider said (5 s when

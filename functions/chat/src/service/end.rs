@@ -22,6 +22,7 @@ pub(super) async fn store(
     turn: &Prepared,
     reply: &Reply,
     reply_id: Option<Uuid>,
+    run: Option<(Uuid, u32)>,
 ) -> Result<Answer, ApiError> {
     let keys = TurnKeys {
         user_id: turn.user.id,
@@ -33,6 +34,7 @@ pub(super) async fn store(
         content: &reply.text,
         usage: reply.usage,
         model: reply.model.as_deref(),
+        run,
     };
     let stored = async {
         let conn = chat.db.conn().await?;

@@ -1,7 +1,9 @@
 //! The turn, whichever way its reply is delivered: `begin` ([`prepare`]: the route, the user,
 //! the body, the key and round trip 1, whose connection goes back before the model is called),
 //! `call` (the model: [`answer`] for a whole reply; [`open_stream`] then [`stream`] for a
-//! streamed one; model errors become [`ApiError`](shared::http::ApiError)s there, once) and `end`
+//! streamed one; model errors become [`ApiError`](shared::http::ApiError)s there, once), `run`
+//! (an agent with tools: [`run`], the agent's loop, whole or streamed, its steps stored as they
+//! complete; it answers, or pauses for a person's approval) and `end`
 //! (round trip 2, the reply stored once then pushed to the user's other tabs; or the release of a
 //! turn that failed: its lease and in-flight slot go back, the user's message stays, so a retry
 //! with the same Idempotency-Key answers it).
@@ -12,6 +14,7 @@
 mod begin;
 mod call;
 mod end;
+mod run;
 
 use chrono::{DateTime, Utc};
 use shared::auth::{Authenticator, User};
@@ -22,10 +25,11 @@ use shared::model::{ModelRequest, SharedModel};
 use uuid::Uuid;
 
 use crate::settings::Settings;
-use crate::turn::StoredReply;
+use crate::turn::{AgentRun, StoredReply};
 pub(crate) use crate::view::{Event, ReplyView};
 pub(crate) use begin::prepare;
 pub(crate) use call::{answer, open_stream, stream};
+pub(crate) use run::{run, Ran};
 
 /// The chat function's state, built once per instance.
 pub struct Chat {
@@ -70,11 +74,18 @@ pub(crate) struct Prepared {
     /// The model call's bound (the message's lease covers it).
     model_timeout: std::time::Duration,
     lease: DateTime<Utc>,
+    /// The agent has tools: the turn is this run.
+    run: Option<AgentRun>,
 }
 
 impl Prepared {
     pub(crate) fn conversation_id(&self) -> Uuid {
         self.conversation_id
+    }
+
+    /// The turn is an agent's run with tools.
+    pub(crate) fn is_run(&self) -> bool {
+        self.run.is_some()
     }
 }
 

@@ -4,12 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use shared::agent::run::Tool;
 use shared::db::{column, DbError, FromRow, Row, Sql, Type};
-use shared::model::{ChatMessage, Role};
+use shared::model::{ChatMessage, Role, ToolCall, ToolSpec};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::turn::{StoredReply, TurnRow};
+use crate::turn::{AgentRun, StoredReply, TurnRow};
 
 /// Limits applied in the first round trip.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +49,7 @@ pub async fn begin_turn<C: GenericClient + Sync>(
     limits: TurnLimits,
 ) -> Result<TurnRow, DbError> {
     let new_conversation = Uuid::new_v4();
+    let new_run = Uuid::new_v4();
     let row = sql
         .query_one(
             "WITH agent AS (
@@ -125,9 +127,19 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                   WHERE m.id = p.id AND EXISTS (SELECT 1 FROM admitted)
                     AND (m.answering_until IS NULL OR m.answering_until <= now())
                  RETURNING m.id
+             ), tools AS (
+                 SELECT name, description, parameters, url, requires_approval, timeout_ms FROM agent_tools
+                  WHERE agent_id = $2 AND EXISTS (SELECT 1 FROM agent)
+             ), run AS (
+                 -- An agent with tools: the turn is a run, its steps stored as they complete.
+                 INSERT INTO agent_runs (id, agent_id, user_id, conversation_id)
+                 SELECT $13, $2, $1, c.id FROM conversation c
+                  WHERE EXISTS (SELECT 1 FROM tools)
+                    AND (EXISTS (SELECT 1 FROM inserted) OR EXISTS (SELECT 1 FROM claimed))
+                 RETURNING id
              ), history AS (
                  -- A retry answers its own message: the history ends with it.
-                 SELECT role, content, created_at, id FROM messages
+                 SELECT role, content, tool_calls, tool_call_id, created_at, id FROM messages
                   WHERE conversation_id = (SELECT id FROM owned)
                     AND (NOT EXISTS (SELECT 1 FROM prior) OR created_at <= (SELECT created_at FROM prior))
                   ORDER BY created_at DESC, id DESC
@@ -142,8 +154,14 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                     coalesce((SELECT id FROM inserted), (SELECT id FROM claimed)) AS message_id,
                     now() + make_interval(secs => $10) AS lease_until,
                     (SELECT instructions FROM agent) AS instructions,
-                    (SELECT coalesce(jsonb_agg(jsonb_build_object('role', role, 'content', content)
+                    (SELECT coalesce(jsonb_agg(jsonb_build_object('role', role, 'content', content,
+                                                                  'toolCalls', tool_calls, 'toolCallId', tool_call_id)
                                                ORDER BY created_at, id), '[]'::jsonb) FROM history) AS history,
+                    (SELECT id FROM run) AS run_id,
+                    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                'name', name, 'description', description, 'parameters', parameters, 'url', url,
+                                'requiresApproval', requires_approval, 'timeoutMs', timeout_ms)
+                              ORDER BY name COLLATE \"C\"), '[]'::jsonb) FROM tools) AS tools,
                     (SELECT jsonb_build_object('id', id, 'content', content, 'createdAt', created_at)
                        FROM prior_reply LIMIT 1) AS prior_reply,
                     greatest(1, ceil(extract(epoch FROM coalesce(
@@ -169,6 +187,7 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                 (&limits.answer_lease_secs, Type::FLOAT8),
                 (&limits.max_in_flight, Type::INT8),
                 (&limits.user_daily_tokens, Type::INT8),
+                (&new_run, Type::UUID),
             ],
         )
         .await?;
@@ -177,9 +196,24 @@ pub async fn begin_turn<C: GenericClient + Sync>(
 
 /// One message of the `history` column.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct HistoryRow {
     role: String,
     content: String,
+    tool_calls: Option<Vec<ToolCall>>,
+    tool_call_id: Option<String>,
+}
+
+/// One tool of the `tools` column.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolRow {
+    name: String,
+    description: String,
+    parameters: serde_json::Value,
+    url: String,
+    requires_approval: bool,
+    timeout_ms: u64,
 }
 
 /// The `prior_reply` column (`jsonb_build_object` above).
@@ -198,11 +232,33 @@ impl FromRow for TurnRow {
             .into_iter()
             .map(|h| {
                 Role::parse(&h.role)
-                    .map(|role| ChatMessage::text(role, h.content))
+                    .map(|role| ChatMessage {
+                        role,
+                        content: h.content,
+                        tool_calls: h.tool_calls.unwrap_or_default(),
+                        tool_call_id: h.tool_call_id,
+                    })
                     .ok_or_else(|| DbError::decode(format!("column history: unknown role {:?}", h.role)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let prior_reply: Option<PriorReply> = json_column(row, "prior_reply")?;
+        let tools: Vec<ToolRow> = json_column(row, "tools")?;
+        let run = column::<Option<Uuid>>(row, "run_id")?.map(|id| AgentRun {
+            id,
+            tools: tools
+                .into_iter()
+                .map(|t| Tool {
+                    spec: ToolSpec {
+                        name: t.name,
+                        description: t.description,
+                        parameters: t.parameters,
+                    },
+                    url: t.url,
+                    requires_approval: t.requires_approval,
+                    timeout: std::time::Duration::from_millis(t.timeout_ms),
+                })
+                .collect(),
+        });
         Ok(TurnRow {
             agent_ok: column(row, "agent_ok")?,
             conversation_ok: column(row, "conversation_ok")?,
@@ -223,6 +279,7 @@ impl FromRow for TurnRow {
             retry_after_secs: column(row, "retry_after_secs")?,
             over_budget: column(row, "over_budget")?,
             budget_resets_in_secs: column(row, "budget_resets_in_secs")?,
+            run,
         })
     }
 }

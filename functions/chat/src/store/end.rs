@@ -19,12 +19,14 @@ pub struct TurnKeys<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// A reply to store: its text, what it cost (`None`: unknown) and the model that wrote it.
+/// A reply to store: its text, what it cost (`None`: unknown), the model that wrote it, and
+/// for an agent's run the run and the step it ends.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplyToStore<'a> {
     pub content: &'a str,
     pub usage: Option<Usage>,
     pub model: Option<&'a str>,
+    pub run: Option<(Uuid, u32)>,
 }
 
 /// Round trip 2: stores the model's reply (once per Idempotency-Key) with its usage, adds that
@@ -38,14 +40,18 @@ pub async fn store_reply<C: GenericClient + Sync>(
     lease: DateTime<Utc>,
     id: Option<Uuid>,
 ) -> Result<Option<(StoredReply, Connections)>, DbError> {
+    let (run, step) = match reply.run {
+        Some((run, step)) => (Some(run), Some(i32::try_from(step).unwrap_or(i32::MAX))),
+        None => (None, None),
+    };
     let input = reply.usage.map(|u| u.input_tokens);
     let output = reply.usage.map(|u| u.output_tokens);
     // The owner's live connections come back with the reply (pushed after this commits).
     let statement = format!(
         "WITH reply AS (
                  INSERT INTO messages (id, conversation_id, user_id, role, content, idempotency_key,
-                                       input_tokens, output_tokens, model)
-                 VALUES (coalesce($6, gen_random_uuid()), $1, $2, 'assistant', $3, $4, $8, $9, $10)
+                                       input_tokens, output_tokens, model, run_id, step)
+                 VALUES (coalesce($6, gen_random_uuid()), $1, $2, 'assistant', $3, $4, $8, $9, $10, $11, $12)
                      ON CONFLICT (user_id, role, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id, content, created_at
              ), used AS (
@@ -60,6 +66,11 @@ pub async fn store_reply<C: GenericClient + Sync>(
                  RETURNING 1
              ), touched AS (
                  UPDATE conversations SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM reply)
+                 RETURNING 1
+             ), ran AS (
+                 -- An agent's run ends with its answer.
+                 UPDATE agent_runs SET status = 'completed', updated_at = now()
+                  WHERE id = $11 AND EXISTS (SELECT 1 FROM reply)
                  RETURNING 1
              ), released AS (
                  UPDATE chat_usage SET in_flight = array_remove(in_flight, $5) WHERE user_id = $2
@@ -83,6 +94,8 @@ pub async fn store_reply<C: GenericClient + Sync>(
                 (&input, Type::INT8),
                 (&output, Type::INT8),
                 (&reply.model, Type::TEXT),
+                (&run, Type::UUID),
+                (&step, Type::INT4),
             ],
         )
         .await?;

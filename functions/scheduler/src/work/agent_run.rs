@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use shared::agent::run::{drive, End, Limits, Run, RunError, Tool};
-use shared::agent::store::{self, DbSteps, OPERATOR};
+use shared::agent::run::{drive, Calls, End, Limits, Run, RunError, Tool};
+use shared::agent::store::{self, DbSteps, Place, OPERATOR};
 use shared::db::{Db, DbError};
 use shared::model::{ChatMessage, ModelError, Role};
 use shared::telemetry::Chain;
@@ -57,11 +57,16 @@ pub(crate) async fn run(runner: &Runner<'_>, task: &ClaimedTask, tools: &[Tool],
         max_steps: settings.max_steps,
         parallel_calls: settings.parallel_calls,
         deadline: Instant::now() + budget,
+        calls: Calls::Whole,
     };
     let steps = DbSteps {
         db: runner.db,
-        run: stored.id,
-        user: task.user_id.unwrap_or(OPERATOR),
+        place: Place {
+            run: stored.id,
+            user: task.user_id.unwrap_or(OPERATOR),
+            conversation: None,
+        },
+        answer_stored_apart: false,
     };
     let run = Run {
         id: stored.id,

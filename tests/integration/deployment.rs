@@ -522,11 +522,21 @@ fn each_function_may_read_only_the_secrets_of_its_own_use_and_only_token_verifie
     let expected = [
         (
             "ChatFunction",
-            set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn", "OpenAiApiKeySecretArn"]),
+            set(&[
+                "DatabaseUrlSecretArn",
+                "SupabaseJwtSecretArn",
+                "OpenAiApiKeySecretArn",
+                "AgentToolSigningSecretArn",
+            ]),
         ),
         (
             "ChatStreamFunction",
-            set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn", "OpenAiApiKeySecretArn"]),
+            set(&[
+                "DatabaseUrlSecretArn",
+                "SupabaseJwtSecretArn",
+                "OpenAiApiKeySecretArn",
+                "AgentToolSigningSecretArn",
+            ]),
         ),
         ("ApiFunction", set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn"])),
         (
@@ -539,7 +549,11 @@ fn each_function_may_read_only_the_secrets_of_its_own_use_and_only_token_verifie
         ),
         (
             "SchedulerFunction",
-            set(&["DatabaseUrlSecretArn", "OpenAiApiKeySecretArn"]),
+            set(&[
+                "DatabaseUrlSecretArn",
+                "OpenAiApiKeySecretArn",
+                "AgentToolSigningSecretArn",
+            ]),
         ),
         ("LiveFunction", set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn"])),
     ];

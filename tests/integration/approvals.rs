@@ -84,8 +84,10 @@ async fn paused(calls: Vec<Value>, answer: &'static str) -> Paused {
     );
     let api = Api {
         live: shared::live::Publisher::off(),
+        // Room for two requests at once (the concurrent decisions).
         db: h.db.pool(&PoolOptions {
             app: "api".into(),
+            max_size: 4,
             ..PoolOptions::default()
         }),
         auth: Authenticator::new(AuthConfig::new(&h.auth.url(), Some(SECRET.into())))
@@ -432,4 +434,37 @@ async fn a_run_nobody_decides_on_expires_at_the_next_invocation_and_its_task_fai
     assert_eq!(body["error"]["message"], "the run is expired");
     assert_eq!(p.invoke().await.expired, 0, "expired once");
     assert!(p.tool.hits().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_is_read_in_one_statement() {
+    let p = paused(vec![json!({"order": 7})], "done").await;
+    let before = p.api.db.statements_sent();
+    let (status, view) = p.get(&p.run.to_string(), USER).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(p.api.db.statements_sent() - before, 1);
+}
+
+#[tokio::test]
+async fn concurrent_approve_and_reject_of_one_call_let_exactly_one_win() {
+    let p = paused(vec![json!({"order": 7})], "done").await;
+    let ((a, approved), (r, rejected)) = tokio::join!(p.mine("call_0_0", "approve"), p.mine("call_0_0", "reject"));
+    let mut statuses = [a, r];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{approved} {rejected}");
+    let (run, task, _, _, decisions) = p.state().await;
+    assert_eq!((run.as_str(), task.as_str(), decisions), ("running", "pending", 1));
+}
+
+#[tokio::test]
+async fn concurrent_decisions_on_the_last_two_waiting_calls_resume_the_run() {
+    let p = paused(vec![json!({"order": 7}), json!({"order": 8})], "done").await;
+    let ((a, first), (b, second)) = tokio::join!(p.mine("call_0_0", "approve"), p.mine("call_0_1", "reject"));
+    assert_eq!((a, b), (200, 200), "{first} {second}");
+    let (run, task, _, _, decisions) = p.state().await;
+    assert_eq!(
+        (run.as_str(), task.as_str(), decisions),
+        ("running", "pending", 2),
+        "the second decision saw the first"
+    );
 }

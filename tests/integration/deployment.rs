@@ -440,6 +440,9 @@ fn every_frontend_route_of_the_design_is_in_the_template() {
         "POST /api/tasks/{id}/approve",
         "POST /api/tasks/{id}/reject",
         "POST /api/tasks/{id}/cancel",
+        "GET /api/runs/{id}",
+        "POST /api/runs/{id}/tool-calls/{callId}/approve",
+        "POST /api/runs/{id}/tool-calls/{callId}/reject",
         "GET /api/usage",
     ] {
         assert!(routes.contains(&route.to_string()), "{route} is routed: {routes:?}");

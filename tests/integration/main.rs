@@ -7,6 +7,7 @@ mod agent_runs;
 mod agents_api;
 mod alerting;
 mod api;
+mod approvals;
 mod browser;
 mod chat;
 mod chat_abuse;

@@ -17,6 +17,7 @@ use shared::metrics::Metrics;
 use crate::agents::{self, AgentsView, OwnedAgentView};
 use crate::conversations::{self, ConversationView, ConversationsQuery, MessageView, MessagesQuery};
 use crate::query::Query;
+use crate::runs::{self, RunView, Verdict};
 use crate::settings::Settings;
 use crate::tasks::{self, Action, Filter, Insert, Quota, Task, TaskView};
 use crate::tools::{self, ToolsView};
@@ -45,6 +46,8 @@ enum Route<'a> {
     CreateTask,
     Task(&'a str),
     Decide(&'a str, Action),
+    Run(&'a str),
+    DecideCall(&'a str, &'a str, Verdict),
     Usage,
 }
 
@@ -70,6 +73,13 @@ fn route<'a>(segments: &[&'a str], method: &Method) -> Result<Route<'a>, ApiErro
         ["", "api", "tasks", id, "approve"] => only(Method::POST, Route::Decide(id, Action::Approve)),
         ["", "api", "tasks", id, "reject"] => only(Method::POST, Route::Decide(id, Action::Reject)),
         ["", "api", "tasks", id, "cancel"] => only(Method::POST, Route::Decide(id, Action::Cancel)),
+        ["", "api", "runs", id] => only(Method::GET, Route::Run(id)),
+        ["", "api", "runs", id, "tool-calls", call, "approve"] => {
+            only(Method::POST, Route::DecideCall(id, call, Verdict::Approve))
+        }
+        ["", "api", "runs", id, "tool-calls", call, "reject"] => {
+            only(Method::POST, Route::DecideCall(id, call, Verdict::Reject))
+        }
         ["", "api", "usage"] => only(Method::GET, Route::Usage),
         _ => Err(ApiError::NotFound),
     }
@@ -199,6 +209,43 @@ async fn respond(api: &Api, request: &Request, request_id: &str) -> Result<Respo
             // Committed, and the connection given back: the owner's other tabs hear of it.
             publish_task(api, &task, connections).await;
             ok(&TaskView::of(&task, Utc::now()), request_id)
+        }
+        Route::Run(id) => {
+            Query::of(request, &[])?;
+            let id = path_id(id)?;
+            let run = {
+                let conn = api.db.conn().await?;
+                runs::one(&conn.sql(), user.id, id).await?
+            };
+            let run = run.ok_or(ApiError::NotFoundWith("run not found"))?;
+            ok(&RunView::of(&run), request_id)
+        }
+        Route::DecideCall(id, call, verdict) => {
+            Query::of(request, &[])?;
+            let id = path_id(id)?;
+            let call = runs::tool_call_id(call).ok_or(ApiError::NotFoundWith("tool call not found"))?;
+            let (decided, run) = {
+                let mut conn = api.db.conn().await?;
+                let decided = {
+                    let tx = conn.transaction().await?;
+                    let decided = runs::decide(&tx.sql(), user.id, id, call, verdict).await?;
+                    tx.commit().await?;
+                    decided
+                };
+                (decided, runs::one(&conn.sql(), user.id, id).await?)
+            };
+            // Committed, and the connection given back: the owner's tabs hear of the task resumed.
+            if let Some((task, at)) = decided.task {
+                if api.live.is_on() && !decided.connections.is_empty() {
+                    let delivery = Delivery {
+                        event: LiveEvent::task(task, "pending", at),
+                        to: decided.connections,
+                    };
+                    api.live.publish(&api.db, &[delivery]).await;
+                }
+            }
+            let run = run.ok_or(ApiError::NotFoundWith("run not found"))?;
+            ok(&RunView::of(&run), request_id)
         }
         Route::Usage => {
             let asked = UsageQuery::of(request)?;

@@ -63,6 +63,7 @@ as_stored!(
     NaiveDate,
     serde_json::Value,
     DateTime<Utc>,
+    Option<DateTime<Utc>>,
     // States are stored as text and read by their enum's `parse` (`shared::tasks`).
     TaskStatus,
     Approval,

@@ -45,6 +45,8 @@ pub struct Summary {
     pub throttled: u64,
     /// Tasks whose agent's run paused for a person's approval of a tool call.
     pub awaiting_approval: u64,
+    /// Runs whose wait for an approval outlived `AGENT_APPROVAL_TTL_HOURS`: ended, their tasks failed.
+    pub expired: u64,
     /// The instance's concurrency limit when the run ended.
     pub concurrency: u64,
     /// Most model calls in flight at once during the run.

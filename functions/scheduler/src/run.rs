@@ -1,6 +1,6 @@
 //! One invocation: the Lambda [`handle`]r reads the trigger and the deadline, then
 //! [`Scheduler::run`] builds the invocation's work ([`Store`], [`Runner`]) and its [`Pipeline`],
-//! rescues expired leases, runs the pipeline, counts what is left, starts the next invocation
+//! rescues expired leases, expires runs that waited too long for an approval, runs the pipeline, counts what is left, starts the next invocation
 //! when a backlog outlived this one, and reports.
 
 use std::sync::atomic::AtomicUsize;
@@ -75,6 +75,7 @@ impl Scheduler {
                 failed = summary.failed,
                 retried = summary.retried,
                 rescued = summary.rescued,
+                expired = summary.expired,
                 released = summary.released,
                 remaining_due = summary.remaining_due,
                 throttled = summary.throttled,
@@ -111,6 +112,7 @@ impl Scheduler {
             return Ok(Stop::Drained);
         }
         store.rescue(summary).await?;
+        store.expire(summary).await?;
         let worker = Worker {
             runner: Runner {
                 model: &self.model,

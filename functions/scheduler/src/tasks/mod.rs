@@ -5,6 +5,7 @@
 //! - [`claim`](mod@claim): the fair claim of due tasks ([`claim_sql`]).
 //! - [`finish`](mod@finish): a batch of finished tasks recorded in one statement.
 //! - [`rescue`](mod@rescue): expired leases, orphaned claims and the due backlog.
+//! - [`expire`](mod@expire): runs that waited for an approval too long.
 
 /// `Type { field: column(row, "field")?, …; other: value, … }`: a row decoded by column name,
 /// each column named once, as the field it fills; the fields after `;` are decoded otherwise.
@@ -18,6 +19,7 @@ macro_rules! by_name {
 }
 
 pub mod claim;
+pub mod expire;
 pub mod finish;
 pub mod rescue;
 
@@ -25,6 +27,7 @@ use shared::db::{Param, Type};
 use shared::tasks::NextColumns;
 
 pub use claim::{claim, claim_sql, lone_claim_sql, ClaimPolicy, Claimed, ClaimedTask, AGENT_UNAVAILABLE};
+pub use expire::{expire, expiring_occurrences, Expired, APPROVAL_EXPIRED};
 pub use finish::{finish, FinishCounts, Finished, Outcome, TaskConnection};
 pub use rescue::{due_counts, expired_last_occurrences, release_orphans, rescue, ExpiredOccurrence, Rescued};
 pub use shared::tasks::{decide, task_state, Decision, TaskState, TaskStatus};

@@ -211,6 +211,35 @@ impl Store<'_> {
         Ok(())
     }
 
+    /// Ends runs that waited for a decision past their `paused_until` and fails their tasks;
+    /// the recurring ones get their series' next occurrence in the same statement.
+    pub(crate) async fn expire(&self, summary: &mut Summary) -> Result<(), DbError> {
+        let conn = self.db.conn().await?;
+        let sql = conn.sql();
+        let expiring = tasks::expiring_occurrences(&sql, self.settings.rescue_limit).await?;
+        let now = Utc::now();
+        let planned: Vec<(Uuid, Option<Next>)> = expiring
+            .iter()
+            .map(|t| {
+                let next = next_occurrence(self.settings, t.id, t.schedule.occurrence(), Ending::Failed, now);
+                (t.id, next)
+            })
+            .collect();
+        summary.series_ended += planned.iter().filter(|(_, next)| next.is_none()).count() as u64;
+        let expired = tasks::expire(&sql, self.settings.rescue_limit, &planned).await?;
+        if expired.runs > 0 {
+            tracing::info!(
+                runs = expired.runs,
+                tasks_failed = expired.failed,
+                "runs that waited for an approval past AGENT_APPROVAL_TTL_HOURS expired"
+            );
+        }
+        summary.expired = u64::try_from(expired.runs).unwrap_or(0);
+        summary.failed += u64::try_from(expired.failed).unwrap_or(0);
+        summary.series_suspended += u64::try_from(expired.suspended).unwrap_or(0);
+        Ok(())
+    }
+
     /// Due, approved, pending tasks not yet claimed.
     pub(crate) async fn remaining_due(&self) -> Result<u64, DbError> {
         let conn = self.db.conn().await?;

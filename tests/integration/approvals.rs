@@ -468,3 +468,112 @@ async fn concurrent_decisions_on_the_last_two_waiting_calls_resume_the_run() {
         "the second decision saw the first"
     );
 }
+
+#[tokio::test]
+async fn a_chat_turn_paused_for_approval_resumes_in_the_scheduler_once_approved_and_its_answer_lands_in_the_conversation(
+) {
+    let model = ToolModel::start(ToolScript {
+        steps: vec![
+            Step::Call(vec![("refund", json!({"order": "A-1"}))]),
+            Step::Answer("Refunded A-1."),
+        ],
+        latency: Duration::ZERO,
+    })
+    .await;
+    let mut chat_settings = chat::Settings::default();
+    chat_settings.runs.policy.allow_loopback = true;
+    chat_settings.runs.secret = Some(Arc::from(SIGNING.as_bytes()));
+    let h = integration_tests::harness::harness_with(
+        Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
+        chat_settings,
+        None,
+        false,
+    )
+    .await;
+    let client = h.db.direct().await;
+    let tool = ToolServer::start(ToolMode::Echo).await;
+    client
+        .execute(
+            "INSERT INTO agent_tools (agent_id, name, description, parameters, url, requires_approval)
+             VALUES ($1, 'refund', 'refunds an order', '{\"type\": \"object\"}', $2, true)",
+            &[&h.agent, &tool.url],
+        )
+        .await
+        .unwrap();
+    let (status, paused) = h.send("refund order A-1", None).await;
+    assert_eq!(status, 202, "{paused}");
+    let run = paused["runId"].as_str().unwrap().to_string();
+    let call = paused["toolCalls"][0]["id"].as_str().unwrap().to_string();
+
+    let mut settings: SchedulerSettings = test_config();
+    settings.runs.policy.allow_loopback = true;
+    settings.runs.secret = Some(Arc::from(SIGNING.as_bytes()));
+    let p = Paused {
+        api: Api {
+            live: shared::live::Publisher::off(),
+            db: h.db.pool(&PoolOptions {
+                app: "api".into(),
+                ..PoolOptions::default()
+            }),
+            auth: Authenticator::new(AuthConfig::new(&h.auth.url(), Some(SECRET.into())))
+                .expect("an HTTP client with its timeouts"),
+            settings: ApiSettings::default(),
+            metrics: quiet_metrics("api"),
+        },
+        scheduler: scheduler_on(
+            &h.db,
+            Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
+            settings,
+        ),
+        run: run.parse().unwrap(),
+        task: Uuid::nil(),
+        client,
+        tool,
+        model,
+        h,
+    };
+    // Nothing runs before the decision.
+    assert_eq!(p.invoke().await.completed, 0);
+    let (status, view) = p.mine(&call, "approve").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["status"], "running");
+
+    let summary = p.invoke().await;
+    assert_eq!(summary.completed, 1, "{summary:?}");
+    assert_eq!(p.tool.hits().len(), 1, "the approved call is made once");
+    let conversation: Vec<(String, String)> = p
+        .client
+        .query(
+            "SELECT m.role, m.content FROM messages m JOIN agent_runs r ON r.conversation_id = m.conversation_id
+              WHERE r.id = $1 ORDER BY m.created_at, m.id",
+            &[&p.run],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let roles: Vec<&str> = conversation.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+    assert_eq!(
+        conversation[3].1, "Refunded A-1.",
+        "the answer lands in the conversation"
+    );
+    let status: String = p
+        .client
+        .query_one("SELECT status FROM agent_runs WHERE id = $1", &[&p.run])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "completed");
+    // The model was given the conversation (the user's message first), then the call and its result.
+    let last = p.model.requests().pop().unwrap();
+    let sent: Vec<&str> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, ["system", "user", "assistant", "tool"]);
+    assert_eq!(last["messages"][1]["content"], "refund order A-1");
+}

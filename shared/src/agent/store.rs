@@ -45,11 +45,15 @@ pub async fn tools_of<C: GenericClient + Sync>(sql: &Sql<'_, C>, agent: Uuid) ->
         .collect()
 }
 
-/// A run as stored: its id, its steps as messages (after the prompt), how many model calls
-/// they hold and what those cost (`None`: not known for each), the decisions on its calls.
+/// A run as stored: its id, its conversation (a chat turn's run resumed by a task) with the
+/// messages before the run, its steps as messages, how many model calls they hold and what
+/// those cost (`None`: not known for each), the decisions on its calls.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
     pub id: Uuid,
+    pub conversation: Option<Uuid>,
+    /// The conversation's last messages before the run (none for a task's own run).
+    pub before: Vec<ChatMessage>,
     pub messages: Vec<ChatMessage>,
     pub steps: u32,
     pub usage: Option<Usage>,
@@ -64,12 +68,17 @@ struct StepRow {
     content: String,
     tool_calls: Option<Vec<ToolCall>>,
     tool_call_id: Option<String>,
+    #[serde(default)]
     input_tokens: Option<i64>,
+    #[serde(default)]
     output_tokens: Option<i64>,
 }
 
+/// Messages of a chat turn's conversation given to its run when a task resumes it.
+const HISTORY: i64 = 40;
+
 /// Begins the run of task `task` (agent `agent`, owner `user`), or finds it as an earlier
-/// attempt left it: one statement.
+/// attempt left it (or as a chat turn paused it): one statement.
 #[tracing::instrument(skip_all)]
 pub async fn begin_task_run<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
@@ -83,9 +92,20 @@ pub async fn begin_task_run<C: GenericClient + Sync>(
                  INSERT INTO agent_runs (agent_id, user_id, task_id) VALUES ($2, $3, $1)
                      ON CONFLICT (task_id) WHERE task_id IS NOT NULL
                      DO UPDATE SET status = 'running', paused_until = NULL, updated_at = now()
-                 RETURNING id
+                 RETURNING id, conversation_id
              )
-             SELECT run.id,
+             SELECT run.id, run.conversation_id,
+                    coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                  'role', h.role, 'content', h.content, 'toolCalls', h.tool_calls,
+                                  'toolCallId', h.tool_call_id) ORDER BY h.created_at, h.id)
+                                FROM (SELECT * FROM messages m
+                                       WHERE m.conversation_id = run.conversation_id
+                                         AND m.run_id IS DISTINCT FROM run.id
+                                         -- what came before the run's first step (the turn's
+                                         -- own message included)
+                                         AND m.created_at < coalesce((SELECT min(s.created_at) FROM messages s
+                                                                       WHERE s.run_id = run.id), now())
+                                       ORDER BY m.created_at DESC, m.id DESC LIMIT $4) h), '[]') AS before,
                     coalesce((SELECT jsonb_agg(jsonb_build_object(
                                   'role', m.role, 'content', m.content, 'toolCalls', m.tool_calls,
                                   'toolCallId', m.tool_call_id, 'inputTokens', m.input_tokens,
@@ -95,7 +115,12 @@ pub async fn begin_task_run<C: GenericClient + Sync>(
                     coalesce((SELECT jsonb_object_agg(d.tool_call_id, d.decision)
                                 FROM agent_run_decisions d WHERE d.run_id = run.id), '{}') AS decisions
                FROM run",
-            &[(&task, Type::UUID), (&agent, Type::UUID), (&user, Type::UUID)],
+            &[
+                (&task, Type::UUID),
+                (&agent, Type::UUID),
+                (&user, Type::UUID),
+                (&HISTORY, Type::INT8),
+            ],
         )
         .await?;
     stored_run(&row)
@@ -106,8 +131,12 @@ fn stored_run(row: &tokio_postgres::Row) -> Result<StoredRun, DbError> {
         serde_json::from_value(column::<Value>(row, "steps")?).map_err(|e| DbError::decode_column("steps", e))?;
     let decisions: HashMap<String, String> = serde_json::from_value(column::<Value>(row, "decisions")?)
         .map_err(|e| DbError::decode_column("decisions", e))?;
+    let before: Vec<StepRow> =
+        serde_json::from_value(column::<Value>(row, "before")?).map_err(|e| DbError::decode_column("before", e))?;
     let mut run = StoredRun {
         id: column(row, "id")?,
+        conversation: column(row, "conversation_id")?,
+        before: before.into_iter().map(message).collect::<Result<_, _>>()?,
         messages: Vec::with_capacity(steps.len()),
         steps: 0,
         usage: Some(Usage::default()),
@@ -121,20 +150,11 @@ fn stored_run(row: &tokio_postgres::Row) -> Result<StoredRun, DbError> {
             .collect(),
     };
     for step in steps {
-        let role = Role::parse(&step.role)
-            .ok_or_else(|| DbError::decode(format!("column steps: unknown role {:?}", step.role)))?;
-        let message = match role {
-            Role::Tool => ChatMessage::tool_result(step.tool_call_id.unwrap_or_default(), step.content),
-            _ => ChatMessage {
-                role,
-                content: step.content,
-                tool_calls: step.tool_calls.unwrap_or_default(),
-                tool_call_id: None,
-            },
-        };
-        if role == Role::Assistant {
+        let (input_tokens, output_tokens) = (step.input_tokens, step.output_tokens);
+        let message = message(step)?;
+        if message.role == Role::Assistant {
             run.steps += 1;
-            run.usage = match (run.usage, step.input_tokens, step.output_tokens) {
+            run.usage = match (run.usage, input_tokens, output_tokens) {
                 (Some(sum), Some(input), Some(output)) => Some(Usage {
                     input_tokens: sum.input_tokens.saturating_add(input),
                     output_tokens: sum.output_tokens.saturating_add(output),
@@ -148,6 +168,21 @@ fn stored_run(row: &tokio_postgres::Row) -> Result<StoredRun, DbError> {
         run.usage = None;
     }
     Ok(run)
+}
+
+/// A stored message as the model is given it.
+fn message(row: StepRow) -> Result<ChatMessage, DbError> {
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| DbError::decode(format!("a stored message has the role {:?}", row.role)))?;
+    Ok(match role {
+        Role::Tool => ChatMessage::tool_result(row.tool_call_id.unwrap_or_default(), row.content),
+        _ => ChatMessage {
+            role,
+            content: row.content,
+            tool_calls: row.tool_calls.unwrap_or_default(),
+            tool_call_id: None,
+        },
+    })
 }
 
 /// Stores the assistant message of step `step` of `run` (once: a second attempt storing the

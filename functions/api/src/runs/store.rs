@@ -158,11 +158,12 @@ pub async fn decide<C: GenericClient + Sync>(
     verdict: Verdict,
 ) -> Result<Decided, DbError> {
     let decision = verdict.as_stored();
+    let resume_task = Uuid::new_v4();
     let row = sql
         .query_one(
             &(format!(
                 "WITH run AS (
-                     SELECT r.id, r.agent_id, r.status, r.task_id FROM agent_runs r
+                     SELECT r.id, r.agent_id, r.status, r.task_id, r.conversation_id FROM agent_runs r
                       WHERE r.id = $1 AND r.user_id = $2
                  ), open AS (
                      SELECT o.c->>'id' AS id FROM run r, LATERAL ({OPEN_CALLS}) o
@@ -177,7 +178,9 @@ pub async fn decide<C: GenericClient + Sync>(
                         AND NOT EXISTS (SELECT 1 FROM prior)
                   RETURNING run_id
                  ), resumed AS (
-                     UPDATE agent_runs r SET status = 'running', paused_until = NULL, updated_at = now()
+                     -- A chat turn's run resumes in the scheduler: it gets a task of its own ($5).
+                     UPDATE agent_runs r SET status = 'running', paused_until = NULL, updated_at = now(),
+                                           task_id = coalesce(r.task_id, $5)
                        FROM decided
                       WHERE r.id = decided.run_id AND r.status = 'awaiting_approval'
                         AND NOT EXISTS (SELECT 1 FROM open o
@@ -185,6 +188,14 @@ pub async fn decide<C: GenericClient + Sync>(
                                            AND NOT EXISTS (SELECT 1 FROM agent_run_decisions d
                                                             WHERE d.run_id = r.id AND d.tool_call_id = o.id))
                   RETURNING r.task_id
+                 ), new_task AS (
+                     INSERT INTO agent_tasks (id, agent_id, user_id, prompt, approval_status, scheduled_for)
+                     SELECT $5, run.agent_id, $2,
+                            'Resume the agent''s run ' || run.id || ' in conversation ' || run.conversation_id
+                                || ' once its tool calls were decided',
+                            'approved', now()
+                       FROM resumed JOIN run ON resumed.task_id = $5
+                  RETURNING id
                  ), task AS (
                      UPDATE agent_tasks t SET status = 'pending', scheduled_for = now(), updated_at = now()
                        FROM resumed
@@ -204,6 +215,7 @@ pub async fn decide<C: GenericClient + Sync>(
                 (&user, Type::UUID),
                 (&call, Type::TEXT),
                 (&decision, Type::TEXT),
+                (&resume_task, Type::UUID),
             ],
         )
         .await?;

@@ -50,7 +50,13 @@ pub(crate) async fn run(runner: &Runner<'_>, task: &ClaimedTask, tools: &[Tool],
         Ok(stored) => stored,
         Err(e) => return runner.store_failed(task, &e),
     };
-    let mut history = vec![ChatMessage::text(Role::User, task.prompt.as_str())];
+    // A task's own run starts from its prompt; a chat turn's run it resumes, from the
+    // conversation before the run.
+    let mut history = if stored.conversation.is_some() {
+        stored.before
+    } else {
+        vec![ChatMessage::text(Role::User, task.prompt.as_str())]
+    };
     history.extend(stored.messages);
     let settings = &runner.settings.runs;
     let limits = Limits {
@@ -64,7 +70,8 @@ pub(crate) async fn run(runner: &Runner<'_>, task: &ClaimedTask, tools: &[Tool],
         place: Place {
             run: stored.id,
             user: task.user_id.unwrap_or(OPERATOR),
-            conversation: None,
+            // A chat turn's run: its answer lands in its conversation.
+            conversation: stored.conversation,
         },
         answer_stored_apart: false,
     };

@@ -29,6 +29,15 @@ fn tool_settings() -> SchedulerSettings {
     settings
 }
 
+/// A scheduler on `db` whose model is the OpenAI-compatible side of `model`, under `settings`.
+fn tool_scheduler(db: &TestDb, model: &ToolModel, settings: SchedulerSettings) -> scheduler::Scheduler {
+    scheduler_on(
+        db,
+        Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
+        settings,
+    )
+}
+
 /// Gives `agent` the tool `name` at `url`.
 async fn add_tool(client: &Client, agent: Uuid, name: &str, url: &str, timeout_ms: i32) {
     client
@@ -87,20 +96,6 @@ async fn task_row(client: &Client) -> tokio_postgres::Row {
         .unwrap()
 }
 
-fn three_steps() -> ToolScript {
-    ToolScript {
-        steps: vec![
-            Step::Call(vec![
-                ("weather", json!({"city": "Oslo"})),
-                ("weather", json!({"city": "Bergen"})),
-            ]),
-            Step::Call(vec![("compare", json!({"a": 3, "b": 1}))]),
-            Step::Answer("Oslo is warmer."),
-        ],
-        latency: Duration::ZERO,
-    }
-}
-
 #[tokio::test]
 async fn a_task_runs_its_agents_tools_over_three_steps_with_parallel_calls_and_stores_every_step() {
     let db = TestDb::new().await;
@@ -110,12 +105,8 @@ async fn a_task_runs_its_agents_tools_over_three_steps_with_parallel_calls_and_s
     add_tool(&client, agent, "weather", &tool.url, 5000).await;
     add_tool(&client, agent, "compare", &tool.url, 5000).await;
     seed_tasks(&client, agent, 1, "compare the weather", "", "").await;
-    let model = ToolModel::start(three_steps()).await;
-    let s = scheduler_on(
-        &db,
-        Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
-        tool_settings(),
-    );
+    let model = ToolModel::start(ToolScript::three_steps()).await;
+    let s = tool_scheduler(&db, &model, tool_settings());
 
     let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
     assert_eq!(summary.completed, 1, "{summary:?}");
@@ -201,11 +192,7 @@ async fn a_model_that_calls_tools_forever_stops_at_the_step_limit_and_the_task_s
     .await;
     let mut settings = tool_settings();
     settings.runs.max_steps = 3;
-    let s = scheduler_on(
-        &db,
-        Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
-        settings,
-    );
+    let s = tool_scheduler(&db, &model, settings);
     let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
     assert_eq!(summary.failed, 1, "{summary:?}");
     let task = task_row(&client).await;
@@ -278,11 +265,7 @@ async fn refused_cut_and_failed_tool_calls_are_errors_the_model_sees_and_the_run
         settings.runs.policy.allow_loopback = loopback;
         settings.runs.policy.allowed_hosts = hosts;
         settings.runs.policy.max_response_bytes = 1024 * 1024;
-        let s = scheduler_on(
-            &db,
-            Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
-            settings,
-        );
+        let s = tool_scheduler(&db, &model, settings);
         let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
         assert_eq!(summary.completed, 1, "{case}: {summary:?}");
         let result: String = client
@@ -366,11 +349,7 @@ async fn a_run_killed_after_a_stored_result_resumes_without_calling_that_tool_ag
     })
     .await;
     assert!(expired, "the killed instance's lease expires");
-    let s = scheduler_on(
-        &db,
-        Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
-        tool_settings(),
-    );
+    let s = tool_scheduler(&db, &model, tool_settings());
     let summary = invoke(&s, schedule_event(), Duration::from_secs(30)).await.unwrap();
     assert_eq!(summary.completed, 1, "{summary:?}");
     assert_eq!(task_row(&client).await.get::<_, String>("result"), "both done");
@@ -400,11 +379,7 @@ async fn no_pooler_client_or_transaction_is_held_while_a_tool_works() {
         latency: Duration::ZERO,
     })
     .await;
-    let s = scheduler_on(
-        &db,
-        Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
-        tool_settings(),
-    );
+    let s = tool_scheduler(&db, &model, tool_settings());
     let run = invoke(&s, schedule_event(), Duration::from_secs(30));
     let observe = async {
         let calling = eventually(Duration::from_secs(10), || async { slow.hits().len() == 1 }).await;

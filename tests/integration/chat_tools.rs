@@ -27,20 +27,6 @@ fn tool_settings() -> ChatSettings {
     settings
 }
 
-fn three_steps() -> ToolScript {
-    ToolScript {
-        steps: vec![
-            Step::Call(vec![
-                ("weather", json!({"city": "Oslo"})),
-                ("weather", json!({"city": "Bergen"})),
-            ]),
-            Step::Call(vec![("compare", json!({"a": 3, "b": 1}))]),
-            Step::Answer("Oslo is warmer."),
-        ],
-        latency: Duration::ZERO,
-    }
-}
-
 async fn add_tool(h: &Harness, name: &str, url: &str, requires_approval: bool) {
     h.db.direct()
         .await
@@ -83,7 +69,7 @@ async fn run_status(h: &Harness) -> Vec<String> {
 #[tokio::test]
 async fn a_turn_runs_the_agents_tools_to_an_answer_and_the_next_turn_replays_them_as_valid_history_to_both_providers() {
     for provider in ["openai", "bedrock"] {
-        let model_server = ToolModel::start(three_steps()).await;
+        let model_server = ToolModel::start(ToolScript::three_steps()).await;
         let model: Arc<dyn AgentModel> = match provider {
             "openai" => Arc::new(openai_model_at(&model_server.openai_url, Duration::from_secs(5))),
             _ => Arc::new(bedrock_model_at(&model_server.bedrock_url, Duration::from_secs(5))),
@@ -218,7 +204,7 @@ async fn the_stream_sends_tool_calls_and_results_between_meta_and_done() {
             .await
             .unwrap();
     }
-    let model_server = ToolModel::start(three_steps()).await;
+    let model_server = ToolModel::start(ToolScript::three_steps()).await;
     let supabase = "https://tools.supabase.co";
     let watch = Watch::start(
         &h_db,

@@ -31,6 +31,24 @@ pub struct ToolScript {
     pub latency: Duration,
 }
 
+impl ToolScript {
+    /// Three steps, no latency: two `weather` calls at once (Oslo, Bergen), then one `compare`
+    /// call, then the answer `Oslo is warmer.`.
+    pub fn three_steps() -> Self {
+        Self {
+            steps: vec![
+                Step::Call(vec![
+                    ("weather", json!({"city": "Oslo"})),
+                    ("weather", json!({"city": "Bergen"})),
+                ]),
+                Step::Call(vec![("compare", json!({"a": 3, "b": 1}))]),
+                Step::Answer("Oslo is warmer."),
+            ],
+            latency: Duration::ZERO,
+        }
+    }
+}
+
 /// The stand-in on 127.0.0.1: its base URLs and what it was sent.
 pub struct ToolModel {
     /// OpenAI-compatible base URL (with `/v1`).

@@ -188,15 +188,15 @@ impl Store<'_> {
         }
     }
 
-    /// Fails or re-queues tasks whose lease expired (a crashed or stopped instance); the
-    /// recurring ones get their series' next occurrence in the same statement.
-    pub(crate) async fn rescue(&self, summary: &mut Summary) -> Result<(), DbError> {
-        let conn = self.db.conn().await?;
-        let sql = conn.sql();
-        // The next occurrences are computed here: the cron is evaluated in Rust.
-        let expired = tasks::expired_last_occurrences(&sql, self.settings.rescue_limit).await?;
+    /// The next occurrence of each recurring occurrence about to fail (the cron evaluated in
+    /// Rust); those whose series can go no further are counted as ended.
+    fn plan_failed(
+        &self,
+        occurrences: &[tasks::ExpiredOccurrence],
+        summary: &mut Summary,
+    ) -> Vec<(Uuid, Option<Next>)> {
         let now = Utc::now();
-        let planned: Vec<(Uuid, Option<Next>)> = expired
+        let planned: Vec<(Uuid, Option<Next>)> = occurrences
             .iter()
             .map(|t| {
                 let next = next_occurrence(self.settings, t.id, t.schedule.occurrence(), Ending::Failed, now);
@@ -204,6 +204,17 @@ impl Store<'_> {
             })
             .collect();
         summary.series_ended += planned.iter().filter(|(_, next)| next.is_none()).count() as u64;
+        planned
+    }
+
+    /// Fails or re-queues tasks whose lease expired (a crashed or stopped instance); the
+    /// recurring ones get their series' next occurrence in the same statement.
+    pub(crate) async fn rescue(&self, summary: &mut Summary) -> Result<(), DbError> {
+        let conn = self.db.conn().await?;
+        let sql = conn.sql();
+        // The next occurrences are computed here: the cron is evaluated in Rust.
+        let expired = tasks::expired_last_occurrences(&sql, self.settings.rescue_limit).await?;
+        let planned = self.plan_failed(&expired, summary);
         let rescued = tasks::rescue(&sql, self.settings.rescue_limit, &planned).await?;
         summary.rescued = (rescued.pending + rescued.failed) as u64;
         summary.failed += rescued.failed as u64;
@@ -217,15 +228,7 @@ impl Store<'_> {
         let conn = self.db.conn().await?;
         let sql = conn.sql();
         let expiring = tasks::expiring_occurrences(&sql, self.settings.rescue_limit).await?;
-        let now = Utc::now();
-        let planned: Vec<(Uuid, Option<Next>)> = expiring
-            .iter()
-            .map(|t| {
-                let next = next_occurrence(self.settings, t.id, t.schedule.occurrence(), Ending::Failed, now);
-                (t.id, next)
-            })
-            .collect();
-        summary.series_ended += planned.iter().filter(|(_, next)| next.is_none()).count() as u64;
+        let planned = self.plan_failed(&expiring, summary);
         let expired = tasks::expire(&sql, self.settings.rescue_limit, &planned).await?;
         if expired.runs > 0 {
             tracing::info!(

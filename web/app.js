@@ -3,7 +3,9 @@
 // localStorage and its messages read back from GET /api/conversations/{id}/messages), and tasks
 // with their approval step, and today's token usage against the daily budget; replies are shown
 // as the model writes them when the streaming route is configured, and changes made elsewhere
-// (another tab, the scheduler) as the live socket reports them. Configuration comes from
+// (another tab, the scheduler) as the live socket reports them. An agent's tool calls and their
+// results are shown in the conversation, and a call that waits for a person has Approve / Reject
+// buttons (POST /api/runs/{id}/tool-calls/{callId}/approve|reject). Configuration comes from
 // config.json next to this file (scripts/dev writes it):
 //   { "chatBase", "apiBase", "streamBase", "liveUrl", "token" }
 // In AWS chatBase and apiBase are the HTTP API's URL and streamBase the chat-stream function URL
@@ -67,20 +69,250 @@ function conversationKey() {
   return `conversation:${agentId()}`;
 }
 
-function messageItem(message, done = true) {
+// A message as a list item: a user's or the agent's text; an agent's step that called tools (its
+// text, then a compact block per call: the tool's name and its JSON arguments); or a call's result
+// (role "tool", a collapsed block). `names` maps call ids to tool names. Everything is text
+// (textContent), never markup.
+function messageItem(message, done = true, names = new Map()) {
+  if (message.role === "tool") {
+    return toolResultItem(message.toolCallId, message.content, names.get(message.toolCallId), message.id);
+  }
   const li = document.createElement("li");
   li.className = message.role;
   li.dataset.id = message.id;
   if (done) li.dataset.done = "true";
-  li.textContent = message.content;
+  if (message.toolCalls && message.toolCalls.length) {
+    li.classList.add("tool-step");
+    if (message.runId) li.dataset.runId = message.runId;
+    if (message.content) li.append(stepText(message.content));
+    for (const c of message.toolCalls) li.append(toolCallBlock(c));
+  } else {
+    li.textContent = message.content;
+  }
+  return li;
+}
+
+// ---- tool calls (issue 22) --------------------------------------------------------------------
+const ARGUMENTS_SHOWN_CHARS = 500;
+const RESULT_SHOWN_CHARS = 2000;
+
+// A value as JSON text (a stored result is JSON text already: re-indented when it parses).
+function jsonText(value, indent = 0) {
+  let v = value;
+  if (typeof v === "string") {
+    try {
+      v = JSON.parse(v);
+    } catch {
+      return v;
+    }
+  }
+  return JSON.stringify(v, null, indent) ?? String(v);
+}
+
+function cut(text, max) {
+  return text.length > max ? `${text.slice(0, max)}… (${text.length - max} more characters)` : text;
+}
+
+function stepText(text) {
+  const div = document.createElement("div");
+  div.className = "step-text";
+  div.textContent = text;
+  return div;
+}
+
+function toolCallBlock(call) {
+  const div = document.createElement("div");
+  div.className = "tool-call";
+  div.dataset.callId = call.id;
+  const name = document.createElement("span");
+  name.className = "tool-name";
+  name.textContent = call.name;
+  const args = document.createElement("code");
+  args.className = "tool-arguments";
+  args.textContent = cut(jsonText(call.arguments ?? {}), ARGUMENTS_SHOWN_CHARS);
+  div.append(name, args);
+  return div;
+}
+
+function toolResultItem(callId, result, name, id) {
+  const li = document.createElement("li");
+  li.className = "tool";
+  if (id) li.dataset.id = id;
+  li.dataset.callId = callId;
+  li.dataset.done = "true";
+  let failed = false;
+  try {
+    const value = typeof result === "string" ? JSON.parse(result) : result;
+    failed = !!value && typeof value === "object" && !Array.isArray(value) && "error" in value;
+  } catch {
+    // Not JSON: shown as it is.
+  }
+  if (failed) li.classList.add("error");
+  const details = document.createElement("details");
+  details.className = "tool-result";
+  const summary = document.createElement("summary");
+  summary.textContent = `${failed ? "error from" : "result of"} ${name || "tool call"} (${callId})`;
+  const pre = document.createElement("pre");
+  pre.textContent = cut(jsonText(result, 2), RESULT_SHOWN_CHARS);
+  details.append(summary, pre);
+  li.append(details);
+  return li;
+}
+
+// The call blocks on screen of call `callId`.
+function callBlocks(callId) {
+  return [...document.querySelectorAll("#messages .tool-call")].filter((b) => b.dataset.callId === callId);
+}
+
+// Approve / Reject on each call of run `runId` waiting for a decision (`calls`: {id, name,
+// arguments}); a call not on screen yet gets its block.
+function showAwaiting(runId, calls) {
+  for (const call of calls) {
+    let block = callBlocks(call.id).at(-1);
+    if (!block) {
+      const li = messageItem({ role: "assistant", content: "", id: "", toolCalls: [call], runId });
+      $("messages").appendChild(li);
+      block = li.querySelector(".tool-call");
+    }
+    if (block.querySelector(".tool-approval")) continue;
+    const box = document.createElement("div");
+    box.className = "tool-approval";
+    box.dataset.runId = runId;
+    box.dataset.callId = call.id;
+    const state = document.createElement("span");
+    state.className = "tool-approval-state";
+    state.textContent = "waits for your decision";
+    box.append(state);
+    for (const [action, label] of [["approve", "Approve"], ["reject", "Reject"]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = label;
+      button.dataset.action = action;
+      button.addEventListener("click", () => decide(runId, call.id, action, box));
+      box.append(button);
+    }
+    block.append(box);
+    block.scrollIntoView({ block: "end" });
+  }
+}
+
+// The run's state on each of its approval boxes.
+function showRunState(runId, run) {
+  const says = {
+    awaiting_approval: "the run waits for a decision",
+    running: "the run will resume with your decision",
+    completed: "the run completed",
+  };
+  for (const box of document.querySelectorAll("#messages .tool-approval")) {
+    if (box.dataset.runId !== runId) continue;
+    box.dataset.runStatus = run.status;
+    if (box.dataset.decision) {
+      box.querySelector(".tool-approval-state").textContent =
+        `${box.dataset.decision} · ${says[run.status] || `the run ended: ${run.status}`}` +
+        (run.lastError ? ` (${run.lastError})` : "");
+    }
+  }
+}
+
+async function decide(runId, callId, action, box) {
+  const buttons = [...box.querySelectorAll("button")];
+  buttons.forEach((b) => (b.disabled = true));
+  const state = box.querySelector(".tool-approval-state");
+  box.classList.remove("error");
+  try {
+    const run = await api(`/api/runs/${runId}/tool-calls/${encodeURIComponent(callId)}/${action}`, {
+      method: "POST",
+    });
+    box.dataset.decision = action === "approve" ? "approved" : "rejected";
+    buttons.forEach((b) => b.remove());
+    showRunState(runId, run);
+    followRun(runId, run);
+  } catch (e) {
+    // 409: decided already (here or elsewhere) or the run no longer waits (expired, ended);
+    // 404: the call is not waiting in that run. Either way these buttons are done.
+    box.classList.add("error");
+    box.dataset.error = String(e.status || "");
+    if (e.status === 409 || e.status === 404) {
+      state.textContent = `${e.status === 409 ? "Cannot decide any more" : "Not waiting"}: ${e.message}`;
+      buttons.forEach((b) => b.remove());
+      followRun(runId);
+    } else {
+      state.textContent = `Not sent: ${explain(e)}`;
+      buttons.forEach((b) => (b.disabled = false));
+    }
+    say(e.message);
+  }
+}
+
+// After a decision the run resumes later (a task's at the scheduler's next tick): its view is
+// read every 2 s, at most 30 times, and the conversation and tasks read again once it has left
+// awaiting_approval / running. A run whose other calls still wait stops there (their buttons).
+const RUN_POLL_MS = 2000;
+const RUN_POLLS = 30;
+const followed = new Set();
+
+async function followRun(runId, first) {
+  if (followed.has(runId)) return;
+  followed.add(runId);
+  try {
+    let run = first;
+    for (let i = 0; ; i++) {
+      if (run) {
+        showRunState(runId, run);
+        if (run.status === "awaiting_approval" && run.awaiting.length) {
+          showAwaiting(runId, run.awaiting.map((c) => ({ id: c.toolCallId, name: c.name, arguments: c.arguments })));
+          return;
+        }
+        if (run.status !== "awaiting_approval" && run.status !== "running") {
+          loadConversation();
+          loadTasks();
+          return;
+        }
+      }
+      if (i >= RUN_POLLS) return;
+      await new Promise((resolve) => setTimeout(resolve, RUN_POLL_MS));
+      try {
+        run = await api(`/api/runs/${runId}`);
+      } catch (e) {
+        say(e.message);
+        if (e.status === 404) return;
+        run = null;
+      }
+    }
+  } finally {
+    followed.delete(runId);
+  }
+}
+
+// The runs of the shown conversation with calls that have no result yet: each read once, its
+// waiting calls given their buttons (a page loaded while a run is paused shows them).
+function checkOpenRuns(messages) {
+  const answered = new Set(messages.filter((m) => m.role === "tool").map((m) => m.toolCallId));
+  const open = new Set();
+  for (const m of messages) {
+    if (m.runId && (m.toolCalls || []).some((c) => !answered.has(c.id))) open.add(m.runId);
+  }
+  for (const runId of [...open].slice(-3)) {
+    api(`/api/runs/${runId}`)
+      .then((run) => {
+        if (run.status === "awaiting_approval") {
+          showAwaiting(runId, run.awaiting.map((c) => ({ id: c.toolCallId, name: c.name, arguments: c.arguments })));
+        }
+        if (run.status === "running") followRun(runId, run);
+      })
+      .catch((e) => say(e.message));
+  }
+}
+// ---- end of tool calls ------------------------------------------------------------------------
+
+function showElement(li) {
+  $("messages").appendChild(li);
+  li.scrollIntoView({ block: "end" });
   return li;
 }
 
 function showMessage(message, done = true) {
-  const li = messageItem(message, done);
-  $("messages").appendChild(li);
-  li.scrollIntoView({ block: "end" });
-  return li;
+  return showElement(messageItem(message, done));
 }
 
 // While this page sends a message (its own message and the reply being written are on screen),
@@ -119,6 +351,10 @@ async function sendStreamed(body, key) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let li = null;
+  let replyId = "";
+  // The step whose calls are being shown (consecutive tool_call events), and the tools' names.
+  let step = null;
+  const names = new Map();
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -131,11 +367,36 @@ async function sendStreamed(body, key) {
       const data = JSON.parse((raw.match(/^data: (.*)$/m) || [])[1] || "null");
       if (name === "meta") {
         localStorage.setItem(key, data.conversationId);
-        li = showMessage({ role: "assistant", content: "", id: data.id }, false);
-      } else if (name === "delta" && li) {
+        replyId = data.id;
+        li = showMessage({ role: "assistant", content: "", id: replyId }, false);
+      } else if (name === "delta") {
+        // After a step's tool calls, the next model call writes into a new item.
+        if (!li) li = showMessage({ role: "assistant", content: "", id: replyId }, false);
+        step = null;
         li.textContent += data.text;
         li.scrollIntoView({ block: "end" });
-      } else if (name === "done" && li) {
+      } else if (name === "tool_call") {
+        names.set(data.id, data.name);
+        if (!step) {
+          // The text written so far was this step's: it becomes the step's item.
+          const text = li ? li.textContent : "";
+          if (li) li.remove();
+          li = null;
+          step = showMessage({ role: "assistant", content: "", id: "" });
+          step.classList.add("tool-step");
+          if (text) step.append(stepText(text));
+        }
+        step.append(toolCallBlock(data));
+        step.scrollIntoView({ block: "end" });
+      } else if (name === "tool_result") {
+        showElement(toolResultItem(data.toolCallId, data.result, names.get(data.toolCallId)));
+      } else if (name === "awaiting_approval") {
+        if (li && !li.textContent) li.remove();
+        li = null;
+        showAwaiting(data.runId, data.toolCalls);
+        say("The agent waits for your decision on a tool call.");
+      } else if (name === "done") {
+        if (!li) li = showMessage({ role: "assistant", content: "", id: replyId }, false);
         li.textContent = data.message.content;
         li.dataset.done = "true";
       } else if (name === "error") {
@@ -168,9 +429,11 @@ async function loadConversation() {
       return;
     }
     if (conversationKey() !== key) return;
-    const items = page.messages.map((m) => messageItem(m));
+    const names = new Map(page.messages.flatMap((m) => (m.toolCalls || []).map((c) => [c.id, c.name])));
+    const items = page.messages.map((m) => messageItem(m, true, names));
     $("messages").replaceChildren(...items);
     items.at(-1)?.scrollIntoView({ block: "end" });
+    checkOpenRuns(page.messages);
   } catch (e) {
     // Gone or not this user's: start afresh. Anything else (a busy service, the network) keeps it.
     if (e.status === 404) localStorage.removeItem(conversationKey());
@@ -204,8 +467,17 @@ async function send(event) {
         body,
         key: crypto.randomUUID(),
       });
-      localStorage.setItem(key, reply.conversationId);
-      showMessage(reply.message);
+      if (reply.status === "awaiting_approval") {
+        // 202: the run waits for a decision. Its view names the conversation; the conversation,
+        // read again below, shows the steps and the buttons.
+        const run = await api(`/api/runs/${reply.runId}`);
+        localStorage.setItem(key, run.conversationId);
+        conversation.stale = true;
+        say("The agent waits for your decision on a tool call.");
+      } else {
+        localStorage.setItem(key, reply.conversationId);
+        showMessage(reply.message);
+      }
     }
   } catch (e) {
     say(explain(e));
@@ -257,7 +529,10 @@ function taskItem(task) {
   prompt.textContent = task.prompt;
   const state = document.createElement("div");
   state.className = "task-state";
-  state.textContent = `${task.status} · approval ${task.approvalStatus} · due ${task.scheduledFor}` +
+  // A task whose run waits for a decision on a tool call says so.
+  const status = task.status === "awaiting_approval" ? "awaiting approval of a tool call" : task.status;
+  if (task.status === "awaiting_approval") li.classList.add("awaiting");
+  state.textContent = `${status} · approval ${task.approvalStatus} · due ${task.scheduledFor}` +
     (task.cron ? ` · ${task.cron} ${task.timeZone || "UTC"}` : "") +
     (task.lastError ? ` · last error: ${task.lastError}` : "");
   li.append(prompt, state);

@@ -271,6 +271,54 @@ async fn conversations_come_newest_activity_first_by_agent_in_pages_and_messages
     );
 }
 
+#[tokio::test]
+async fn a_conversations_messages_carry_the_agents_tool_calls_and_their_results() {
+    let h = api_harness().await;
+    let (_, chat) = h.chat.send("refund order A-1", None).await;
+    let conversation = chat["conversationId"].as_str().unwrap().to_string();
+    // A tool-calling step and its result, as the agent loop stores them, after the turn.
+    h.sql()
+        .await
+        .execute(
+            &format!(
+                "INSERT INTO messages (conversation_id, user_id, role, content, tool_calls, tool_call_id, created_at)
+                 VALUES ($1::text::uuid, '{USER}', 'assistant', '',
+                         '[{{\"id\": \"call_1\", \"name\": \"refund\", \"arguments\": {{\"order\": \"A-1\"}}}}]',
+                         NULL, now() + interval '1 second'),
+                        ($1::text::uuid, '{USER}', 'tool', '{{\"refunded\": true}}', NULL, 'call_1',
+                         now() + interval '2 seconds')"
+            ),
+            &[&conversation],
+        )
+        .await
+        .unwrap();
+    let (status, window) = h
+        .get(
+            "api-messages.json",
+            &format!("/api/conversations/{conversation}/messages"),
+        )
+        .await;
+    assert_eq!(status, 200, "{window}");
+    let messages = window["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "assistant", "tool"], "{window}");
+    // Plain messages carry neither field; the step its calls; the result its call's id.
+    for plain in &messages[..2] {
+        assert!(
+            plain.get("toolCalls").is_none() && plain.get("toolCallId").is_none(),
+            "{plain}"
+        );
+    }
+    assert_eq!(
+        messages[2]["toolCalls"],
+        json!([{"id": "call_1", "name": "refund", "arguments": {"order": "A-1"}}])
+    );
+    assert!(messages[2].get("toolCallId").is_none(), "{}", messages[2]);
+    assert_eq!(messages[3]["toolCallId"], "call_1");
+    assert_eq!(messages[3]["content"], "{\"refunded\": true}");
+    assert!(messages[3].get("toolCalls").is_none(), "{}", messages[3]);
+}
+
 /// `(status, body)` of a sent call.
 trait IntoPair {
     fn into_pair(self) -> (u16, Value);

@@ -1,7 +1,9 @@
 //! The reference web client (web/) in a real browser: headless Chromium driven over the DevTools
 //! protocol against `scripts/dev` itself (its stack settings, seeded agent, `cargo lambda watch`
 //! serving the functions, the client on its own origin, replies streamed through `chat-stream`). What the original frontend's checklist
-//! asked, read from the browser's own network events. Screenshots of a failure go to
+//! asked, read from the browser's own network events; and, with the tool-calling model stand-in
+//! behind `scripts/dev`, a tool call that waits for approval: its buttons, shown live and after a
+//! reload, and Approve calling the approve route. Screenshots of a failure go to
 //! `target/browser-failures/`.
 
 use std::os::unix::process::CommandExt as _;
@@ -10,7 +12,8 @@ use std::time::Duration;
 
 use integration_tests::browser::{Browser, Page};
 use integration_tests::cargo_lambda::{self, path_with_venv, workspace};
-use serde_json::Value;
+use integration_tests::fakes::{Step, ToolMode, ToolModel, ToolScript, ToolServer};
+use serde_json::{json, Value};
 
 use crate::helpers::{eventually, eventually_blocking, free_port, TestDb};
 
@@ -27,6 +30,11 @@ struct Dev {
 impl Dev {
     /// `scripts/dev`, its output in `target/<log>`.
     fn start(db: &TestDb, log: &str) -> Dev {
+        Self::start_with(db, log, &[])
+    }
+
+    /// `scripts/dev` with these variables set too (the functions under its watch see them).
+    fn start_with(db: &TestDb, log: &str, vars: &[(&str, &str)]) -> Dev {
         let port = free_port();
         let web_port = std::iter::repeat_with(free_port)
             .find(|p| *p != port)
@@ -47,6 +55,7 @@ impl Dev {
             .env("DEV_WS_PORT", ws_port.to_string())
             // The local model takes a second and streams word by word over it.
             .env("LOCAL_MODEL_LATENCY_MS", "1000")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -331,6 +340,117 @@ async fn the_web_client_chats_after_a_hard_reload_keeps_its_conversation_and_sho
         let dir = workspace().join("target/browser-failures");
         let _ = std::fs::create_dir_all(&dir);
         let shot = dir.join("web-client.png");
+        let saved = page.screenshot(&shot).await;
+        let requests = page.requests();
+        let last: Vec<_> = requests.iter().rev().take(20).rev().collect();
+        panic!(
+            "{e}\nscreenshot: {} ({saved:?}); the page's last requests: {last:?}",
+            shot.display()
+        );
+    }
+}
+
+// ---- tool calls: a call that waits for a person's approval ------------------------------------
+
+/// The demo agent `scripts/dev` seeds.
+const DEMO_AGENT: &str = "00000000-0000-4000-8000-000000000001";
+
+/// The approve button of call `call_0_0` (the tool-calling stand-in's first call).
+const APPROVE: &str =
+    "document.querySelector('#messages .tool-call[data-call-id=call_0_0] .tool-approval button[data-action=approve]')";
+
+async fn approval(dev: &Dev, page: &Page<'_>, tool: &ToolServer) -> Result<(), String> {
+    let web = format!("http://127.0.0.1:{}/", dev.web_port);
+    page.navigate(&web).await?;
+    page.wait_for(READY, Duration::from_secs(180)).await?;
+    page.type_into("#message", "refund order A-1").await?;
+    page.click("#send button").await?;
+    // The streamed tool_call is shown as its tool's name and arguments, with the buttons the
+    // stream's awaiting_approval asked for.
+    page.wait_for(&format!("!!{APPROVE}"), Duration::from_secs(60)).await?;
+    let block = page
+        .eval("(() => { const b = document.querySelector('#messages .tool-call[data-call-id=call_0_0]'); return [b.querySelector('.tool-name').textContent, b.querySelector('.tool-arguments').textContent]; })()")
+        .await?;
+    if block[0] != "refund" || !block[1].as_str().is_some_and(|a| a.contains("\"order\":\"A-1\"")) {
+        return Err(format!("the call is shown as {block}"));
+    }
+    // A page loaded while the run is paused shows the call and its buttons again, read back
+    // from the messages and the run.
+    mark_stale(page).await?;
+    page.navigate(&web).await?;
+    page.wait_for(READY, Duration::from_secs(60)).await?;
+    page.wait_for(&format!("!!{APPROVE}"), Duration::from_secs(30)).await?;
+    if !tool.hits().is_empty() {
+        return Err("the tool was called before anyone approved it".into());
+    }
+    page.eval(&format!("{APPROVE}.click(), true")).await?;
+    page.wait_for(
+        "document.querySelector('#messages .tool-approval[data-call-id=call_0_0]')?.dataset.decision === 'approved'",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let approvals: Vec<_> = page
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST" && r.url.contains("/api/runs/") && r.url.ends_with("/tool-calls/call_0_0/approve")
+        })
+        .collect();
+    if approvals.len() != 1 || approvals[0].status != Some(200) {
+        return Err(format!("one approve request answered 200 expected: {approvals:?}"));
+    }
+    // The run's view was read after the decision (it says what the run does next).
+    page.wait_for(
+        "document.querySelector('#messages .tool-approval[data-call-id=call_0_0]')?.dataset.runStatus === 'running'",
+        Duration::from_secs(10),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_waiting_for_approval_shows_its_buttons_and_approving_calls_the_approve_route() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let model = ToolModel::start(ToolScript {
+        steps: vec![
+            Step::Call(vec![("refund", json!({"order": "A-1", "amount": 30}))]),
+            Step::Answer("refunded"),
+        ],
+        latency: Duration::ZERO,
+    })
+    .await;
+    let tool = ToolServer::start(ToolMode::Echo).await;
+    let db = TestDb::new().await;
+    let dev = Dev::start_with(
+        &db,
+        "browser-tools-dev.log",
+        &[
+            ("MODEL_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &model.openai_url),
+            ("OPENAI_API_KEY", "browser-test"),
+            ("OPENAI_MODEL", "tool-model"),
+            ("AGENT_TOOL_SIGNING_SECRET", "browser-tool-signing-secret"),
+            ("AGENT_TOOL_ALLOW_LOOPBACK", "true"),
+        ],
+    );
+    dev.ready().await;
+    // The demo agent (seeded by then: the client's config is written after the seed) gets a
+    // tool that needs approval.
+    db.direct()
+        .await
+        .execute(
+            "INSERT INTO agent_tools (agent_id, name, description, parameters, url, requires_approval)
+             VALUES ($1::text::uuid, 'refund', 'Refunds an order', '{\"type\": \"object\"}', $2, true)",
+            &[&DEMO_AGENT, &tool.url],
+        )
+        .await
+        .expect("the tool");
+    let browser = Browser::launch().await.expect("headless chromium starts");
+    let page = browser.new_page().await.expect("a page");
+    if let Err(e) = approval(&dev, &page, &tool).await {
+        let dir = workspace().join("target/browser-failures");
+        let _ = std::fs::create_dir_all(&dir);
+        let shot = dir.join("web-client-tools.png");
         let saved = page.screenshot(&shot).await;
         let requests = page.requests();
         let last: Vec<_> = requests.iter().rev().take(20).rev().collect();

@@ -62,6 +62,7 @@ as_stored!(
     Option<Uuid>,
     NaiveDate,
     serde_json::Value,
+    Option<serde_json::Value>,
     DateTime<Utc>,
     Option<DateTime<Utc>>,
     // States are stored as text and read by their enum's `parse` (`shared::tasks`).

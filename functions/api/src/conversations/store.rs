@@ -30,6 +30,12 @@ row! {
         pub id: Uuid,
         pub role: String,
         pub content: String,
+        /// An assistant step's tool calls (`[{"id", "name", "arguments"}]`), when it made some.
+        pub tool_calls: Option<serde_json::Value>,
+        /// A `tool` message's call: the result of that call.
+        pub tool_call_id: Option<String>,
+        /// The agent run whose step it is (`GET /api/runs/{id}`), for a tool-calling turn.
+        pub run_id: Option<Uuid>,
         pub created_at: DateTime<Utc>,
     }
 }
@@ -60,10 +66,10 @@ pub async fn page<C: GenericClient + Sync>(
 
 /// A window of a conversation's messages: `$1` conversation, `$2` its user, `$3`/`$4` the
 /// cursor or nulls, `$5` the limit.
-pub const MESSAGES: &str = "SELECT m.id, m.role, m.content, m.created_at
+pub const MESSAGES: &str = "SELECT m.id, m.role, m.content, m.tool_calls, m.tool_call_id, m.run_id, m.created_at
                FROM conversations c
                LEFT JOIN LATERAL (
-                    SELECT id, role, content, created_at FROM messages
+                    SELECT id, role, content, tool_calls, tool_call_id, run_id, created_at FROM messages
                      WHERE conversation_id = c.id
                        AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
                      ORDER BY created_at DESC, id DESC

@@ -30,5 +30,5 @@ pub use secrets_manager::{secrets_extension, Moto};
 pub use server::{FakeServer, Load, Mode, Quota, Seen, PLAIN_USAGE};
 pub use streaming::{streamed_usage, Frames, LastWritten, StreamScript};
 pub use supabase_auth::{chat_event, claims, es256, hs256, rs256, unsigned};
-pub use tool_model::{Step, ToolModel, ToolScript};
-pub use tool_server::{ToolHit, ToolMode, ToolServer};
+pub use tool_model::{ModelCall, Step, ToolModel, ToolScript};
+pub use tool_server::{ToolHit, ToolMode, ToolServer, ToolTiming};

@@ -4,15 +4,20 @@
 //! checks each request's history the way the providers do (every call answered right after
 //! it, by id, once; no result without its call) and refuses an invalid one as they would
 //! (OpenAI's 400 `invalid_request_error`, Bedrock's `ValidationException`).
+//!
+//! Under a quota ([`ToolModel::start_with_quota`]) it admits at most that many calls at once and
+//! throttles the others as the providers do (OpenAI's 429 with `Retry-After`, Bedrock's
+//! `ThrottlingException`), counting them in `load`, and keeps each call's times in `calls`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 
-use super::{Seen, PLAIN_USAGE};
+use super::{Load, Seen, PLAIN_USAGE};
 use crate::runtime::serve_http;
 
 /// One step of the model's script: call these tools (name, arguments), or answer.
@@ -56,19 +61,112 @@ pub struct ToolModel {
     /// Bedrock runtime endpoint.
     pub bedrock_url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Calls in flight, admitted and throttled (under a quota).
+    pub load: Arc<Load>,
+    /// Every call's times (under a quota), in the order answered.
+    pub calls: Arc<Mutex<Vec<ModelCall>>>,
+    /// Whether requests are kept in `seen` (off for long load runs).
+    pub record: Arc<AtomicBool>,
+}
+
+/// One call as the stand-in saw it: the run's prompt (the last user message's text), when it
+/// arrived and was answered, and whether the quota admitted it.
+#[derive(Debug, Clone)]
+pub struct ModelCall {
+    pub prompt: String,
+    pub received: SystemTime,
+    pub answered: SystemTime,
+    pub admitted: bool,
+}
+
+/// Counts an admitted call in flight until dropped (also when the caller hangs up).
+struct Admitted(Arc<Load>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The text of the last user message with text (OpenAI's string content, Bedrock's text blocks).
+fn prompt_of(body: &Value) -> String {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    messages
+        .iter()
+        .rev()
+        .filter(|m| m["role"] == "user")
+        .find_map(|m| {
+            m["content"].as_str().map(str::to_string).or_else(|| {
+                m["content"]
+                    .as_array()
+                    .and_then(|blocks| blocks.iter().find_map(|b| b["text"].as_str().map(str::to_string)))
+            })
+        })
+        .unwrap_or_default()
 }
 
 impl ToolModel {
     pub async fn start(script: ToolScript) -> Self {
+        Self::serve(script, None).await
+    }
+
+    /// A stand-in admitting at most `concurrent` calls at once, each answered after the script's
+    /// latency; beyond it, the provider's throttling answer at once.
+    pub async fn start_with_quota(script: ToolScript, concurrent: usize) -> Self {
+        Self::serve(script, Some(concurrent)).await
+    }
+
+    /// Stops keeping requests in `seen` (a long load run would keep every one); `calls` go on.
+    pub fn stop_recording(&self) {
+        self.record.store(false, Ordering::SeqCst);
+    }
+
+    async fn serve(script: ToolScript, quota: Option<usize>) -> Self {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let recorded = seen.clone();
+        let load = Arc::new(Load::default());
+        let calls: Arc<Mutex<Vec<ModelCall>>> = Arc::default();
+        let record = Arc::new(AtomicBool::new(true));
+        let (recorded, loaded, timed, keep) = (seen.clone(), load.clone(), calls.clone(), record.clone());
         let addr = serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
             let (script, recorded) = (script.clone(), recorded.clone());
+            let (load, timed, keep) = (loaded.clone(), timed.clone(), keep.clone());
             async move {
+                let received = SystemTime::now();
                 let request = Seen::capture(req).await;
                 let (path, body) = (request.path.clone(), request.body.clone());
-                recorded.lock().unwrap().push(request);
-                tokio::time::sleep(script.latency).await;
+                if keep.load(Ordering::SeqCst) {
+                    recorded.lock().unwrap().push(request);
+                }
+                let admitted = quota.map(|concurrent| {
+                    let now = load.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    let guard = Admitted(load.clone());
+                    if now > concurrent {
+                        drop(guard);
+                        load.throttled.fetch_add(1, Ordering::SeqCst);
+                        None
+                    } else {
+                        load.peak.fetch_max(now, Ordering::SeqCst);
+                        load.admitted.fetch_add(1, Ordering::SeqCst);
+                        Some(guard)
+                    }
+                });
+                if let Some(admitted) = admitted {
+                    let call = |admitted: bool| ModelCall {
+                        prompt: prompt_of(&body),
+                        received,
+                        answered: SystemTime::now(),
+                        admitted,
+                    };
+                    let Some(guard) = admitted else {
+                        timed.lock().unwrap().push(call(false));
+                        return throttled(&path);
+                    };
+                    tokio::time::sleep(script.latency).await;
+                    drop(guard);
+                    timed.lock().unwrap().push(call(true));
+                } else {
+                    tokio::time::sleep(script.latency).await;
+                }
                 let (status, content_type, bytes) = if path == "/v1/chat/completions" {
                     openai(&script, &body)
                 } else if path.starts_with("/model/") && path.ends_with("/converse") {
@@ -95,6 +193,9 @@ impl ToolModel {
             openai_url: format!("http://{addr}/v1"),
             bedrock_url: format!("http://{addr}"),
             seen,
+            load,
+            calls,
+            record,
         }
     }
 
@@ -102,6 +203,31 @@ impl ToolModel {
     pub fn requests(&self) -> Vec<Value> {
         self.seen.lock().unwrap().iter().map(|s| s.body.clone()).collect()
     }
+}
+
+/// The provider's throttling answer: OpenAI's 429 with `Retry-After`, Bedrock's
+/// `ThrottlingException`.
+fn throttled(path: &str) -> hyper::Response<Full<Bytes>> {
+    let response = hyper::Response::builder()
+        .status(429)
+        .header("content-type", "application/json");
+    let (response, body) = if path.starts_with("/model/") {
+        (
+            response.header(
+                "x-amzn-errortype",
+                "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            ),
+            json!({"message": "Too many requests, please wait before trying again."}),
+        )
+    } else {
+        (
+            response.header("retry-after", "2"),
+            json!({"error": {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}}),
+        )
+    };
+    response
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
 }
 
 /// The step a request is at: the assistant messages since the last user message with text.

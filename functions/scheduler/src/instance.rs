@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use shared::agent::run::Caller;
 use shared::db::Db;
 use shared::live::Publisher;
 use shared::metrics::Metrics;
@@ -33,14 +32,11 @@ pub struct Scheduler {
     pub live: Publisher,
     /// The pushes of recorded batches still running; an invocation ends only once they have.
     pub(crate) publishing: Arc<Publishing>,
-    /// How agents' tools are called (`None`: no signing secret, no tool is called).
-    pub tools: Option<Caller>,
 }
 
 impl Scheduler {
     pub fn new(db: Db, model: SharedModel, settings: Settings, metrics: Metrics) -> Self {
         let limiter = Arc::new(Limiter::new(settings.min_concurrency, settings.max_concurrency));
-        let tools = settings.runs.caller().cloned();
         Self {
             db,
             model,
@@ -51,7 +47,6 @@ impl Scheduler {
             spent: Arc::default(),
             live: Publisher::off(),
             publishing: Arc::default(),
-            tools,
         }
     }
 

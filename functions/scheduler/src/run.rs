@@ -119,7 +119,6 @@ impl Scheduler {
                 settings: &self.settings,
                 deadline,
                 db: &self.db,
-                caller: self.tools.as_ref(),
                 toolboxes: Toolboxes::default(),
             },
             store,

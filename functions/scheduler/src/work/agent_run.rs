@@ -85,7 +85,16 @@ pub(crate) async fn run(runner: &Runner<'_>, task: &ClaimedTask, tools: &[Tool],
         usage: stored.usage,
         decisions: stored.decisions,
     };
-    let result = drive(runner.model.as_ref(), tools, runner.caller, limits, run, &steps, None).await;
+    let result = drive(
+        runner.model.as_ref(),
+        tools,
+        settings.caller(),
+        limits,
+        run,
+        &steps,
+        None,
+    )
+    .await;
     let (outcome, pause) = match result {
         Ok(done) => match done.end {
             End::Answered { text, model } => (

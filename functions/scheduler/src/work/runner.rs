@@ -7,7 +7,6 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use shared::agent::run::Caller;
 use shared::db::{Db, DbError};
 use shared::model::{ModelError, ModelRequest, SharedModel};
 use shared::tasks::series::{self, Ending, Next, Occurrence, Scope};
@@ -25,10 +24,9 @@ pub(crate) struct Runner<'a> {
     pub model: &'a SharedModel,
     pub settings: &'a Settings,
     pub deadline: &'a Deadline,
-    /// For agents with tools: the pool their steps are stored through, how tools are called,
-    /// and each agent's tools as this invocation read them.
+    /// For agents with tools: the pool their steps are stored through and each agent's tools
+    /// as this invocation read them (the tool-call client is built at the first tool run).
     pub db: &'a Db,
-    pub caller: Option<&'a Caller>,
     pub toolboxes: super::Toolboxes,
 }
 

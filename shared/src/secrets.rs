@@ -1,7 +1,7 @@
 //! Secrets read at run time from AWS Secrets Manager, through the AWS Parameters and Secrets
 //! Lambda Extension (the layer AWS recommends: cached, no SDK in the function). For each secret
 //! setting (`DATABASE_URL`, `HEALTH_API_KEY`, `SUPABASE_JWT_SECRET`, `OPENAI_API_KEY`,
-//! `AGENT_TOOL_SIGNING_SECRET`), a `<NAME>_SECRET_ARN`
+//! `AGENT_TOOL_SIGNING_SECRET`, `AGENT_MCP_ENCRYPTION_KEY`), a `<NAME>_SECRET_ARN`
 //! names the secret; at init its value replaces the setting in the environment snapshot, so the
 //! plaintext never sits in the function's configuration. Without an ARN, the plain environment
 //! variable is used (local development).
@@ -46,6 +46,11 @@ pub const AGENT_TOOL_SIGNING_SECRET_SECRET_ARN: Setting = Setting::text(
     None,
     "secret holding `AGENT_TOOL_SIGNING_SECRET`, read at init",
 );
+pub const AGENT_MCP_ENCRYPTION_KEY_SECRET_ARN: Setting = Setting::text(
+    "AGENT_MCP_ENCRYPTION_KEY_SECRET_ARN",
+    None,
+    "secret holding `AGENT_MCP_ENCRYPTION_KEY`, read at init",
+);
 pub const PARAMETERS_SECRETS_EXTENSION_HTTP_PORT: Setting = Setting::number(
     "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
     1,
@@ -65,17 +70,19 @@ pub const SETTINGS: &[&Setting] = &[
     &SUPABASE_JWT_SECRET_ARN,
     &OPENAI_API_KEY_SECRET_ARN,
     &AGENT_TOOL_SIGNING_SECRET_SECRET_ARN,
+    &AGENT_MCP_ENCRYPTION_KEY_SECRET_ARN,
     &PARAMETERS_SECRETS_EXTENSION_HTTP_PORT,
     &AWS_SESSION_TOKEN,
 ];
 
 /// Each secret setting and the setting naming its secret.
-const SECRET_SETTINGS: [(&str, &Setting); 5] = [
+const SECRET_SETTINGS: [(&str, &Setting); 6] = [
     ("DATABASE_URL", &DATABASE_URL_SECRET_ARN),
     ("HEALTH_API_KEY", &HEALTH_API_KEY_SECRET_ARN),
     ("SUPABASE_JWT_SECRET", &SUPABASE_JWT_SECRET_ARN),
     ("OPENAI_API_KEY", &OPENAI_API_KEY_SECRET_ARN),
     ("AGENT_TOOL_SIGNING_SECRET", &AGENT_TOOL_SIGNING_SECRET_SECRET_ARN),
+    ("AGENT_MCP_ENCRYPTION_KEY", &AGENT_MCP_ENCRYPTION_KEY_SECRET_ARN),
 ];
 
 const FETCH_BOUND: Duration = Duration::from_secs(3);

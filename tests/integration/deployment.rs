@@ -530,6 +530,7 @@ fn each_function_may_read_only_the_secrets_of_its_own_use_and_only_token_verifie
                 "SupabaseJwtSecretArn",
                 "OpenAiApiKeySecretArn",
                 "AgentToolSigningSecretArn",
+                "AgentMcpEncryptionKeyArn",
             ]),
         ),
         (
@@ -539,9 +540,17 @@ fn each_function_may_read_only_the_secrets_of_its_own_use_and_only_token_verifie
                 "SupabaseJwtSecretArn",
                 "OpenAiApiKeySecretArn",
                 "AgentToolSigningSecretArn",
+                "AgentMcpEncryptionKeyArn",
             ]),
         ),
-        ("ApiFunction", set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn"])),
+        (
+            "ApiFunction",
+            set(&[
+                "DatabaseUrlSecretArn",
+                "SupabaseJwtSecretArn",
+                "AgentMcpEncryptionKeyArn",
+            ]),
+        ),
         (
             "HealthFunction",
             set(&[
@@ -556,6 +565,7 @@ fn each_function_may_read_only_the_secrets_of_its_own_use_and_only_token_verifie
                 "DatabaseUrlSecretArn",
                 "OpenAiApiKeySecretArn",
                 "AgentToolSigningSecretArn",
+                "AgentMcpEncryptionKeyArn",
             ]),
         ),
         ("LiveFunction", set(&["DatabaseUrlSecretArn", "SupabaseJwtSecretArn"])),

@@ -6,10 +6,12 @@
 //! - [`run`]: the loop of a run (model, tool calls, results, model...) with its steps stored
 //!   as they complete, its limits and its pause for a person's approval;
 //! - [`store`]: the durable side of a run (tools, runs, steps, decisions), one statement each;
+//! - [`sealed`]: an MCP source's auth header sealed at rest (AES-256-GCM);
 //! - [`settings`]: the settings of those rules (`AGENT_TOOL_*`), read into a [`ToolPolicy`].
 
 pub mod address;
 pub mod run;
+pub mod sealed;
 pub mod settings;
 pub mod store;
 pub mod tool_call;

@@ -33,6 +33,10 @@ pub const AGENT_TOOL_SIGNING_SECRET: Setting = Setting::secret(
     "AGENT_TOOL_SIGNING_SECRET",
     "the HMAC-SHA256 key of `X-Agent-Signature` on every tool call (or `AGENT_TOOL_SIGNING_SECRET_SECRET_ARN`); unset: tool calls are not made, the model is told so",
 );
+pub const AGENT_MCP_ENCRYPTION_KEY: Setting = Setting::secret(
+    "AGENT_MCP_ENCRYPTION_KEY",
+    "32 bytes as 64 hex digits: seals MCP sources' auth headers at rest (AES-256-GCM; or `AGENT_MCP_ENCRYPTION_KEY_SECRET_ARN`); unset: a source with an auth header cannot be saved nor used",
+);
 pub const AGENT_MAX_STEPS: Setting = Setting::number(
     "AGENT_MAX_STEPS",
     1,
@@ -63,6 +67,7 @@ pub const SETTINGS: &[&Setting] = &[
     &AGENT_TOOL_ALLOWED_HOSTS,
     &AGENT_TOOL_MAX_RESPONSE_BYTES,
     &AGENT_TOOL_SIGNING_SECRET,
+    &AGENT_MCP_ENCRYPTION_KEY,
     &AGENT_MAX_STEPS,
     &AGENT_TOOL_MAX_PARALLEL,
     &AGENT_APPROVAL_TTL_HOURS,

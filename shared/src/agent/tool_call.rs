@@ -122,25 +122,46 @@ fn check_address(ip: IpAddr, allow_loopback: bool) -> Result<(), ToolError> {
 }
 
 /// The client's resolver: the system's lookup, then every address checked; one refused address
-/// refuses the host (a name that mixes public and private answers is not trusted).
+/// refuses the host (a name that mixes public and private answers is not trusted). The tool
+/// calls' client and the MCP client (on another reqwest) both use it.
 #[derive(Debug, Clone, Copy)]
-struct CheckedResolver {
-    allow_loopback: bool,
+pub(crate) struct CheckedResolver {
+    pub(crate) allow_loopback: bool,
+}
+
+impl CheckedResolver {
+    async fn lookup(self, host: String) -> Result<Vec<SocketAddr>, String> {
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            .await
+            .map_err(|e| format!("{host} could not be resolved: {e}"))?
+            .collect();
+        if found.is_empty() {
+            return Err(format!("{host} resolves to no address"));
+        }
+        for addr in &found {
+            check_address(addr.ip(), self.allow_loopback).map_err(|e| e.to_string())?;
+        }
+        Ok(found)
+    }
 }
 
 impl Resolve for CheckedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_loopback = self.allow_loopback;
+        let this = *self;
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if found.is_empty() {
-                return Err(format!("{host} resolves to no address").into());
-            }
-            for addr in &found {
-                check_address(addr.ip(), allow_loopback).map_err(|e| e.to_string())?;
-            }
+            let found = this.lookup(name.as_str().to_string()).await?;
             let addrs: Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+impl reqwest_mcp::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest_mcp::dns::Name) -> reqwest_mcp::dns::Resolving {
+        let this = *self;
+        Box::pin(async move {
+            let found = this.lookup(name.as_str().to_string()).await?;
+            let addrs: reqwest_mcp::dns::Addrs = Box::new(found.into_iter());
             Ok(addrs)
         })
     }

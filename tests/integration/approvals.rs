@@ -217,7 +217,7 @@ async fn an_approved_call_is_made_exactly_once_by_the_next_invocation_and_the_ta
     assert!(view["pausedUntil"].is_string(), "{view}");
     assert_eq!(
         view["awaiting"],
-        json!([{"toolCallId": "call_0_0", "name": "refund", "arguments": {"order": 7}}])
+        json!([{"toolCallId": "call_0_0", "name": "refund", "arguments": {"order": 7}, "reason": "awaiting_approval"}])
     );
     let steps = view["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 1, "{view}");

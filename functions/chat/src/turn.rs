@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use shared::agent::run::Tool;
+use shared::agent::store::SourceRow;
 use shared::model::{ChatMessage, Role};
 use uuid::Uuid;
 
@@ -11,6 +12,8 @@ use uuid::Uuid;
 pub struct AgentRun {
     pub id: Uuid,
     pub tools: Vec<Tool>,
+    /// Its MCP sources, listed once the connection is given back.
+    pub sources: Vec<SourceRow>,
 }
 
 /// A reply already stored (idempotent replay) or just stored.

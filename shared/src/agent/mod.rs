@@ -9,6 +9,7 @@
 //!   as they complete, its limits and its pause for a person's approval;
 //! - [`store`]: the durable side of a run (tools, runs, steps, decisions), one statement each;
 //! - [`sealed`]: an MCP source's auth header sealed at rest (AES-256-GCM);
+//! - [`toolbox`]: an agent's HTTP tools and its MCP sources' tools, for one run;
 //! - [`settings`]: the settings of those rules (`AGENT_TOOL_*`), read into a [`ToolPolicy`].
 
 pub mod address;
@@ -18,5 +19,6 @@ pub mod sealed;
 pub mod settings;
 pub mod store;
 pub mod tool_call;
+pub mod toolbox;
 
 pub use tool_call::ToolPolicy;

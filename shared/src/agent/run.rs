@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::mcp::{Hints, Mcp, McpError, Source};
 use super::tool_call::{self, idempotency_key, ToolEndpoint, ToolError, ToolPolicy, ToolRequest};
 use crate::model::{
     normalized, AgentModel, ChatMessage, ModelError, ModelRequest, Reply, Role, ToolCall, ToolSpec, Usage,
@@ -23,21 +24,67 @@ use crate::model::{
 /// What the model is told when a person rejected a call.
 pub const REJECTED: &str = r#"{"error":"rejected by the user"}"#;
 
+/// What the model is told when a person skipped a call whose outcome was unknown.
+pub const SKIPPED: &str =
+    r#"{"error":"skipped by the user: the call was in flight when the run stopped, and its outcome is unknown"}"#;
+
 /// A tool of the agent: what the model sees of it, where it is and its bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tool {
     pub spec: ToolSpec,
+    /// The tool's URL (an MCP tool: its server's).
     pub url: String,
     pub requires_approval: bool,
     pub timeout: Duration,
+    /// A tool of an MCP server (`None`: an HTTP tool of `agent_tools`).
+    pub mcp: Option<McpTarget>,
 }
 
-/// How tools are called: the client with its outbound rules, the policy and the signing secret.
+/// Where an MCP tool is: its source, its name there and what it says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpTarget {
+    pub source: Arc<Source>,
+    pub tool: String,
+    pub hints: Hints,
+}
+
+/// How tools are called: the client with its outbound rules, the policy, the signing secret
+/// (`None`: HTTP tools are not called, the model is told so) and the MCP client.
 #[derive(Clone)]
 pub struct Caller {
     pub client: reqwest::Client,
     pub policy: Arc<ToolPolicy>,
-    pub secret: Arc<[u8]>,
+    pub secret: Option<Arc<[u8]>>,
+    pub mcp: Arc<Mcp>,
+}
+
+/// What the database remembers of a call between attempts (`agent_run_calls.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// Sent, and not safe to send again (an MCP tool neither read-only nor idempotent).
+    Started,
+    AwaitingApproval,
+    /// The run paused for a person to retry (approve) or skip (reject) it.
+    OutcomeUnknown,
+}
+
+impl CallState {
+    pub fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "started" => Some(Self::Started),
+            "awaiting_approval" => Some(Self::AwaitingApproval),
+            "outcome_unknown" => Some(Self::OutcomeUnknown),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::OutcomeUnknown => "outcome_unknown",
+        }
+    }
 }
 
 /// How the model is called: a whole reply, or streamed (its text forwarded as
@@ -81,6 +128,8 @@ pub struct Run<'a> {
     /// What they cost (`None`: unknown or none yet).
     pub usage: Option<Usage>,
     pub decisions: HashMap<String, Decision>,
+    /// What earlier attempts left of its calls (`agent_run_calls`).
+    pub calls: HashMap<String, CallState>,
 }
 
 /// Where the steps go as they complete.
@@ -93,6 +142,10 @@ pub trait Steps: Sync {
     /// The result of `call`, made in step `step`.
     fn result(&self, step: u32, call: &ToolCall, content: &str)
         -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// `call` is about to be sent and could not safely be sent again: stored before it is, so
+    /// that a later attempt finding no result knows its outcome is unknown.
+    fn started(&self, call: &ToolCall) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// How a run ended (for now).
@@ -103,7 +156,12 @@ pub enum End {
     /// The step limit came with the model still calling tools.
     StepLimit,
     /// Calls wait for a person: the run pauses until each is approved or rejected.
-    AwaitingApproval { calls: Vec<ToolCall> },
+    /// `unknown`: calls in flight when an earlier attempt stopped, that cannot safely be made
+    /// again (approving one retries it, rejecting skips it).
+    AwaitingApproval {
+        calls: Vec<ToolCall>,
+        unknown: Vec<ToolCall>,
+    },
 }
 
 /// What a run ended with, what all its steps cost (`None`: not known for every step) and how
@@ -158,17 +216,25 @@ pub async fn drive<S: Steps>(
         let open = open_calls(&run.history);
         if !open.is_empty() {
             let step = run.steps;
-            let waiting: Vec<ToolCall> = open
-                .iter()
-                .filter(|c| needs_approval(tools, c) && !run.decisions.contains_key(&c.id))
-                .cloned()
-                .collect();
-            let ready: Vec<ToolCall> = open.into_iter().filter(|c| !waiting.contains(c)).collect();
+            let (mut waiting, mut unknown, mut ready) = (Vec::new(), Vec::new(), Vec::new());
+            for call in open {
+                let decided = run.decisions.contains_key(&call.id);
+                match run.calls.get(&call.id) {
+                    // Sent by an attempt that stopped before its result, and not repeatable.
+                    Some(CallState::Started) if !repeatable(tools, &call) => unknown.push(call),
+                    Some(CallState::OutcomeUnknown) if !decided => unknown.push(call),
+                    _ if needs_approval(tools, &call) && !decided => waiting.push(call),
+                    _ => ready.push(call),
+                }
+            }
             let results = call_all(tools, caller, limits, &run, step, &ready, steps, events).await?;
             run.history.extend(results);
-            if !waiting.is_empty() {
+            if !waiting.is_empty() || !unknown.is_empty() {
                 return Ok(Outcome {
-                    end: End::AwaitingApproval { calls: waiting },
+                    end: End::AwaitingApproval {
+                        calls: waiting,
+                        unknown,
+                    },
                     usage: usage.filter(|_| known),
                     steps: run.steps,
                 });
@@ -273,6 +339,15 @@ fn needs_approval(tools: &[Tool], call: &ToolCall) -> bool {
     tools.iter().any(|t| t.spec.name == call.name && t.requires_approval)
 }
 
+/// Whether `call` may be sent again when an earlier attempt's outcome is unknown: an HTTP tool
+/// (it dedupes by its Idempotency-Key), or an MCP tool that says it is read-only or idempotent.
+fn repeatable(tools: &[Tool], call: &ToolCall) -> bool {
+    tools
+        .iter()
+        .find(|t| t.spec.name == call.name)
+        .is_none_or(|t| t.mcp.as_ref().is_none_or(|m| m.hints.repeatable()))
+}
+
 /// Makes `calls` (step `step`) at most `limits.parallel_calls` at once, storing each result as
 /// its call ends; the results, as tool messages, in the order they ended.
 #[allow(clippy::too_many_arguments)]
@@ -289,7 +364,12 @@ async fn call_all<S: Steps>(
     // Owned calls: a future borrowing the slice's items is not `Send` for every lifetime.
     let mut done = futures_util::stream::iter(calls.to_vec())
         .map(|call| async move {
-            // A call the attempt's deadline cut has no result: the next attempt makes it again.
+            let sent = run.decisions.get(&call.id) != Some(&Decision::Rejected);
+            if sent && caller.is_some() && !repeatable(tools, &call) {
+                steps.started(&call).await.map_err(RunError::Store)?;
+            }
+            // A call the attempt's deadline cut has no result: the next attempt makes it again
+            // (or, when it cannot be made again, asks a person).
             let content = one(tools, caller, limits, run, step, &call)
                 .await
                 .ok_or(RunError::Deadline)?;
@@ -321,7 +401,11 @@ async fn one(
     call: &ToolCall,
 ) -> Option<String> {
     if run.decisions.get(&call.id) == Some(&Decision::Rejected) {
-        return Some(REJECTED.to_string());
+        return Some(if run.calls.get(&call.id) == Some(&CallState::OutcomeUnknown) {
+            SKIPPED.to_string()
+        } else {
+            REJECTED.to_string()
+        });
     }
     let Some(tool) = tools.iter().find(|t| t.spec.name == call.name) else {
         return Some(error(&format!("there is no tool named {:?}", call.name)));
@@ -330,14 +414,30 @@ async fn one(
         return Some(error("the arguments are not a JSON object"));
     }
     let Some(caller) = caller else {
-        return Some(error(
-            "tool calls are not configured on this deployment (AGENT_TOOL_SIGNING_SECRET is unset)",
-        ));
+        return Some(error("tool calls are not configured on this deployment (no client)"));
     };
     let left = limits.deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return None;
     }
+    if let Some(target) = &tool.mcp {
+        let called = caller
+            .mcp
+            .call(&target.source, &target.tool, &call.arguments, tool.timeout.min(left));
+        return match called.await {
+            Ok(answer) => Some(answer.to_string()),
+            Err(McpError::TimedOut(_)) if tool.timeout > left => None,
+            Err(e) => {
+                tracing::info!(tool = %call.name, error = %crate::telemetry::Chain(&e), "the MCP call gave no result");
+                Some(e.as_result().to_string())
+            }
+        };
+    }
+    let Some(secret) = &caller.secret else {
+        return Some(error(
+            "tool calls are not configured on this deployment (AGENT_TOOL_SIGNING_SECRET is unset)",
+        ));
+    };
     let endpoint = ToolEndpoint {
         url: &tool.url,
         timeout: tool.timeout.min(left),
@@ -351,16 +451,7 @@ async fn one(
         run_id: run.id,
     };
     let key = idempotency_key(run.id, step, &call.id);
-    match tool_call::call(
-        &caller.client,
-        &caller.policy,
-        &caller.secret,
-        &endpoint,
-        &request,
-        &key,
-    )
-    .await
-    {
+    match tool_call::call(&caller.client, &caller.policy, secret, &endpoint, &request, &key).await {
         Ok(answer) => Some(answer.to_string()),
         Err(ToolError::TimedOut(_)) if tool.timeout > left => None,
         Err(e) => {
@@ -435,6 +526,11 @@ mod tests {
             self.0.lock().unwrap().push(format!("{step}: {} -> {content}", call.id));
             Ok(())
         }
+
+        async fn started(&self, call: &ToolCall) -> Result<(), Self::Error> {
+            self.0.lock().unwrap().push(format!("started {}", call.id));
+            Ok(())
+        }
     }
 
     fn calls(ids: &[&str], name: &str, arguments: &Value) -> Reply {
@@ -478,6 +574,7 @@ mod tests {
             url: "http://127.0.0.1:9/tool".into(),
             requires_approval,
             timeout: Duration::from_secs(2),
+            mcp: None,
         }
     }
 
@@ -487,10 +584,12 @@ mod tests {
             allowed_hosts: Vec::new(),
             max_response_bytes: 1024,
         };
+        let policy = Arc::new(policy);
         Caller {
             client: tool_call::client(&policy).unwrap(),
-            policy: Arc::new(policy),
-            secret: Arc::from(&b"secret"[..]),
+            mcp: Arc::new(Mcp::new(policy.clone(), Duration::from_secs(60)).unwrap()),
+            policy,
+            secret: Some(Arc::from(&b"secret"[..])),
         }
     }
 
@@ -513,6 +612,7 @@ mod tests {
             steps,
             usage: None,
             decisions: HashMap::new(),
+            calls: HashMap::new(),
         }
     }
 
@@ -621,7 +721,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let End::AwaitingApproval { calls: waiting } = outcome.end else {
+        let End::AwaitingApproval { calls: waiting, .. } = outcome.end else {
             panic!("not paused: {outcome:?}");
         };
         assert_eq!(waiting.len(), 1);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, Env, Setting, Unit};
 
+use super::mcp::Mcp;
 use super::run::Caller;
+use super::sealed::SealKey;
 use super::tool_call::ToolPolicy;
 
 pub const AGENT_TOOL_ALLOW_LOOPBACK: Setting = Setting::flag(
@@ -36,6 +38,14 @@ pub const AGENT_TOOL_SIGNING_SECRET: Setting = Setting::secret(
 pub const AGENT_MCP_ENCRYPTION_KEY: Setting = Setting::secret(
     "AGENT_MCP_ENCRYPTION_KEY",
     "32 bytes as 64 hex digits: seals MCP sources' auth headers at rest (AES-256-GCM; or `AGENT_MCP_ENCRYPTION_KEY_SECRET_ARN`); unset: a source with an auth header cannot be saved nor used",
+);
+pub const AGENT_MCP_TOOLS_TTL_SECS: Setting = Setting::number(
+    "AGENT_MCP_TOOLS_TTL_SECS",
+    0,
+    86_400,
+    300,
+    Unit::Plain,
+    "how long an instance keeps an MCP server's tool list before listing it again (sooner when the server says its tools changed)",
 );
 pub const AGENT_MAX_STEPS: Setting = Setting::number(
     "AGENT_MAX_STEPS",
@@ -68,6 +78,7 @@ pub const SETTINGS: &[&Setting] = &[
     &AGENT_TOOL_MAX_RESPONSE_BYTES,
     &AGENT_TOOL_SIGNING_SECRET,
     &AGENT_MCP_ENCRYPTION_KEY,
+    &AGENT_MCP_TOOLS_TTL_SECS,
     &AGENT_MAX_STEPS,
     &AGENT_TOOL_MAX_PARALLEL,
     &AGENT_APPROVAL_TTL_HOURS,
@@ -82,6 +93,9 @@ pub struct RunSettings {
     pub max_steps: u32,
     pub parallel_calls: usize,
     pub approval_ttl: Duration,
+    /// Opens MCP sources' auth headers (`None`: AGENT_MCP_ENCRYPTION_KEY unset).
+    pub seal_key: Option<Arc<SealKey>>,
+    pub mcp_tools_ttl: Duration,
     /// The tool-call client, built at its first use and shared by every clone.
     caller: Arc<OnceLock<Option<Caller>>>,
 }
@@ -95,6 +109,8 @@ impl std::fmt::Debug for RunSettings {
             .field("max_steps", &self.max_steps)
             .field("parallel_calls", &self.parallel_calls)
             .field("approval_ttl", &self.approval_ttl)
+            .field("seal_key", &self.seal_key.as_ref().map(|_| "<set>"))
+            .field("mcp_tools_ttl", &self.mcp_tools_ttl)
             .finish()
     }
 }
@@ -105,8 +121,16 @@ impl RunSettings {
         if secret.is_none() {
             tracing::warn!("AGENT_TOOL_SIGNING_SECRET is unset: agents' tool calls will not be made");
         }
+        let seal_key = env
+            .text(&AGENT_MCP_ENCRYPTION_KEY)
+            .filter(|k| !k.is_empty())
+            .map(|k| SealKey::from_hex(&k).map(Arc::new))
+            .transpose()
+            .map_err(|e| crate::config::invalid(AGENT_MCP_ENCRYPTION_KEY.name, e.to_string()))?;
         Ok(Self {
             policy: ToolPolicy::from_env(env)?,
+            seal_key,
+            mcp_tools_ttl: Duration::from_secs(env.number(&AGENT_MCP_TOOLS_TTL_SECS)?),
             secret: secret.map(|s| Arc::from(s.into_bytes())),
             max_steps: u32::try_from(env.number(&AGENT_MAX_STEPS)?).unwrap_or(u32::MAX),
             parallel_calls: usize::try_from(env.number(&AGENT_TOOL_MAX_PARALLEL)?).unwrap_or(usize::MAX),
@@ -115,20 +139,25 @@ impl RunSettings {
         })
     }
 
-    /// How tools are called under these settings, built once (`None`: no signing secret, or
-    /// no client could be built, which is logged). Settings changed after the first call keep
-    /// the client built from them then.
+    /// How tools are called under these settings, built once (`None`: no client could be
+    /// built, which is logged). Without a signing secret, HTTP tools are not called (the model
+    /// is told so); MCP tools are. Settings changed after the first call keep the clients built
+    /// from them then.
     pub fn caller(&self) -> Option<&Caller> {
         self.caller
             .get_or_init(|| {
-                let secret = self.secret.clone()?;
+                let policy = Arc::new(self.policy.clone());
                 let client = super::tool_call::client(&self.policy)
                     .inspect_err(|e| tracing::error!(error = %crate::telemetry::Chain(e), "no client for tool calls"))
                     .ok()?;
+                let mcp = Mcp::new(policy.clone(), self.mcp_tools_ttl)
+                    .inspect_err(|e| tracing::error!(error = %crate::telemetry::Chain(e), "no client for MCP servers"))
+                    .ok()?;
                 Some(Caller {
                     client,
-                    policy: Arc::new(self.policy.clone()),
-                    secret,
+                    policy,
+                    secret: self.secret.clone(),
+                    mcp: Arc::new(mcp),
                 })
             })
             .as_ref()

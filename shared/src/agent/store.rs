@@ -11,7 +11,9 @@ use serde_json::Value;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::run::{Decision, Steps, Tool};
+use super::mcp::{Approval, Source};
+use super::run::{CallState, Decision, Steps, Tool};
+use super::sealed::{SealError, SealKey};
 use crate::db::{column, Db, DbError, Param, Sql, Type};
 use crate::model::{ChatMessage, Reply, Role, ToolCall, ToolSpec, Usage};
 
@@ -40,9 +42,79 @@ pub async fn tools_of<C: GenericClient + Sync>(sql: &Sql<'_, C>, agent: Uuid) ->
                 url: column(row, "url")?,
                 requires_approval: column(row, "requires_approval")?,
                 timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
+                mcp: None,
             })
         })
         .collect()
+}
+
+/// An MCP source as stored, its auth header sealed (the `jsonb_build_object` of
+/// [`SOURCE_JSON`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub url: String,
+    /// Hex of the sealed header.
+    pub auth_header: Option<String>,
+    pub allowed_tools: Option<Vec<String>>,
+    pub approval: String,
+    pub timeout_ms: u64,
+}
+
+/// One `agent_tool_sources` row `s` as [`SourceRow`] reads it.
+pub const SOURCE_JSON: &str = "jsonb_build_object('id', s.id, 'name', s.name, 'url', s.url,
+    'authHeader', encode(s.auth_header, 'hex'), 'allowedTools', s.allowed_tools,
+    'approval', s.approval, 'timeoutMs', s.timeout_ms)";
+
+/// Why a stored source cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the source has an auth header and AGENT_MCP_ENCRYPTION_KEY is unset")]
+    NoKey,
+    #[error("the source's auth header could not be opened")]
+    Sealed(#[source] SealError),
+    #[error("the source's approval {0:?} is unknown")]
+    Approval(String),
+}
+
+impl SourceRow {
+    /// The source with its auth header opened by `key` (sealed for `agent`).
+    pub fn open(&self, agent: Uuid, key: Option<&SealKey>) -> Result<Source, SourceError> {
+        let auth_header = match &self.auth_header {
+            None => None,
+            Some(sealed) => {
+                let key = key.ok_or(SourceError::NoKey)?;
+                let bytes = hex::decode(sealed).map_err(|_| SourceError::Sealed(SealError::Open))?;
+                Some(key.open(agent, &bytes).map_err(SourceError::Sealed)?)
+            }
+        };
+        Ok(Source {
+            id: self.id,
+            name: self.name.clone(),
+            url: self.url.clone(),
+            auth_header,
+            allowed_tools: self.allowed_tools.clone(),
+            approval: Approval::parse(&self.approval).ok_or_else(|| SourceError::Approval(self.approval.clone()))?,
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+}
+
+/// The MCP sources of `agent`, by name.
+#[tracing::instrument(skip_all)]
+pub async fn sources_of<C: GenericClient + Sync>(sql: &Sql<'_, C>, agent: Uuid) -> Result<Vec<SourceRow>, DbError> {
+    let row = sql
+        .query_one(
+            &format!(
+                "SELECT coalesce(jsonb_agg({SOURCE_JSON} ORDER BY s.name COLLATE \"C\"), '[]') AS sources
+                   FROM agent_tool_sources s WHERE s.agent_id = $1"
+            ),
+            &[(&agent, Type::UUID)],
+        )
+        .await?;
+    serde_json::from_value(column::<Value>(&row, "sources")?).map_err(|e| DbError::decode_column("sources", e))
 }
 
 /// A run as stored: its id, its conversation (a chat turn's run resumed by a task) with the
@@ -58,6 +130,7 @@ pub struct StoredRun {
     pub steps: u32,
     pub usage: Option<Usage>,
     pub decisions: HashMap<String, Decision>,
+    pub calls: HashMap<String, CallState>,
 }
 
 /// A stored step message (`messages` of a run, as `jsonb_build_object` writes it).
@@ -113,7 +186,9 @@ pub async fn begin_task_run<C: GenericClient + Sync>(
                                   ORDER BY m.step, m.role = 'tool', m.created_at, m.id)
                                 FROM messages m WHERE m.run_id = run.id), '[]') AS steps,
                     coalesce((SELECT jsonb_object_agg(d.tool_call_id, d.decision)
-                                FROM agent_run_decisions d WHERE d.run_id = run.id), '{}') AS decisions
+                                FROM agent_run_decisions d WHERE d.run_id = run.id), '{}') AS decisions,
+                    coalesce((SELECT jsonb_object_agg(c.tool_call_id, c.state)
+                                FROM agent_run_calls c WHERE c.run_id = run.id), '{}') AS calls
                FROM run",
             &[
                 (&task, Type::UUID),
@@ -131,6 +206,8 @@ fn stored_run(row: &tokio_postgres::Row) -> Result<StoredRun, DbError> {
         serde_json::from_value(column::<Value>(row, "steps")?).map_err(|e| DbError::decode_column("steps", e))?;
     let decisions: HashMap<String, String> = serde_json::from_value(column::<Value>(row, "decisions")?)
         .map_err(|e| DbError::decode_column("decisions", e))?;
+    let calls: HashMap<String, String> =
+        serde_json::from_value(column::<Value>(row, "calls")?).map_err(|e| DbError::decode_column("calls", e))?;
     let before: Vec<StepRow> =
         serde_json::from_value(column::<Value>(row, "before")?).map_err(|e| DbError::decode_column("before", e))?;
     let mut run = StoredRun {
@@ -147,6 +224,10 @@ fn stored_run(row: &tokio_postgres::Row) -> Result<StoredRun, DbError> {
                 "rejected" => Some((id, Decision::Rejected)),
                 _ => None,
             })
+            .collect(),
+        calls: calls
+            .into_iter()
+            .filter_map(|(id, state)| CallState::parse(&state).map(|s| (id, s)))
             .collect(),
     };
     for step in steps {
@@ -282,6 +363,56 @@ pub async fn end_run<C: GenericClient + Sync>(
     Ok(())
 }
 
+/// Call `call` of `run` is being sent and cannot safely be sent again (see [`CallState::Started`]).
+#[tracing::instrument(skip_all)]
+pub async fn mark_started<C: GenericClient + Sync>(sql: &Sql<'_, C>, run: Uuid, call: &str) -> Result<(), DbError> {
+    sql.execute(
+        "INSERT INTO agent_run_calls (run_id, tool_call_id, state) VALUES ($1, $2, 'started')
+         ON CONFLICT (run_id, tool_call_id) DO UPDATE SET state = 'started', updated_at = now()",
+        &[(&run, Type::UUID), (&call, Type::TEXT)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Pauses `run` until `paused_until` from now: `waiting` wait for approval, `unknown` for a person
+/// to retry or skip them (an earlier decision on one of those is forgotten: it was taken
+/// before the outcome became unknown). One statement.
+#[tracing::instrument(skip_all)]
+pub async fn pause<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    run: Uuid,
+    paused_until: Duration,
+    waiting: &[String],
+    unknown: &[String],
+) -> Result<(), DbError> {
+    let pause = paused_until.as_secs_f64();
+    sql.execute(
+        "WITH paused AS (
+             UPDATE agent_runs SET status = 'awaiting_approval', last_error = NULL, updated_at = now(),
+                                   paused_until = now() + make_interval(secs => $2)
+              WHERE id = $1 RETURNING id
+         ), states AS (
+             INSERT INTO agent_run_calls (run_id, tool_call_id, state)
+             SELECT $1, w, 'awaiting_approval' FROM unnest($3::text[]) w
+             UNION ALL
+             SELECT $1, u, 'outcome_unknown' FROM unnest($4::text[]) u
+             ON CONFLICT (run_id, tool_call_id) DO UPDATE SET state = excluded.state, updated_at = now()
+         ), forgotten AS (
+             DELETE FROM agent_run_decisions WHERE run_id = $1 AND tool_call_id = ANY($4::text[])
+         )
+         SELECT 1",
+        &[
+            (&run, Type::UUID),
+            (&pause, Type::FLOAT8),
+            (&waiting, Type::TEXT_ARRAY),
+            (&unknown, Type::TEXT_ARRAY),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Where a run's messages go: the run, its owner (`OPERATOR` for an operator's task) and its
 /// conversation (a chat turn's; a task's run has none).
 #[derive(Debug, Clone, Copy)]
@@ -314,5 +445,10 @@ impl Steps for DbSteps<'_> {
     async fn result(&self, step: u32, call: &ToolCall, content: &str) -> Result<(), DbError> {
         let conn = self.db.conn().await?;
         store_result(&conn.sql(), &self.place, step, &call.id, content).await
+    }
+
+    async fn started(&self, call: &ToolCall) -> Result<(), DbError> {
+        let conn = self.db.conn().await?;
+        mark_started(&conn.sql(), self.place.run, &call.id).await
     }
 }

@@ -59,6 +59,9 @@ pub struct AwaitingCall {
     pub tool_call_id: String,
     pub name: String,
     pub arguments: Value,
+    /// `awaiting_approval`, or `outcome_unknown` (in flight when the run stopped: approving
+    /// retries it, rejecting skips it).
+    pub reason: String,
 }
 
 impl FromRow for Run {
@@ -71,14 +74,15 @@ impl FromRow for Run {
     }
 }
 
-/// The calls of run `r`'s last step whose tool needs approval and that have no result yet
-/// (decided or not): `c` each call (jsonb), `n` its place in the step.
+/// The calls of run `r`'s last step that the run paused on (for approval, or with an unknown
+/// outcome: `agent_run_calls`) and that have no result yet (decided or not): `c` each call
+/// (jsonb), `n` its place in the step, `state` why it waits.
 const OPEN_CALLS: &str = "
-    SELECT c, n FROM messages a, jsonb_array_elements(coalesce(a.tool_calls, '[]')) WITH ORDINALITY AS e(c, n)
+    SELECT c, n, w.state FROM messages a, jsonb_array_elements(coalesce(a.tool_calls, '[]')) WITH ORDINALITY AS e(c, n),
+                              agent_run_calls w
      WHERE a.run_id = r.id AND a.role = 'assistant'
        AND a.step = (SELECT max(l.step) FROM messages l WHERE l.run_id = r.id AND l.role = 'assistant')
-       AND EXISTS (SELECT 1 FROM agent_tools t
-                    WHERE t.agent_id = r.agent_id AND t.name = c->>'name' AND t.requires_approval)
+       AND w.run_id = r.id AND w.tool_call_id = c->>'id' AND w.state IN ('awaiting_approval', 'outcome_unknown')
        AND NOT EXISTS (SELECT 1 FROM messages x
                         WHERE x.run_id = r.id AND x.role = 'tool' AND x.tool_call_id = c->>'id')";
 
@@ -93,7 +97,8 @@ fn run_columns() -> String {
                        ORDER BY m.step, m.role = 'tool', m.created_at, m.id)
                      FROM messages m WHERE m.run_id = r.id), '[]') AS steps,
          coalesce((SELECT jsonb_agg(jsonb_build_object(
-                       'toolCallId', o.c->>'id', 'name', o.c->>'name', 'arguments', o.c->'arguments')
+                       'toolCallId', o.c->>'id', 'name', o.c->>'name', 'arguments', o.c->'arguments',
+                       'reason', o.state)
                        ORDER BY o.n)
                      FROM ({OPEN_CALLS}) o
                     WHERE NOT EXISTS (SELECT 1 FROM agent_run_decisions d

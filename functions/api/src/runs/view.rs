@@ -44,6 +44,7 @@ pub struct AwaitingView<'a> {
     pub tool_call_id: &'a str,
     pub name: &'a str,
     pub arguments: &'a Value,
+    pub reason: &'a str,
 }
 
 impl<'a> RunView<'a> {
@@ -84,6 +85,7 @@ impl<'a> AwaitingView<'a> {
             tool_call_id: &call.tool_call_id,
             name: &call.name,
             arguments: &call.arguments,
+            reason: &call.reason,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use shared::agent::run::{drive, Calls, End, Event, Limits, Run, RunError};
 use shared::agent::store::{self, DbSteps, Place};
+use shared::agent::toolbox;
 use shared::http::ApiError;
 use shared::model::{Reply, ToolCall};
 use shared::telemetry::Chain;
@@ -69,10 +70,21 @@ pub(crate) async fn run(
         steps: 0,
         usage: None,
         decisions: Default::default(),
+        calls: Default::default(),
     };
+    // The MCP sources' tools, listed now that no connection is held.
+    let key = settings.seal_key.as_deref();
+    let tools = toolbox::with_sources(
+        agent.tools.clone(),
+        turn.agent_id,
+        &agent.sources,
+        key,
+        settings.caller(),
+    )
+    .await;
     let ran = drive(
         chat.model.as_ref(),
-        &agent.tools,
+        &tools,
         settings.caller(),
         limits,
         run,
@@ -108,8 +120,22 @@ pub(crate) async fn run(
             end(chat, agent.id, "step_limit", Some(error.to_string()), None).await;
             or_release(chat, turn, Err(error)).await
         }
-        End::AwaitingApproval { calls } => {
-            end(chat, agent.id, "awaiting_approval", None, Some(settings.approval_ttl)).await;
+        End::AwaitingApproval { calls, unknown } => {
+            let ids = |calls: &[ToolCall]| calls.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+            let paused = async {
+                let conn = chat.db.conn().await?;
+                store::pause(
+                    &conn.sql(),
+                    agent.id,
+                    settings.approval_ttl,
+                    &ids(&calls),
+                    &ids(&unknown),
+                )
+                .await
+            };
+            if let Err(e) = paused.await {
+                tracing::warn!(run = %agent.id, error = %Chain(&e), "the run's pause was not stored");
+            }
             // The turn is over for now: its lease and in-flight slot go back.
             release_turn(chat, turn.user.id, Some(turn.message_id), turn.lease).await;
             Ok(Ran::AwaitingApproval {

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use shared::agent::run::Tool;
+use shared::agent::store::SOURCE_JSON;
 use shared::db::{column, DbError, FromRow, Row, Sql, Type};
 use shared::model::{ChatMessage, Role, ToolCall, ToolSpec};
 use tokio_postgres::GenericClient;
@@ -52,7 +53,8 @@ pub async fn begin_turn<C: GenericClient + Sync>(
     let new_run = Uuid::new_v4();
     let row = sql
         .query_one(
-            "WITH agent AS (
+            &format!(
+                "WITH agent AS (
                  SELECT instructions FROM agents
                   WHERE id = $2 AND (visibility = 'public' OR owner_id = $1)
              ), prior AS (
@@ -130,11 +132,13 @@ pub async fn begin_turn<C: GenericClient + Sync>(
              ), tools AS (
                  SELECT name, description, parameters, url, requires_approval, timeout_ms FROM agent_tools
                   WHERE agent_id = $2 AND EXISTS (SELECT 1 FROM agent)
+             ), sources AS (
+                 SELECT * FROM agent_tool_sources s WHERE s.agent_id = $2 AND EXISTS (SELECT 1 FROM agent)
              ), run AS (
                  -- An agent with tools: the turn is a run, its steps stored as they complete.
                  INSERT INTO agent_runs (id, agent_id, user_id, conversation_id)
                  SELECT $13, $2, $1, c.id FROM conversation c
-                  WHERE EXISTS (SELECT 1 FROM tools)
+                  WHERE (EXISTS (SELECT 1 FROM tools) OR EXISTS (SELECT 1 FROM sources))
                     AND (EXISTS (SELECT 1 FROM inserted) OR EXISTS (SELECT 1 FROM claimed))
                  RETURNING id
              ), history AS (
@@ -162,6 +166,8 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                                 'name', name, 'description', description, 'parameters', parameters, 'url', url,
                                 'requiresApproval', requires_approval, 'timeoutMs', timeout_ms)
                               ORDER BY name COLLATE \"C\"), '[]'::jsonb) FROM tools) AS tools,
+                    (SELECT coalesce(jsonb_agg({SOURCE_JSON} ORDER BY s.name COLLATE \"C\"), '[]'::jsonb)
+                       FROM sources s) AS sources,
                     (SELECT jsonb_build_object('id', id, 'content', content, 'createdAt', created_at)
                        FROM prior_reply LIMIT 1) AS prior_reply,
                     greatest(1, ceil(extract(epoch FROM coalesce(
@@ -173,7 +179,8 @@ pub async fn begin_turn<C: GenericClient + Sync>(
                                                 interval '5 seconds') END
                            FROM chat_usage u WHERE u.user_id = $1),
                         interval '1 second'))))::int8 AS retry_after_secs
-               FROM decision d",
+               FROM decision d"
+            ),
             &[
                 (&turn.user_id, Type::UUID),
                 (&turn.agent_id, Type::UUID),
@@ -243,6 +250,7 @@ impl FromRow for TurnRow {
             .collect::<Result<Vec<_>, _>>()?;
         let prior_reply: Option<PriorReply> = json_column(row, "prior_reply")?;
         let tools: Vec<ToolRow> = json_column(row, "tools")?;
+        let sources = json_column(row, "sources")?;
         let run = column::<Option<Uuid>>(row, "run_id")?.map(|id| AgentRun {
             id,
             tools: tools
@@ -256,8 +264,10 @@ impl FromRow for TurnRow {
                     url: t.url,
                     requires_approval: t.requires_approval,
                     timeout: std::time::Duration::from_millis(t.timeout_ms),
+                    mcp: None,
                 })
                 .collect(),
+            sources,
         });
         Ok(TurnRow {
             agent_ok: column(row, "agent_ok")?,

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use shared::agent::run::{drive, Calls, End, Limits, Run, RunError, Tool};
+use shared::agent::settings::RunSettings;
 use shared::agent::store::{self, DbSteps, Place, OPERATOR};
+use shared::agent::toolbox;
 use shared::db::{Db, DbError};
 use shared::model::{ChatMessage, ModelError, Role};
 use shared::telemetry::Chain;
@@ -18,19 +20,37 @@ use shared::telemetry::Chain;
 use super::runner::{truncate, Runner};
 use crate::tasks::{ClaimedTask, Outcome};
 
-/// Each agent's tools, read once per invocation.
+/// Each agent's tools, read once per invocation (`None`: an agent without tools or tool sources).
 #[derive(Default)]
-pub(crate) struct Toolboxes(Mutex<HashMap<Uuid, Arc<Vec<Tool>>>>);
+pub(crate) struct Toolboxes(Mutex<HashMap<Uuid, Option<Arc<Vec<Tool>>>>>);
 
 impl Toolboxes {
-    /// The tools of `agent` (none: its tasks are one model call).
-    pub(crate) async fn of(&self, db: &Db, agent: Uuid) -> Result<Arc<Vec<Tool>>, DbError> {
+    /// The tools of `agent`, its MCP sources' listed after the connection is given back
+    /// (`None`: its tasks are one model call).
+    pub(crate) async fn of(
+        &self,
+        runner_db: &Db,
+        settings: &RunSettings,
+        agent: Uuid,
+    ) -> Result<Option<Arc<Vec<Tool>>>, DbError> {
         if let Some(tools) = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&agent) {
             return Ok(tools.clone());
         }
-        let tools = {
-            let conn = db.conn().await?;
-            Arc::new(store::tools_of(&conn.sql(), agent).await?)
+        let (tools, sources) = {
+            let conn = runner_db.conn().await?;
+            let sql = conn.sql();
+            (
+                store::tools_of(&sql, agent).await?,
+                store::sources_of(&sql, agent).await?,
+            )
+        };
+        let tools = if tools.is_empty() && sources.is_empty() {
+            None
+        } else {
+            let key = settings.seal_key.as_deref();
+            Some(Arc::new(
+                toolbox::with_sources(tools, agent, &sources, key, settings.caller()).await,
+            ))
         };
         self.0
             .lock()
@@ -38,6 +58,12 @@ impl Toolboxes {
             .insert(agent, tools.clone());
         Ok(tools)
     }
+}
+
+/// The calls a paused run waits on.
+struct Pause {
+    waiting: Vec<String>,
+    unknown: Vec<String>,
 }
 
 /// Runs `task`'s agent with `tools` within `budget`: the task's outcome.
@@ -84,6 +110,7 @@ pub(crate) async fn run(runner: &Runner<'_>, task: &ClaimedTask, tools: &[Tool],
         steps: stored.steps,
         usage: stored.usage,
         decisions: stored.decisions,
+        calls: stored.calls,
     };
     let result = drive(
         runner.model.as_ref(),
@@ -114,7 +141,13 @@ pub(crate) async fn run(runner: &Runner<'_>, task: &ClaimedTask, tools: &[Tool],
                 },
                 None,
             ),
-            End::AwaitingApproval { .. } => (Outcome::AwaitingApproval, Some(settings.approval_ttl)),
+            End::AwaitingApproval { calls, unknown } => (
+                Outcome::AwaitingApproval,
+                Some(Pause {
+                    waiting: calls.into_iter().map(|c| c.id).collect(),
+                    unknown: unknown.into_iter().map(|c| c.id).collect(),
+                }),
+            ),
         },
         Err(RunError::Model(e)) => (runner.model_failed(task, &e), None),
         Err(RunError::Store(e)) => (runner.store_failed(task, &e), None),
@@ -140,7 +173,10 @@ pub(crate) async fn run(runner: &Runner<'_>, task: &ClaimedTask, tools: &[Tool],
     };
     let ended = async {
         let conn = runner.db.conn().await?;
-        store::end_run(&conn.sql(), stored.id, status, error, pause).await
+        match &pause {
+            Some(p) => store::pause(&conn.sql(), stored.id, settings.approval_ttl, &p.waiting, &p.unknown).await,
+            None => store::end_run(&conn.sql(), stored.id, status, error, None).await,
+        }
     };
     if let Err(e) = ended.await {
         // The task's outcome is what users read; the run's row catches up at its next attempt.

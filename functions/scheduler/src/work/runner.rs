@@ -39,9 +39,9 @@ impl Runner<'_> {
         }
         // A task may use the margin's first half; the second half is left for recording it.
         let budget = self.settings.task_timeout.min(remaining - margin / 2);
-        let outcome = match self.toolboxes.of(self.db, task.agent_id).await {
-            Ok(tools) if !tools.is_empty() => super::agent_run::run(self, &task, &tools, budget).await,
-            Ok(_) => self.model_call(&task, budget).await,
+        let outcome = match self.toolboxes.of(self.db, &self.settings.runs, task.agent_id).await {
+            Ok(Some(tools)) => super::agent_run::run(self, &task, &tools, budget).await,
+            Ok(None) => self.model_call(&task, budget).await,
             Err(e) => self.store_failed(&task, &e),
         };
         let ending = match outcome {

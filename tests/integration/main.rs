@@ -23,6 +23,7 @@ mod hostile_input;
 mod lambda_watch;
 mod lifecycle;
 mod live;
+mod mcp_servers;
 mod migrations;
 mod model_capacity;
 mod model_tools;

@@ -2,7 +2,8 @@
 //! services ([`fakes`]), the functions in process as the tests drive them ([`harness`],
 //! [`models`], [`scheduling`]), the infrastructure under them ([`helpers`]: databases, pgbouncer,
 //! Postgres clusters, the Lambda Runtime API, bounded waiting), `cargo lambda`
-//! ([`cargo_lambda`]), the SAM template ([`template`]), and what the benchmarks share.
+//! ([`cargo_lambda`]), the SAM template ([`template`]), real MCP servers ([`mcp_servers`]), and
+//! what the benchmarks share.
 
 pub mod bench;
 pub mod bouncer;
@@ -14,6 +15,7 @@ pub mod fakes;
 pub mod harness;
 pub mod helpers;
 pub mod live_gateway;
+pub mod mcp_servers;
 pub mod models;
 pub mod monitor;
 mod process;

@@ -24,6 +24,7 @@ mod lambda_watch;
 mod lifecycle;
 mod live;
 mod mcp_servers;
+mod mcp_tools;
 mod migrations;
 mod model_capacity;
 mod model_tools;

@@ -619,3 +619,44 @@ async fn a_crash_while_an_idempotent_mcp_call_is_in_flight_makes_it_again() {
     assert_eq!(summary.completed, 1, "{summary:?}");
     assert_eq!(server.tool_runs("idempotent_update").len(), 2, "made again");
 }
+
+#[tokio::test]
+async fn no_pooler_client_or_transaction_is_held_while_an_mcp_server_works() {
+    let db = TestDb::new().await;
+    let client = db.direct().await;
+    let inspector = db.direct().await;
+    let agent = seed_agent(&client).await;
+    let server = PyMcp::start(PyMcpOptions::default()).await;
+    add_source(&client, agent, "shop", &server.url, "never", None).await;
+    seed_tasks(&client, agent, 1, "refund slowly", "", "").await;
+    let model = ToolModel::start(ToolScript {
+        steps: vec![
+            Step::Call(vec![("shop__slow_refund", json!({"order_id": "3", "seconds": 2}))]),
+            Step::Answer("Refunded."),
+        ],
+        latency: Duration::ZERO,
+    })
+    .await;
+    let s = scheduler_on(
+        &db,
+        Arc::new(openai_model_at(&model.openai_url, Duration::from_secs(5))),
+        mcp_settings(),
+    );
+    let run = invoke(&s, schedule_event(), Duration::from_secs(30));
+    let observe = async {
+        let calling = server
+            .wait_for_call(Duration::from_secs(10), |c| c.ran("slow_refund"))
+            .await;
+        assert!(calling, "the MCP tool was called");
+        (s.db.status(), db.server_sessions(&inspector).await)
+    };
+    let (summary, (pool, sessions)) = tokio::join!(run, observe);
+    assert_eq!(summary.unwrap().completed, 1);
+    assert_eq!(pool.available, pool.size, "every client back in the pool: {pool:?}");
+    assert!(
+        !sessions
+            .iter()
+            .any(|s| s.state.starts_with("idle in transaction") || s.state == "active"),
+        "no open transaction or running statement during the MCP call: {sessions:?}"
+    );
+}

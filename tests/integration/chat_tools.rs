@@ -285,3 +285,69 @@ async fn the_stream_sends_tool_calls_and_results_between_meta_and_done() {
     assert_eq!(done["message"]["content"], "Oslo is warmer.");
     assert_eq!(done["message"]["id"], events[0].1["id"], "done's id is meta's");
 }
+
+#[tokio::test]
+async fn an_agent_with_only_an_mcp_source_runs_its_read_only_tool_and_pauses_on_the_destructive_one() {
+    use integration_tests::mcp_servers::{PyMcp, PyMcpOptions};
+    let model_server = ToolModel::start(ToolScript {
+        steps: vec![
+            Step::Call(vec![
+                ("shop__lookup_order", json!({"order_id": "A-1"})),
+                ("shop__refund_order", json!({"order_id": "A-1"})),
+            ]),
+            Step::Answer("refunded"),
+        ],
+        latency: Duration::ZERO,
+    })
+    .await;
+    let model = Arc::new(openai_model_at(&model_server.openai_url, Duration::from_secs(5)));
+    let mut settings = tool_settings();
+    settings.runs.secret = None;
+    let h = harness_with(model, settings, None, false).await;
+    let server = PyMcp::start(PyMcpOptions::default()).await;
+    h.db.direct()
+        .await
+        .execute(
+            "INSERT INTO agent_tool_sources (agent_id, name, url) VALUES ($1, 'shop', $2)",
+            &[&h.agent, &server.url],
+        )
+        .await
+        .unwrap();
+
+    let (status, body) = h.send("refund order A-1 if paid", None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["toolCalls"],
+        json!([{"id": "call_0_1", "name": "shop__refund_order", "arguments": {"order_id": "A-1"}}])
+    );
+    assert_eq!(
+        server.tool_runs("lookup_order").len(),
+        1,
+        "read-only: made at once, no signing secret needed"
+    );
+    assert!(
+        server.tool_runs("refund_order").is_empty(),
+        "destructive: waits for a person"
+    );
+    let conversation: String =
+        h.db.direct()
+            .await
+            .query_one("SELECT conversation_id::text FROM agent_runs", &[])
+            .await
+            .unwrap()
+            .get(0);
+    let messages = stored(&h, &conversation).await;
+    let result = &messages.iter().find(|m| m.0 == "tool").unwrap().2;
+    assert!(
+        result.contains("paid"),
+        "the read-only call's result is stored: {messages:?}"
+    );
+    let state: String =
+        h.db.direct()
+            .await
+            .query_one("SELECT state FROM agent_run_calls WHERE tool_call_id = 'call_0_1'", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(state, "awaiting_approval");
+}

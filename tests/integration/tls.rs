@@ -267,6 +267,13 @@ fn value_bytes(v: &serde_norway::Value) -> usize {
         Value::Number(n) => n.to_string().len(),
         Value::Bool(b) => b.to_string().len(),
         other if serde_norway::to_string(other).is_ok_and(|s| s.contains("DatabaseCaCertificate")) => CA_BYTES,
+        // `!Ref AWS::NoValue`: the variable is left out.
+        Value::Tagged(t) if t.tag == "Ref" && t.value.as_str() == Some("AWS::NoValue") => 0,
+        // `!If [condition, a, b]`: the larger of its two branches.
+        Value::Tagged(t) if t.tag == "If" => match t.value.as_sequence().map(Vec::as_slice) {
+            Some([_, a, b]) => value_bytes(a).max(value_bytes(b)),
+            _ => REFERENCE_BYTES,
+        },
         _ => REFERENCE_BYTES,
     }
 }

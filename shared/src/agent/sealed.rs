@@ -43,7 +43,11 @@ impl SealKey {
         SystemRandom::new().fill(&mut nonce).map_err(|_| SealError::Random)?;
         let mut data = plain.as_bytes().to_vec();
         self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(agent.as_bytes()), &mut data)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(agent.as_bytes()),
+                &mut data,
+            )
             .map_err(|_| SealError::Random)?;
         let mut sealed = Vec::with_capacity(1 + NONCE_LEN + data.len());
         sealed.push(VERSION);
@@ -86,7 +90,11 @@ mod tests {
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(key.open(agent, &tampered), Err(SealError::Open));
-        assert_ne!(key.seal(agent, "Bearer s3cr3t-token").unwrap(), sealed, "a fresh nonce each time");
+        assert_ne!(
+            key.seal(agent, "Bearer s3cr3t-token").unwrap(),
+            sealed,
+            "a fresh nonce each time"
+        );
     }
 
     #[test]

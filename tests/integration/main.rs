@@ -32,3 +32,4 @@ mod secrets;
 mod streaming;
 mod tls;
 mod tool_calls;
+mod tool_sources_api;

@@ -35,7 +35,7 @@ fn groups() -> Vec<(&'static str, Vec<&'static Setting>)> {
         ("Model (`chat`, `scheduler`)", all(shared::model::SETTINGS)),
         ("Token budgets (`chat`, `scheduler`, `api`)", all(shared::usage::SETTINGS)),
         (
-            "Agents and tools (`api` checks a tool's URL when it is saved; `scheduler` runs agents with tools)",
+            "Agents and tools (`api` checks a tool's or a tool source's URL when it is saved and seals a source's auth header; `scheduler` runs agents with tools)",
             all(shared::agent::settings::SETTINGS),
         ),
         ("`chat`", all(chat::settings::SETTINGS)),

@@ -103,9 +103,10 @@ fn denied(result: &Result<Vec<String>, String>) -> bool {
     matches!(result, Err(e) if e.starts_with("42501"))
 }
 
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "agents",
     "agent_tools",
+    "agent_tool_sources",
     "conversations",
     "messages",
     "agent_tasks",
@@ -604,6 +605,46 @@ async fn no_data_api_role_reads_or_writes_an_agents_tools() {
         .unwrap()
         .get(0);
     assert_eq!(untouched, "lookup https://tools.example.com/lookup");
+}
+
+#[tokio::test]
+async fn no_data_api_role_reads_or_writes_an_agents_tool_sources_nor_their_sealed_headers() {
+    let (_db, admin) = supabase_like().await;
+    admin
+        .batch_execute(
+            "INSERT INTO agent_tool_sources (agent_id, name, url, auth_header) VALUES
+               ('00000000-0000-4000-8000-00000000000b', 'github', 'https://mcp.example.com/mcp', '\\x01aabbcc')",
+        )
+        .await
+        .unwrap();
+    for (role, sub) in [
+        ("anon", None),
+        ("authenticated", Some(ALICE)),
+        ("authenticated", Some(BOB)),
+    ] {
+        for sql in [
+            "SELECT encode(auth_header, 'hex') FROM agent_tool_sources",
+            "SELECT url FROM agent_tool_sources",
+            "SELECT count(*)::text FROM agent_tool_sources",
+            "UPDATE agent_tool_sources SET url = 'https://evil.example.com/'",
+            "UPDATE agent_tool_sources SET auth_header = NULL",
+            "DELETE FROM agent_tool_sources",
+            "INSERT INTO agent_tool_sources (agent_id, name, url) VALUES \
+             ('00000000-0000-4000-8000-00000000000b', 'forged', 'https://evil.example.com/')",
+        ] {
+            let result = as_data_api(&admin, role, sub, sql).await;
+            assert!(denied(&result), "{role} {sub:?}: {sql}: {result:?}");
+        }
+    }
+    let untouched: String = admin
+        .query_one(
+            "SELECT string_agg(name || ' ' || url || ' ' || encode(auth_header, 'hex'), ',') FROM agent_tool_sources",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(untouched, "github https://mcp.example.com/mcp 01aabbcc");
 }
 
 #[tokio::test]

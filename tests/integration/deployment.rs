@@ -432,6 +432,8 @@ fn every_frontend_route_of_the_design_is_in_the_template() {
         "PATCH /api/agents/{id}",
         "GET /api/agents/{id}/tools",
         "PUT /api/agents/{id}/tools",
+        "GET /api/agents/{id}/tool-sources",
+        "PUT /api/agents/{id}/tool-sources",
         "GET /api/conversations",
         "GET /api/conversations/{id}/messages",
         "POST /api/tasks",

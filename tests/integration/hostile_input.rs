@@ -1,4 +1,4 @@
-//! Property tests: the chat and task request parsers, page cursors and the scheduler's manual
+//! Property tests: the chat, task and tool-source request parsers, page cursors and the scheduler's manual
 //! payload parser never panic and answer every input with a client error or a valid result
 //! (never a 5xx); a 422 names what it refuses. Bounded runs (`PROPTEST_CASES`, default 512 here)
 //! so CI stays fast.
@@ -24,6 +24,9 @@ const TASK_FIELDS: [&str; 7] = [
     "maxAttempts",
     "approved",
 ];
+
+/// The fields of a tool-source body.
+const SOURCE_FIELDS: [&str; 1] = ["sources"];
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -192,6 +195,32 @@ proptest! {
                 let status = e.parts().0.as_u16();
                 prop_assert!((400..500).contains(&status), "{status}: {e}");
                 prop_assert!(status != 422 || names_a_field(&e.to_string(), &TASK_FIELDS), "{e} for {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn tool_source_bodies_of_any_json_are_a_list_or_a_client_error_never_showing_a_header(
+        value in json_value(),
+        header in "[ -~]{0,40}",
+    ) {
+        // Any JSON as the body, and any printable header in an otherwise valid source.
+        let key = shared::agent::sealed::SealKey::from_hex(&"ab".repeat(32)).unwrap();
+        let policy = api::Settings::default().tool_policy;
+        let with_header = serde_json::json!({"sources": [
+            {"name": "s", "url": "https://mcp.example.com/", "authHeader": format!("{header}SECRETPART")}
+        ]});
+        for body in [value.to_string(), with_header.to_string()] {
+            match api::tool_sources::parse(body.as_bytes(), &policy, Some(&key), Uuid::nil()) {
+                Ok(sources) => prop_assert!(sources.len() <= api::tool_sources::MAX_SOURCES),
+                Err(e) => {
+                    let status = e.parts().0.as_u16();
+                    let message = e.to_string();
+                    prop_assert!((400..500).contains(&status), "{status}: {e}");
+                    let named = names_a_field(&message, &SOURCE_FIELDS) || message.starts_with("sources[");
+                    prop_assert!(status != 422 || named, "{e} for {body}");
+                    prop_assert!(!message.contains("SECRETPART"), "{message}");
+                }
             }
         }
     }

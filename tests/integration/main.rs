@@ -34,3 +34,4 @@ mod secrets;
 mod streaming;
 mod tls;
 mod tool_calls;
+mod tool_sources_api;

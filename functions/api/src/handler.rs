@@ -20,6 +20,7 @@ use crate::query::Query;
 use crate::runs::{self, RunView, Verdict};
 use crate::settings::Settings;
 use crate::tasks::{self, Action, Filter, Insert, Quota, Task, TaskView};
+use crate::tool_sources::{self, SourcesView};
 use crate::tools::{self, ToolsView};
 use crate::usage::{self, UsageQuery, UsageView};
 
@@ -40,6 +41,8 @@ enum Route<'a> {
     UpdateAgent(&'a str),
     Tools(&'a str),
     ReplaceTools(&'a str),
+    ToolSources(&'a str),
+    ReplaceToolSources(&'a str),
     Conversations,
     Messages(&'a str),
     ListTasks,
@@ -65,6 +68,8 @@ fn route<'a>(segments: &[&'a str], method: &Method) -> Result<Route<'a>, ApiErro
         ["", "api", "agents", id] => only(Method::PATCH, Route::UpdateAgent(id)),
         ["", "api", "agents", id, "tools"] if *method == Method::PUT => Ok(Route::ReplaceTools(id)),
         ["", "api", "agents", id, "tools"] => only(Method::GET, Route::Tools(id)),
+        ["", "api", "agents", id, "tool-sources"] if *method == Method::PUT => Ok(Route::ReplaceToolSources(id)),
+        ["", "api", "agents", id, "tool-sources"] => only(Method::GET, Route::ToolSources(id)),
         ["", "api", "conversations"] => only(Method::GET, Route::Conversations),
         ["", "api", "conversations", id, "messages"] => only(Method::GET, Route::Messages(id)),
         ["", "api", "tasks"] if *method == Method::POST => Ok(Route::CreateTask),
@@ -159,6 +164,35 @@ async fn respond(api: &Api, request: &Request, request_id: &str) -> Result<Respo
                 replaced
             };
             ok(&ToolsView::of(&replaced), request_id)
+        }
+        Route::ToolSources(id) => {
+            Query::of(request, &[])?;
+            let id = path_id(id)?;
+            let listed = {
+                let conn = api.db.conn().await?;
+                tool_sources::list(&conn.sql(), user.id, id).await?
+            };
+            let listed = listed.ok_or(ApiError::NotFoundWith("agent not found"))?;
+            ok(&SourcesView::of(&listed), request_id)
+        }
+        Route::ReplaceToolSources(id) => {
+            Query::of(request, &[])?;
+            let id = path_id(id)?;
+            // Auth headers are sealed for this agent while the body is read, before any checkout.
+            let asked = tool_sources::parse(
+                json_body(request, api.settings.max_body_bytes)?,
+                &api.settings.tool_policy,
+                api.settings.seal_key.as_deref(),
+                id,
+            )?;
+            let replaced = {
+                let mut conn = api.db.conn().await?;
+                let tx = conn.transaction().await?;
+                let replaced = tool_sources::replace(&tx.sql(), user.id, id, &asked).await?;
+                tx.commit().await?;
+                replaced
+            };
+            ok(&SourcesView::of(&replaced), request_id)
         }
         Route::Conversations => {
             let asked = ConversationsQuery::of(request, &api.settings)?;

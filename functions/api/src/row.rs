@@ -58,6 +58,7 @@ as_stored!(
     Option<i64>,
     String,
     Option<String>,
+    Option<Vec<String>>,
     Uuid,
     Option<Uuid>,
     NaiveDate,

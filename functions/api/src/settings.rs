@@ -1,7 +1,10 @@
 //! The API function's settings.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use shared::agent::sealed::SealKey;
+use shared::agent::settings::AGENT_MCP_ENCRYPTION_KEY;
 use shared::agent::ToolPolicy;
 use shared::config::{invalid, ConfigError, Env, Setting, Unit};
 
@@ -117,6 +120,9 @@ pub struct Settings {
     /// The outbound rules a tool's URL must pass to be saved (`AGENT_TOOL_*`, shared with the
     /// functions that call tools).
     pub tool_policy: ToolPolicy,
+    /// The key MCP sources' auth headers are sealed with (`AGENT_MCP_ENCRYPTION_KEY`, shared
+    /// with the functions that call MCP servers); `None`: unset, a source with one is refused.
+    pub seal_key: Option<Arc<SealKey>>,
 }
 
 impl Default for Settings {
@@ -124,6 +130,17 @@ impl Default for Settings {
     fn default() -> Self {
         Self::from_env(&Env::default()).unwrap_or_else(|e| unreachable!("declared defaults are valid: {e}"))
     }
+}
+
+/// `AGENT_MCP_ENCRYPTION_KEY`: `None` when unset or empty; not 64 hex digits is a configuration
+/// error (the instance does not start).
+fn seal_key(env: &Env) -> Result<Option<Arc<SealKey>>, ConfigError> {
+    let Some(hex) = env.text(&AGENT_MCP_ENCRYPTION_KEY).filter(|k| !k.trim().is_empty()) else {
+        return Ok(None);
+    };
+    SealKey::from_hex(&hex)
+        .map(|key| Some(Arc::new(key)))
+        .map_err(|e| invalid(AGENT_MCP_ENCRYPTION_KEY.name, e.to_string()))
 }
 
 impl Settings {
@@ -142,10 +159,27 @@ impl Settings {
             min_interval: env.duration(&TASKS_MIN_INTERVAL_SECS)?,
             daily_tokens: shared::usage::user_daily_tokens(env)?,
             tool_policy: ToolPolicy::from_env(env)?,
+            seal_key: seal_key(env)?,
         };
         if settings.page_size > settings.max_page_size {
             return Err(invalid(API_PAGE_SIZE.name, "must not be above API_MAX_PAGE_SIZE"));
         }
         Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seal_key_is_optional_and_a_malformed_one_stops_the_instance() {
+        assert!(Settings::from_env(&Env::default()).unwrap().seal_key.is_none());
+        let key = "ab".repeat(32);
+        let set = Settings::from_env(&Env::default().with("AGENT_MCP_ENCRYPTION_KEY", &key)).unwrap();
+        assert!(set.seal_key.is_some());
+        let bad = Settings::from_env(&Env::default().with("AGENT_MCP_ENCRYPTION_KEY", "abcd")).unwrap_err();
+        assert!(bad.to_string().contains("AGENT_MCP_ENCRYPTION_KEY"), "{bad}");
+        assert!(!bad.to_string().contains("abcd"), "{bad}");
     }
 }

@@ -230,12 +230,15 @@ struct SessionKey {
     auth: Option<String>,
 }
 
+/// A source's session, made under its own lock (`None`: none yet, or the last one failed).
+type Slot = Arc<Mutex<Option<Arc<Session>>>>;
+
 /// The MCP client of one instance: its HTTP client under the outbound rules, and its sessions.
 pub struct Mcp {
     client: reqwest_mcp::Client,
     policy: Arc<ToolPolicy>,
     tools_ttl: Duration,
-    sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
+    sessions: Mutex<HashMap<SessionKey, Slot>>,
 }
 
 impl std::fmt::Debug for Mcp {
@@ -286,19 +289,19 @@ impl Mcp {
         }
     }
 
-    /// The source's live session, made when there is none (or the last one closed).
+    /// The source's live session, made when there is none (or the last one closed). Two calls
+    /// at once to a cold source make one session; a slow server delays only its own callers.
     async fn session(&self, source: &Source) -> Result<Arc<Session>, McpError> {
-        let key = Self::key(source);
-        let mut sessions = self.sessions.lock().await;
-        if let Some(session) = sessions.get(&key) {
+        let slot = self.sessions.lock().await.entry(Self::key(source)).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(session) = slot.as_ref() {
             if !session.service.is_closed() {
                 return Ok(session.clone());
             }
         }
-        sessions.remove(&key);
-        // Made under the lock: two calls at once to a cold source make one session, not two.
+        *slot = None;
         let session = Arc::new(self.connect(source).await?);
-        sessions.insert(key, session.clone());
+        *slot = Some(session.clone());
         Ok(session)
     }
 
@@ -349,7 +352,10 @@ impl Mcp {
     }
 
     async fn forget(&self, source: &Source) {
-        self.sessions.lock().await.remove(&Self::key(source));
+        let slot = self.sessions.lock().await.get(&Self::key(source)).cloned();
+        if let Some(slot) = slot {
+            *slot.lock().await = None;
+        }
     }
 
     /// The source's tools the agent may use (its `allowed_tools`), listed at most every

@@ -633,3 +633,122 @@ async fn the_sample_put_is_saved_as_it_is_and_a_read_is_one_statement() {
     assert_eq!((status, read), (200, saved));
     assert_eq!(h.api.db.statements_sent() - before, 1);
 }
+
+impl ApiHarness {
+    async fn source_tools(&self, id: &str, name: &str, user: &str) -> (u16, Value) {
+        let path = format!("/api/agents/{id}/tool-sources/{name}/tools");
+        let (status, text) = self
+            .send("api-agent-tool-source-tools.json", "GET", &path, None, user)
+            .await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn a_sources_tools_are_listed_from_its_server_with_what_each_call_needs() {
+    use integration_tests::mcp_servers::{PyMcp, PyMcpOptions};
+    let server = PyMcp::start(PyMcpOptions {
+        token: Some(TOKEN.into()),
+        ..PyMcpOptions::default()
+    })
+    .await;
+    let h = api_harness_with(
+        &Env::default()
+            .with("AGENT_MCP_ENCRYPTION_KEY", KEY)
+            .with("AGENT_TOOL_ALLOW_LOOPBACK", "true"),
+    )
+    .await;
+    let agent = h.agent_of(USER).await;
+    let shop = json!({"name": "shop", "url": server.url, "authHeader": format!("Bearer {TOKEN}")});
+    let mut strict = json!({"name": "strict", "url": server.url, "approval": "always"});
+    strict["authHeader"] = shop["authHeader"].clone();
+    let (status, body) = h.put(&agent, &[shop, strict], USER).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, listed) = h.source_tools(&agent, "shop", USER).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["source"], "shop");
+    assert_eq!(listed["approval"], "destructive");
+    let tool = |name: &str| {
+        listed["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {listed}"))
+            .clone()
+    };
+    let lookup = tool("shop__lookup_order");
+    assert_eq!(
+        (&lookup["serverName"], &lookup["readOnly"], &lookup["requiresApproval"]),
+        (&json!("lookup_order"), &json!(true), &json!(false))
+    );
+    assert_eq!(tool("shop__refund_order")["requiresApproval"], true);
+    assert_eq!(tool("shop__idempotent_update")["idempotent"], true);
+    assert!(!listed.to_string().contains(TOKEN), "the header is never answered");
+    let (_, strict) = h.source_tools(&agent, "strict", USER).await;
+    assert!(strict["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["requiresApproval"] == true));
+    assert!(server
+        .calls()
+        .iter()
+        .filter(|c| c.event == "rpc")
+        .all(|c| c.authorization.as_deref() == Some(&format!("Bearer {TOKEN}"))));
+
+    assert_eq!(h.source_tools(&agent, "nope", USER).await.0, 404);
+    assert_eq!(h.source_tools(&agent, "shop", OTHER_USER).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_be_listed_is_a_502_that_says_why() {
+    use integration_tests::mcp_servers::{PyMcp, PyMcpOptions};
+    let mut server = PyMcp::start(PyMcpOptions::default()).await;
+    // Saved while loopback was allowed; listed by a deployment that refuses it.
+    let open = api_harness_with(
+        &Env::default()
+            .with("AGENT_MCP_ENCRYPTION_KEY", KEY)
+            .with("AGENT_TOOL_ALLOW_LOOPBACK", "true"),
+    )
+    .await;
+    let agent = open.agent_of(USER).await;
+    let (status, body) = open
+        .put(&agent, &[json!({"name": "shop", "url": server.url})], USER)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let strict = ApiHarness {
+        api: Api {
+            settings: ApiSettings::from_env(&Env::default().with("AGENT_MCP_ENCRYPTION_KEY", KEY)).unwrap(),
+            live: shared::live::Publisher::off(),
+            db: open.chat.db.pool(&PoolOptions {
+                app: "api".into(),
+                ..PoolOptions::default()
+            }),
+            auth: Authenticator::new(AuthConfig::new(&open.chat.auth.url(), Some(SECRET.into()))).unwrap(),
+            metrics: quiet_metrics("api"),
+        },
+        chat: open.chat,
+    };
+    let (status, refused) = strict.source_tools(&agent, "shop", USER).await;
+    assert_eq!(status, 502, "{refused}");
+    assert_eq!(refused["error"]["code"], "upstream_failed", "{refused}");
+    assert!(refused.to_string().contains("loopback"), "{refused}");
+    let open = ApiHarness {
+        api: Api {
+            settings: ApiSettings::from_env(
+                &Env::default()
+                    .with("AGENT_MCP_ENCRYPTION_KEY", KEY)
+                    .with("AGENT_TOOL_ALLOW_LOOPBACK", "true"),
+            )
+            .unwrap(),
+            ..strict.api
+        },
+        chat: strict.chat,
+    };
+    server.stop();
+    let (status, down) = open.source_tools(&agent, "shop", USER).await;
+    assert_eq!(status, 502, "{down}");
+    assert!(down.to_string().contains("could not be listed"), "{down}");
+}

@@ -13,6 +13,7 @@ use shared::db::Db;
 use shared::http::{idempotency_key, json_body, serve, view_response, ApiError};
 use shared::live::{Connections, Delivery, LiveEvent, Publisher};
 use shared::metrics::Metrics;
+use shared::telemetry::Chain;
 
 use crate::agents::{self, AgentsView, OwnedAgentView};
 use crate::conversations::{self, ConversationView, ConversationsQuery, MessageView, MessagesQuery};
@@ -20,7 +21,7 @@ use crate::query::Query;
 use crate::runs::{self, RunView, Verdict};
 use crate::settings::Settings;
 use crate::tasks::{self, Action, Filter, Insert, Quota, Task, TaskView};
-use crate::tool_sources::{self, SourcesView};
+use crate::tool_sources::{self, SourceToolsView, SourcesView};
 use crate::tools::{self, ToolsView};
 use crate::usage::{self, UsageQuery, UsageView};
 
@@ -42,6 +43,7 @@ enum Route<'a> {
     Tools(&'a str),
     ReplaceTools(&'a str),
     ToolSources(&'a str),
+    SourceTools(&'a str, &'a str),
     ReplaceToolSources(&'a str),
     Conversations,
     Messages(&'a str),
@@ -70,6 +72,7 @@ fn route<'a>(segments: &[&'a str], method: &Method) -> Result<Route<'a>, ApiErro
         ["", "api", "agents", id, "tools"] => only(Method::GET, Route::Tools(id)),
         ["", "api", "agents", id, "tool-sources"] if *method == Method::PUT => Ok(Route::ReplaceToolSources(id)),
         ["", "api", "agents", id, "tool-sources"] => only(Method::GET, Route::ToolSources(id)),
+        ["", "api", "agents", id, "tool-sources", name, "tools"] => only(Method::GET, Route::SourceTools(id, name)),
         ["", "api", "conversations"] => only(Method::GET, Route::Conversations),
         ["", "api", "conversations", id, "messages"] => only(Method::GET, Route::Messages(id)),
         ["", "api", "tasks"] if *method == Method::POST => Ok(Route::CreateTask),
@@ -174,6 +177,30 @@ async fn respond(api: &Api, request: &Request, request_id: &str) -> Result<Respo
             };
             let listed = listed.ok_or(ApiError::NotFoundWith("agent not found"))?;
             ok(&SourcesView::of(&listed), request_id)
+        }
+        Route::SourceTools(id, name) => {
+            Query::of(request, &[])?;
+            let id = path_id(id)?;
+            let row = {
+                let conn = api.db.conn().await?;
+                tool_sources::sealed(&conn.sql(), user.id, id, name).await?
+            };
+            let row = row.ok_or(ApiError::NotFoundWith("tool source not found"))?;
+            // In release mode no pooler client is held while the MCP server works (warm mode,
+            // the api's default, keeps its one idle client: no statement runs meanwhile).
+            api.db.release_idle();
+            let source = row
+                .open(id, api.settings.seal_key.as_deref())
+                .map_err(|e| ApiError::Upstream(format!("the source cannot be used: {e}")))?;
+            let mcp = api
+                .settings
+                .mcp()
+                .ok_or_else(|| ApiError::Upstream("no client for MCP servers on this deployment".into()))?;
+            let tools = mcp
+                .tools(&source)
+                .await
+                .map_err(|e| ApiError::Upstream(format!("the MCP server could not be listed: {}", Chain(&e))))?;
+            ok(&SourceToolsView::of(&source, &tools), request_id)
         }
         Route::ReplaceToolSources(id) => {
             Query::of(request, &[])?;

@@ -1,8 +1,9 @@
 //! The API function's settings.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use shared::agent::mcp::Mcp;
 use shared::agent::sealed::SealKey;
 use shared::agent::settings::AGENT_MCP_ENCRYPTION_KEY;
 use shared::agent::ToolPolicy;
@@ -123,6 +124,23 @@ pub struct Settings {
     /// The key MCP sources' auth headers are sealed with (`AGENT_MCP_ENCRYPTION_KEY`, shared
     /// with the functions that call MCP servers); `None`: unset, a source with one is refused.
     pub seal_key: Option<Arc<SealKey>>,
+    /// The MCP client that lists a source's tools for its owner, built at its first use under
+    /// `tool_policy` (`None` inside: it could not be built).
+    pub mcp: Arc<OnceLock<Option<Arc<Mcp>>>>,
+}
+
+impl Settings {
+    /// The MCP client, built once.
+    pub fn mcp(&self) -> Option<Arc<Mcp>> {
+        self.mcp
+            .get_or_init(|| {
+                Mcp::new(Arc::new(self.tool_policy.clone()), Duration::ZERO)
+                    .inspect_err(|e| tracing::error!(error = %shared::telemetry::Chain(e), "no client for MCP servers"))
+                    .ok()
+                    .map(Arc::new)
+            })
+            .clone()
+    }
 }
 
 impl Default for Settings {
@@ -160,6 +178,7 @@ impl Settings {
             daily_tokens: shared::usage::user_daily_tokens(env)?,
             tool_policy: ToolPolicy::from_env(env)?,
             seal_key: seal_key(env)?,
+            mcp: Arc::default(),
         };
         if settings.page_size > settings.max_page_size {
             return Err(invalid(API_PAGE_SIZE.name, "must not be above API_MAX_PAGE_SIZE"));

@@ -51,6 +51,10 @@ pub enum ApiError {
     /// An agent's run made its `AGENT_MAX_STEPS` model calls and was still calling tools.
     #[error("the agent made {0} model calls without a final answer (AGENT_MAX_STEPS)")]
     StepLimit(u32),
+    /// A server we called for the caller (an MCP server) could not answer: the message says
+    /// why, in our words (HTTP 502).
+    #[error("{0}")]
+    Upstream(String),
     /// The model provider failed; the cause goes to the log, never to the body.
     #[error("the model failed")]
     ModelFailed(#[source] Cause),
@@ -81,6 +85,7 @@ impl ApiError {
             Self::NotFound | Self::NotFoundWith(_) => (StatusCode::NOT_FOUND, "not_found", None),
             Self::ModelTimeout => (StatusCode::GATEWAY_TIMEOUT, "model_timeout", None),
             Self::StepLimit(_) => (StatusCode::BAD_GATEWAY, "step_limit", None),
+            Self::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_failed", None),
             Self::ModelFailed(_) => (StatusCode::BAD_GATEWAY, "model_error", None),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),

@@ -15,8 +15,8 @@ use shared::db::Sql;
 use shared::http::ApiError;
 
 pub use request::{parse, Approval, HeaderChange, NewSource, MAX_SOURCES};
-pub use store::{list, Source};
-pub use view::SourcesView;
+pub use store::{list, sealed, Source};
+pub use view::{SourceToolsView, SourcesView};
 
 /// Replaces the tool sources of agent `agent` of `owner` in the caller's transaction (`sql`):
 /// the agent is locked as the owner's first (404 when it is not theirs), then the list is

@@ -1,13 +1,15 @@
 //! The tool-source statements: an agent's list read in one statement; replaced in one
 //! transaction (the agent locked as the caller's, then one statement that upserts the list by
-//! name and deletes the rest), rows decoded by column name into [`Source`]. No statement here
-//! reads a stored auth header back: only whether there is one.
+//! name and deletes the rest), rows decoded by column name into [`Source`]. The list shows only
+//! whether a source has an auth header; [`sealed`] reads it, still sealed, for the one route
+//! that lists the source's tools from its server (the header is sent there, never answered).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use shared::agent::store::{SourceRow, SOURCE_JSON};
 use shared::db::{column, DbError, FromRow, Sql, Type};
 
 use super::request::{HeaderChange, NewSource};
@@ -143,4 +145,28 @@ pub async fn replace<C: GenericClient + Sync>(
         )
         .await?;
     Source::from_rows(&rows)
+}
+
+/// Source `name` of agent `agent` of `owner`, its auth header still sealed (`None`: no such
+/// source of the owner's).
+#[tracing::instrument(skip_all)]
+pub async fn sealed<C: GenericClient + Sync>(
+    sql: &Sql<'_, C>,
+    owner: Uuid,
+    agent: Uuid,
+    name: &str,
+) -> Result<Option<SourceRow>, DbError> {
+    let row = sql
+        .query_opt(
+            &format!(
+                "SELECT {SOURCE_JSON} AS source FROM agent_tool_sources s JOIN agents a ON a.id = s.agent_id
+                  WHERE a.id = $1 AND a.owner_id = $2 AND s.name = $3"
+            ),
+            &[(&agent, Type::UUID), (&owner, Type::UUID), (&name, Type::TEXT)],
+        )
+        .await?;
+    row.map(|row| {
+        serde_json::from_value(column::<Value>(&row, "source")?).map_err(|e| DbError::decode_column("source", e))
+    })
+    .transpose()
 }

@@ -47,3 +47,43 @@ impl<'a> SourcesView<'a> {
         }
     }
 }
+
+/// A source's tools as its server lists them (`GET /api/agents/{id}/tool-sources/{name}/tools`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceToolView<'a> {
+    /// The name the model sees (`<source>__<tool>`).
+    pub name: &'a str,
+    pub server_name: &'a str,
+    pub description: &'a str,
+    pub read_only: bool,
+    pub idempotent: bool,
+    pub requires_approval: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceToolsView<'a> {
+    pub source: &'a str,
+    pub approval: &'a str,
+    pub tools: Vec<SourceToolView<'a>>,
+}
+
+impl<'a> SourceToolsView<'a> {
+    pub fn of(source: &'a shared::agent::mcp::Source, tools: &'a [shared::agent::mcp::McpTool]) -> Self {
+        Self {
+            source: &source.name,
+            approval: source.approval.as_str(),
+            tools: tools
+                .iter()
+                .map(|t| SourceToolView {
+                    name: &t.exposed,
+                    server_name: &t.name,
+                    description: &t.description,
+                    read_only: t.hints.read_only,
+                    idempotent: t.hints.idempotent,
+                    requires_approval: source.approval.requires(t.hints),
+                })
+                .collect(),
+        }
+    }
+}

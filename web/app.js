@@ -5,7 +5,10 @@
 // as the model writes them when the streaming route is configured, and changes made elsewhere
 // (another tab, the scheduler) as the live socket reports them. An agent's tool calls and their
 // results are shown in the conversation, and a call that waits for a person has Approve / Reject
-// buttons (POST /api/runs/{id}/tool-calls/{callId}/approve|reject). Configuration comes from
+// buttons (POST /api/runs/{id}/tool-calls/{callId}/approve|reject). On an agent of the user's own,
+// the MCP servers it takes tools from (GET|PUT /api/agents/{id}/tool-sources) can be added and
+// removed, and each one's tools listed with whether a call runs at once or waits for approval
+// (GET /api/agents/{id}/tool-sources/{name}/tools). Configuration comes from
 // config.json next to this file (scripts/dev writes it):
 //   { "chatBase", "apiBase", "streamBase", "liveUrl", "token" }
 // In AWS chatBase and apiBase are the HTTP API's URL and streamBase the chat-stream function URL
@@ -594,6 +597,113 @@ async function createTask(event) {
   }
 }
 
+// ---- tool sources (MCP servers) of an agent the user owns ----------------------------------------
+// The list is replaced as a whole; a source kept as it is omits authHeader, so it keeps its own
+// (the API never shows it back).
+let shownSources = [];
+
+function sourceBody(s) {
+  const body = { name: s.name, url: s.url, approval: s.approval, timeoutMs: s.timeoutMs };
+  if (s.allowedTools) body.allowedTools = s.allowedTools;
+  return body;
+}
+
+function sourceItem(source) {
+  const li = document.createElement("li");
+  li.dataset.source = source.name;
+  const title = document.createElement("div");
+  title.textContent = `${source.name}: ${source.url}`;
+  const badge = (text, cls = "") => {
+    const b = document.createElement("span");
+    b.className = `badge ${cls}`.trim();
+    b.textContent = text;
+    return b;
+  };
+  title.append(badge(`approval: ${source.approval}`));
+  if (source.hasAuthHeader) title.append(badge("auth set"));
+  if (source.allowedTools) title.append(badge(`only ${source.allowedTools.join(", ")}`));
+  const tools = document.createElement("ul");
+  tools.className = "source-tools";
+  const list = document.createElement("button");
+  list.type = "button";
+  list.textContent = "Tools";
+  list.addEventListener("click", async () => {
+    list.disabled = true;
+    tools.replaceChildren(Object.assign(document.createElement("li"), { textContent: "listing…" }));
+    try {
+      const listed = await api(`/api/agents/${agentId()}/tool-sources/${encodeURIComponent(source.name)}/tools`);
+      tools.replaceChildren(...listed.tools.map((t) => {
+        const item = document.createElement("li");
+        item.dataset.tool = t.name;
+        item.textContent = t.name;
+        item.title = t.description;
+        item.append(badge(t.requiresApproval ? "needs approval" : "runs at once", t.requiresApproval ? "approval" : ""));
+        if (t.readOnly) item.append(badge("read-only"));
+        if (t.idempotent) item.append(badge("idempotent"));
+        return item;
+      }));
+      if (!listed.tools.length) tools.replaceChildren(Object.assign(document.createElement("li"), { textContent: "no tools" }));
+    } catch (e) {
+      tools.replaceChildren(Object.assign(document.createElement("li"), { textContent: e.message }));
+    } finally {
+      list.disabled = false;
+    }
+  });
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.textContent = "Remove";
+  remove.addEventListener("click", () =>
+    saveSources(shownSources.filter((s) => s.name !== source.name).map(sourceBody)));
+  li.append(title, list, remove, tools);
+  return li;
+}
+
+function showSources(sources) {
+  shownSources = sources;
+  $("source-list").replaceChildren(...sources.map(sourceItem));
+}
+
+// The sources of the selected agent; the panel shows only on an agent of the user's own.
+async function loadSources() {
+  try {
+    const { sources } = await api(`/api/agents/${agentId()}/tool-sources`);
+    showSources(sources);
+    $("sources").hidden = false;
+  } catch (e) {
+    $("sources").hidden = true;
+    if (e.status !== 404) say(e.message);
+  }
+}
+
+async function saveSources(sources) {
+  try {
+    const saved = await api(`/api/agents/${agentId()}/tool-sources`, { method: "PUT", body: { sources } });
+    showSources(saved.sources);
+    say("");
+    return true;
+  } catch (e) {
+    say(e.message);
+    return false;
+  }
+}
+
+async function addSource(event) {
+  event.preventDefault();
+  const added = {
+    name: $("source-name").value.trim(),
+    url: $("source-url").value.trim(),
+    approval: $("source-approval").value,
+  };
+  const auth = $("source-auth").value;
+  if (auth) added.authHeader = auth;
+  const allowed = $("source-allowed").value.split(",").map((t) => t.trim()).filter(Boolean);
+  if (allowed.length) added.allowedTools = allowed;
+  const kept = shownSources.filter((s) => s.name !== added.name).map(sourceBody);
+  if (await saveSources([...kept, added])) {
+    for (const id of ["source-name", "source-url", "source-auth", "source-allowed"]) $(id).value = "";
+  }
+}
+
 async function start() {
   if (!config.token) {
     say("config.json is missing: run scripts/dev");
@@ -617,6 +727,7 @@ async function start() {
   $("agent").addEventListener("change", () => {
     localStorage.setItem("agent", agentId());
     loadConversation();
+    loadSources();
   });
   $("new-conversation").addEventListener("click", () => {
     localStorage.removeItem(conversationKey());
@@ -624,7 +735,8 @@ async function start() {
   });
   $("send").addEventListener("submit", send);
   $("create-task").addEventListener("submit", createTask);
-  await Promise.all([loadConversation(), loadTasks(), loadUsage()]);
+  $("add-source").addEventListener("submit", addSource);
+  await Promise.all([loadConversation(), loadTasks(), loadUsage(), loadSources()]);
   // Results arrive when the scheduler runs: the live socket says when (no polling).
   connectLive();
   document.body.dataset.ready = "true";

@@ -254,10 +254,12 @@ async fn mcp_servers_python_pages_tools_calls_them_and_records_the_calls() {
             "refund_order",
             "slow_refund",
             "flaky",
-            "idempotent_update"
+            "idempotent_update",
+            "slow_lookup"
         ]
     );
     assert_eq!(pages, 3, "pages of 2");
+    assert_eq!(tool(&tools, "slow_lookup")["annotations"]["readOnlyHint"], true);
     assert_eq!(tool(&tools, "lookup_order")["annotations"]["readOnlyHint"], true);
     assert!(tool(&tools, "refund_order").get("annotations").is_none());
     assert_eq!(tool(&tools, "slow_refund")["annotations"]["destructiveHint"], true);
@@ -274,6 +276,8 @@ async fn mcp_servers_python_pages_tools_calls_them_and_records_the_calls() {
         .call("refund_order", json!({"order_id": "A-1", "amount": 5}))
         .await;
     assert_ne!(refunded["isError"], true, "{refunded}");
+    let slow = session.call("slow_lookup", json!({"q": "run-1", "delay_ms": 0})).await;
+    assert_eq!(slow["structuredContent"], json!({"q": "run-1", "answer": "found"}));
     let flaky = session.call("flaky", json!({})).await;
     assert_eq!(flaky["isError"], true, "{flaky}");
     let (_, unknown) = session
@@ -287,6 +291,9 @@ async fn mcp_servers_python_pages_tools_calls_them_and_records_the_calls() {
         .find(|c| c.method.as_deref() == Some("initialize"))
         .expect("initialize recorded");
     assert_eq!(initialize.session, None);
+    assert!(calls
+        .iter()
+        .any(|c| c.event == "tool_finished" && c.tool.as_deref() == Some("slow_lookup")));
     let refunds = server.tool_runs("refund_order");
     assert_eq!(refunds.len(), 1);
     assert_eq!(refunds[0].arguments, Some(json!({"order_id": "A-1", "amount": 5})));
@@ -307,7 +314,7 @@ async fn mcp_servers_python_expired_session_answers_404() {
     .await;
     let mut session = Session::open(&server.url, None).await;
     let (tools, pages) = session.list_tools().await;
-    assert_eq!((tools.len(), pages), (5, 1));
+    assert_eq!((tools.len(), pages), (6, 1));
 
     assert_eq!(server.expire_sessions().await, 1);
     let (status, _) = session.try_request("tools/list", json!({})).await;
@@ -364,7 +371,7 @@ async fn mcp_servers_python_sends_list_changed_on_the_get_stream() {
     assert!(got.is_ok(), "no list_changed on the GET stream: {seen}");
 
     let (after, _) = session.list_tools().await;
-    assert_eq!(after.len(), 6);
+    assert_eq!(after.len(), 7);
     assert_eq!(tool(&after, "late_tool")["annotations"]["readOnlyHint"], true);
     let late = session.call("late_tool", json!({})).await;
     assert_eq!(late["isError"], false);

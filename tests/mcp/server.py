@@ -10,6 +10,8 @@ MCP endpoint `/mcp`. Tools:
   slow_refund        destructiveHint: records that it started, sleeps `seconds`, then answers
   flaky              answers a result with isError: true
   idempotent_update  idempotentHint: true, readOnlyHint: false
+  slow_lookup        readOnlyHint: records that it started, sleeps `delay_ms` (default 200), records
+                     that it finished, answers {"q": q, "answer": "found"} (the benches' tool)
   late_tool          only after POST /admin/add-tool
 `tools/list` is paginated (`--page-size`, default 2): a client has to follow `nextCursor`.
 
@@ -112,6 +114,13 @@ TOOLS = [
         ["key", "value"],
         types.ToolAnnotations(idempotent_hint=True, read_only_hint=False),
     ),
+    tool(
+        "slow_lookup",
+        "Looks `q` up, taking `delay_ms` (default 200) to do it (reads only).",
+        {"q": {"type": "string"}, "delay_ms": {"type": "number"}},
+        ["q"],
+        types.ToolAnnotations(read_only_hint=True),
+    ),
 ]
 
 LATE_TOOL = tool(
@@ -192,6 +201,11 @@ def build(record: Recorder, token: str | None, page_size: int) -> Any:
             return types.CallToolResult(content=text(f"refunded order {order} slowly"))
         if name == "flaky":
             return types.CallToolResult(content=text("flaky failed, as it always does"), is_error=True)
+        if name == "slow_lookup":
+            await anyio.sleep(float(args.get("delay_ms", 200)) / 1000)
+            record.write("tool_finished", tool=name, arguments=args, session=session)
+            q = str(args.get("q", ""))
+            return types.CallToolResult(content=text(f"{q}: found"), structured_content={"q": q, "answer": "found"})
         if name == "idempotent_update":
             return types.CallToolResult(content=text(f"{args.get('key')} = {args.get('value')}"))
         return types.CallToolResult(content=text("late tool ran"))

@@ -282,6 +282,11 @@ impl PyMcp {
         }
     }
 
+    /// The server process's id (`None` when stopped), to read its CPU time and memory.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|s| s.child.id())
+    }
+
     /// Whether the process runs (not stopped, not exited).
     pub fn running(&mut self) -> bool {
         self.server

@@ -242,12 +242,23 @@ fn step<'a>(script: &'a ToolScript, messages: &[Value], user_text: impl Fn(&Valu
     (index, step)
 }
 
-/// The calls of `step` number `index`: ids `call_<index>_<i>`.
-fn calls(index: usize, calls: &[(&'static str, Value)]) -> Vec<(String, &'static str, Value)> {
+/// The calls of `step` number `index`: ids `call_<index>_<i>`; an argument whose value is the
+/// string `"{prompt}"` becomes the run's prompt (the last user message's text of `body`), so a
+/// tool can tell runs apart.
+fn calls(index: usize, calls: &[(&'static str, Value)], body: &Value) -> Vec<(String, &'static str, Value)> {
+    let prompt = Value::String(prompt_of(body));
     calls
         .iter()
         .enumerate()
-        .map(|(i, (name, arguments))| (format!("call_{index}_{i}"), *name, arguments.clone()))
+        .map(|(i, (name, arguments))| {
+            let mut arguments = arguments.clone();
+            if let Value::Object(fields) = &mut arguments {
+                for value in fields.values_mut().filter(|v| v.as_str() == Some("{prompt}")) {
+                    *value = prompt.clone();
+                }
+            }
+            (format!("call_{index}_{i}"), *name, arguments)
+        })
         .collect()
 }
 
@@ -296,7 +307,7 @@ fn openai(script: &ToolScript, body: &Value) -> (u16, &'static str, Bytes) {
             "stop"
         }
         Step::Call(list) => {
-            message["tool_calls"] = calls(index, list)
+            message["tool_calls"] = calls(index, list, body)
                 .into_iter()
                 .map(|(id, name, arguments)| {
                     json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments.to_string()}})
@@ -326,7 +337,7 @@ fn openai(script: &ToolScript, body: &Value) -> (u16, &'static str, Bytes) {
         }
         Step::Call(list) => {
             // As OpenAI streams them: the id and name first, the arguments in pieces.
-            for (i, (id, name, arguments)) in calls(index, list).into_iter().enumerate() {
+            for (i, (id, name, arguments)) in calls(index, list, body).into_iter().enumerate() {
                 let text = arguments.to_string();
                 let (a, b) = text.split_at(text.len() / 2);
                 wire.push_str(&chunk(
@@ -420,7 +431,7 @@ fn bedrock(script: &ToolScript, body: &Value) -> (u16, &'static str, Bytes) {
     let (content, stop) = match step {
         Step::Answer(text) => (json!([{"text": text}]), "end_turn"),
         Step::Call(list) => (
-            calls(index, list)
+            calls(index, list, body)
                 .into_iter()
                 .map(|(id, name, input)| json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}))
                 .collect(),
@@ -473,7 +484,7 @@ fn bedrock_stream(script: &ToolScript, body: &Value) -> (u16, &'static str, Byte
             "end_turn"
         }
         Step::Call(list) => {
-            for (i, (id, name, input)) in calls(index, list).into_iter().enumerate() {
+            for (i, (id, name, input)) in calls(index, list, body).into_iter().enumerate() {
                 let text = input.to_string();
                 let (a, b) = text.split_at(text.len() / 2);
                 wire.extend(frame(

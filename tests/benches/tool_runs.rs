@@ -347,7 +347,11 @@ async fn scenario(variant: Variant, sizes: &Sizes) -> Figures {
                     )
                     .await
                     .unwrap();
-                let n = if i == 0 { tasks - share * (mcp_servers as i32 - 1) } else { share };
+                let n = if i == 0 {
+                    tasks - share * (mcp_servers as i32 - 1)
+                } else {
+                    share
+                };
                 seed_tasks(&admin, agent, n, &format!("tool-run-s{i}"), "", "").await;
             }
             "bench__slow_lookup"
@@ -575,15 +579,24 @@ async fn scenario(variant: Variant, sizes: &Sizes) -> Figures {
         Variant::Mcp => {
             println!(
                 "  {}",
-                line("1st model answer → tools/call POST arrives at the server", &mut model_tool)
+                line(
+                    "1st model answer → tools/call POST arrives at the server",
+                    &mut model_tool
+                )
             );
             println!(
                 "  {}",
-                line("tools/call POST arrives → the tool starts (server's SDK)", &mut tool_start)
+                line(
+                    "tools/call POST arrives → the tool starts (server's SDK)",
+                    &mut tool_start
+                )
             );
             println!(
                 "  {}",
-                line("the tool ends → 2nd model call (server's SDK, SSE answer, client)", &mut tool_model)
+                line(
+                    "the tool ends → 2nd model call (server's SDK, SSE answer, client)",
+                    &mut tool_model
+                )
             );
         }
     }

@@ -661,3 +661,76 @@ async fn a_task_created_in_one_page_appears_in_another_of_the_same_user_without_
         panic!("{e}");
     }
 }
+
+// ---- MCP servers: an owned agent's tool sources --------------------------------------------------
+
+/// The dev token's user (scripts/dev seeds its tasks under it).
+const DEV_USER: &str = "5b1c7a2e-8f6d-4c3b-9a1e-2d4f6b8c0e13";
+/// An agent of the dev user's own (the demo agent is public: it has no sources to manage).
+const OWN_AGENT: &str = "00000000-0000-4000-8000-0000000000aa";
+
+async fn tool_sources(dev: &Dev, page: &Page<'_>, mcp_url: &str) -> Result<(), String> {
+    page.navigate(&format!("http://127.0.0.1:{}/", dev.web_port)).await?;
+    page.wait_for(READY, Duration::from_secs(180)).await?;
+    page.eval(&format!(
+        "(() => {{ const s = document.getElementById('agent'); s.value = '{OWN_AGENT}'; s.dispatchEvent(new Event('change')); return s.value; }})()"
+    ))
+    .await?;
+    page.wait_for("!document.getElementById('sources').hidden", Duration::from_secs(30))
+        .await?;
+    page.type_into("#source-name", "shop").await?;
+    page.type_into("#source-url", mcp_url).await?;
+    page.click("#add-source button").await?;
+    let item = "document.querySelector('#source-list li[data-source=shop]')";
+    page.wait_for(&format!("!!{item}"), Duration::from_secs(30)).await?;
+    page.eval(&format!("{item}.querySelector('button').click(), true"))
+        .await?;
+    let tool = |name: &str| format!("document.querySelector('#source-list li[data-source=shop] [data-tool={name}]')");
+    page.wait_for(&format!("!!{}", tool("shop__refund_order")), Duration::from_secs(30))
+        .await?;
+    let shown = page
+        .eval(&format!(
+            "[{}.textContent, {}.textContent]",
+            tool("shop__lookup_order"),
+            tool("shop__refund_order")
+        ))
+        .await?;
+    let (lookup, refund) = (shown[0].as_str().unwrap_or(""), shown[1].as_str().unwrap_or(""));
+    if !(lookup.contains("runs at once") && lookup.contains("read-only") && refund.contains("needs approval")) {
+        return Err(format!("the tools are shown as {shown}"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_agents_mcp_server_is_added_in_the_page_and_its_tools_show_which_calls_need_approval() {
+    use integration_tests::mcp_servers::{PyMcp, PyMcpOptions};
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let server = PyMcp::start(PyMcpOptions::default()).await;
+    let db = TestDb::new().await;
+    let dev = Dev::start_with(&db, "browser-mcp-dev.log", &[("AGENT_TOOL_ALLOW_LOOPBACK", "true")]);
+    dev.ready().await;
+    db.direct()
+        .await
+        .execute(
+            "INSERT INTO agents (id, name, description, instructions, model, visibility, owner_id)
+             VALUES ($1::text::uuid, 'My agent', 'An agent of my own', 'Be useful.', 'local', 'private', $2::text::uuid)",
+            &[&OWN_AGENT, &DEV_USER],
+        )
+        .await
+        .expect("the agent");
+    let browser = Browser::launch().await.expect("headless chromium starts");
+    let page = browser.new_page().await.expect("a page");
+    if let Err(e) = tool_sources(&dev, &page, &server.url).await {
+        let dir = workspace().join("target/browser-failures");
+        let _ = std::fs::create_dir_all(&dir);
+        let shot = dir.join("web-client-mcp.png");
+        let saved = page.screenshot(&shot).await;
+        let requests = page.requests();
+        let last: Vec<_> = requests.iter().rev().take(20).rev().collect();
+        panic!(
+            "{e}\nscreenshot: {} ({saved:?}); the page's last requests: {last:?}",
+            shot.display()
+        );
+    }
+}

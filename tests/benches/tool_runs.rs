@@ -472,33 +472,30 @@ async fn scenario(variant: Variant, sizes: &Sizes) -> Figures {
             entry.throttled += 1;
         }
     }
-    let tool_calls = match &tool {
-        Some(server) => {
-            let mut prompt_of_run = HashMap::new();
-            for r in &rows {
-                prompt_of_run.insert(r.get::<_, String>(0), r.get::<_, String>(1));
-            }
-            let timings = server.timings.lock().unwrap().clone();
-            for t in &timings {
-                if let Some(prompt) = prompt_of_run.get(&t.run_id) {
-                    let (arrived, ended) = (epoch(t.received), epoch(t.answered));
-                    by_prompt.entry(prompt.clone()).or_default().tools.push(ToolSpan {
-                        arrived,
-                        started: arrived,
-                        ended,
-                    });
-                }
-            }
-            timings.len()
+    let tool_calls = if let Some(server) = &tool {
+        let mut prompt_of_run = HashMap::new();
+        for r in &rows {
+            prompt_of_run.insert(r.get::<_, String>(0), r.get::<_, String>(1));
         }
-        None => {
-            let spans = mcp_spans(&servers);
-            let count = spans.values().filter(|s| s.started > 0.0).count();
-            for (prompt, span) in spans {
-                by_prompt.entry(prompt).or_default().tools.push(span);
+        let timings = server.timings.lock().unwrap().clone();
+        for t in &timings {
+            if let Some(prompt) = prompt_of_run.get(&t.run_id) {
+                let (arrived, ended) = (epoch(t.received), epoch(t.answered));
+                by_prompt.entry(prompt.clone()).or_default().tools.push(ToolSpan {
+                    arrived,
+                    started: arrived,
+                    ended,
+                });
             }
-            count
         }
+        timings.len()
+    } else {
+        let spans = mcp_spans(&servers);
+        let count = spans.values().filter(|s| s.started > 0.0).count();
+        for (prompt, span) in spans {
+            by_prompt.entry(prompt).or_default().tools.push(span);
+        }
+        count
     };
 
     // Step overhead over the runs never throttled: run row → recorded, minus model and tool time.

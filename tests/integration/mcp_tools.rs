@@ -71,9 +71,10 @@ async fn the_python_servers_tools_are_listed_across_pages_with_their_hints_and_n
             "orders__refund_order",
             "orders__slow_refund",
             "orders__flaky",
-            "orders__idempotent_update"
+            "orders__idempotent_update",
+            "orders__slow_lookup"
         ],
-        "every page of five tools at two a page"
+        "every page of six tools at two a page"
     );
     let lookup = &tools[0];
     assert!(lookup.hints.read_only && !Approval::Destructive.requires(lookup.hints));

@@ -66,22 +66,12 @@ pub async fn list<C: GenericClient + Sync>(
     Ok(Some(sources))
 }
 
-/// Locks agent `agent` of `owner` until the transaction ends (replacements of one agent's list
-/// are serialised): whether the owner has it.
-#[tracing::instrument(skip_all)]
-pub async fn lock_agent<C: GenericClient + Sync>(sql: &Sql<'_, C>, owner: Uuid, agent: Uuid) -> Result<bool, DbError> {
-    let row = sql
-        .query_opt(
-            "SELECT id FROM agents WHERE id = $1 AND owner_id = $2 FOR NO KEY UPDATE",
-            &[(&agent, Type::UUID), (&owner, Type::UUID)],
-        )
-        .await?;
-    Ok(row.is_some())
-}
+/// Locks the agent as its owner's (the tools' statement: one lock serialises both lists).
+pub use crate::tools::store::lock_agent;
 
-/// Makes `sources` the list of agent `agent` (locked by [`lock_agent`]): one statement. A name already there keeps its id and `created_at`, and its sealed
-/// header when the source says [`HeaderChange::Keep`]; a name not listed is deleted. The new
-/// list, by name.
+/// Makes `sources` the list of agent `agent` (locked by [`lock_agent`]): one statement. A name
+/// already there keeps its id and `created_at`, and its sealed header when the source says
+/// [`HeaderChange::Keep`]; a name not listed is deleted. The new list, by name.
 #[tracing::instrument(skip_all)]
 pub async fn replace<C: GenericClient + Sync>(
     sql: &Sql<'_, C>,
